@@ -1,0 +1,1 @@
+"""The discrete algorithms of both papers in numpy: oracles for the circuit, and baselines."""
