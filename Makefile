@@ -4,9 +4,6 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.cdtp-installed
-# Brian2's compiled-code cache lives inside the venv, so it is reused across
-# runs and tests and disappears with `make clean`.
-export CDTP_BRIAN2_CACHE := $(CURDIR)/$(VENV)/brian2-cache
 export MPLBACKEND := Agg
 
 .PHONY: demo test test-slow bench lint clean

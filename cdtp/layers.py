@@ -25,7 +25,7 @@ def with_bias(s: np.ndarray, bias: bool) -> np.ndarray:
     """Append a constant-1 unit to the last axis of ``s`` when ``bias`` is true."""
     if not bias:
         return s
-    ones = np.ones(s.shape[:-1] + (1,), dtype=s.dtype)
+    ones = np.ones((*s.shape[:-1], 1), dtype=s.dtype)
     return np.concatenate([s, ones], axis=-1)
 
 

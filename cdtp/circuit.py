@@ -1,0 +1,280 @@
+"""Declaring a CDTP circuit: a validated, frozen description and its TOML loader.
+
+A circuit file says *what* the circuit is — layer sizes, nonlinearity, time constants, gates,
+feedback kind, learning rates, initialization — never how it is simulated (device, dt and
+precision are run options of :mod:`cdtp.engine`). Example (``circuits/small.toml``)::
+
+    name = "small"
+    sizes = [6, 6, 6, 4]
+    nonlinearity = "tanh"
+
+    [time_constants]
+    tau_h = "0 ms"        # 0 = algebraic
+    tau_a = "1 ms"
+    tau_u = "4 ms"
+    tau_tau = "0 ms"
+
+    [feedback]
+    rule = "delta1"       # delta1 | delta2 | fixed
+    init = "pinv"         # random | pinv | regularized_inverse
+
+    [plasticity]
+    eta_w = 0.01
+    eta_omega = "5 /s"
+    beta = 0.1
+
+Every value is checked on load; a bad one raises :class:`ConfigError` naming the file, the key,
+the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cdtp.gating import HOLD_GATES, HoldGate
+from cdtp.losses import LOSSES
+from cdtp.nonlinearities import NONLINEARITIES
+from cdtp.units import UnitError, parse_quantity
+
+__all__ = ["CircuitConfig", "ConfigError", "circuit_from_dict", "load_circuit"]
+
+FEEDBACK_RULES = ("delta1", "delta2", "fixed")
+FEEDBACK_INITS = ("random", "pinv", "regularized_inverse", "zeros")
+
+
+class ConfigError(ValueError):
+    """A circuit or scenario file that does not validate."""
+
+    def __init__(self, source: str, key: str, message: str):
+        self.source, self.key = source, key
+        super().__init__(f"{source}: {key}: {message}")
+
+
+@dataclass(frozen=True)
+class CircuitConfig:
+    """A CDTP circuit (DESIGN §2). Times in seconds, rates in 1/s.
+
+    Attributes
+    ----------
+    sizes : tuple of int
+        n_0 (input) … n_L (output).
+    nonlinearity, leaky_slope : str, float
+        σ, and the negative slope when σ is the leaky ReLU.
+    bias : bool
+        A constant-1 unit in every layer (Algorithm 1's bias).
+    loss : str
+        ``squared_error`` or ``softmax_cross_entropy``.
+    tau_h, tau_a, tau_u, tau_tau : float
+        Time constants of Eqs 46–49 in s; 0 makes the variable algebraic.
+    hold : HoldGate
+        c(γ), hard or smooth.
+    feedback_rule : str
+        ``delta1`` (Eq 51), ``delta2`` (Eq 52) or ``fixed``.
+    feedback_init : str
+        Ω at t = 0: ``random``, ``pinv`` (pseudo-inverse of W's linear part),
+        ``regularized_inverse`` (seed 002's regularized inverse, see ``regularization``),
+        ``zeros``.
+    regularization : float
+        r of the regularized inverse.
+    eta_w : float
+        η_W (dimensionless; ΔW = η_W p s Δτ nᵀ).
+    eta_omega : float
+        η_Ω in 1/s.
+    beta : float
+        Output nudging strength.
+    influence, influence_eps : bool, float
+        DTP influence factor s_l and its ε.
+    weight_scale, feedback_scale : float
+        Initialization scales (see :func:`cdtp.layers.init_network`).
+    seed : int
+        Seed of the initial weights.
+    activity_bound : float
+        A run stops as diverged when any |a|, |u| or |τ| exceeds this.
+    """
+
+    sizes: tuple
+    name: str = "circuit"
+    nonlinearity: str = "leaky_relu"
+    leaky_slope: float = 0.1
+    bias: bool = True
+    loss: str = "squared_error"
+    tau_h: float = 0.0
+    tau_a: float = 1e-3
+    tau_u: float = 4e-3
+    tau_tau: float = 0.0
+    hold: HoldGate = field(default_factory=HoldGate)
+    feedback_rule: str = "delta1"
+    feedback_init: str = "pinv"
+    regularization: float = 1e-3
+    eta_w: float = 0.01
+    eta_omega: float = 0.0
+    beta: float = 0.1
+    influence: bool = False
+    influence_eps: float = 1e-12
+    weight_scale: float = 1.0
+    feedback_scale: float = 1.0
+    seed: int = 0
+    activity_bound: float = 1e3
+    source: str = field(default="<dict>", compare=False)
+
+    def __post_init__(self):
+        src = self.source
+        sizes = self.sizes
+        if (
+            not isinstance(sizes, list | tuple)
+            or len(sizes) < 2
+            or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes)
+        ):
+            raise ConfigError(
+                src, "sizes", f"{sizes!r} is not a list of at least two positive integers"
+            )
+        object.__setattr__(self, "sizes", tuple(sizes))
+        for l in range(2, len(sizes)):
+            if self.feedback_init in ("pinv", "regularized_inverse") and sizes[l - 1] < sizes[l]:
+                raise ConfigError(
+                    src,
+                    "sizes",
+                    f"layer {l} ({sizes[l]} units) is wider than layer {l - 1} ({sizes[l - 1]}):"
+                    " sizes must not increase above the input layer, or the decoder g_l cannot"
+                    " invert f_l (Prop 2 needs f_l(g_l(u)) = τ_l to be solvable)",
+                )
+        _choice(src, "nonlinearity", self.nonlinearity, tuple(NONLINEARITIES))
+        _choice(src, "loss", self.loss, tuple(LOSSES))
+        _choice(src, "feedback.rule", self.feedback_rule, FEEDBACK_RULES)
+        _choice(src, "feedback.init", self.feedback_init, FEEDBACK_INITS)
+        if not 0 < self.leaky_slope <= 1:
+            raise ConfigError(src, "leaky_slope", f"{self.leaky_slope!r} is not in (0, 1]")
+        for name in ("tau_h", "tau_a", "tau_u", "tau_tau"):
+            v = getattr(self, name)
+            if not np.isfinite(v) or v < 0:
+                raise ConfigError(
+                    src, f"time_constants.{name}", f"{v!r} s: a time constant must be ≥ 0"
+                )
+        for name in ("eta_w", "eta_omega", "beta", "regularization", "influence_eps",
+                     "weight_scale", "feedback_scale"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v) or v < 0:
+                raise ConfigError(src, name, f"{v!r} must be a finite number ≥ 0")
+        if self.loss == "softmax_cross_entropy" and self.sizes[-1] < 2:
+            raise ConfigError(src, "loss", "softmax cross-entropy needs at least 2 output units")
+        if not self.activity_bound > 0:
+            raise ConfigError(src, "divergence.activity_bound", "must be > 0")
+
+    @property
+    def depth(self) -> int:
+        """L, the number of computed layers."""
+        return len(self.sizes) - 1
+
+    def to_dict(self) -> dict:
+        """A JSON-able dictionary (for Dataset attributes)."""
+        d = asdict(self)
+        d["sizes"] = list(self.sizes)
+        d.pop("source")
+        return d
+
+
+def _choice(source, key, value, allowed):
+    if value not in allowed:
+        hint = difflib.get_close_matches(str(value), allowed, n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError(source, key, f"{value!r} is not allowed{extra}; allowed: "
+                          + ", ".join(allowed))
+
+
+def _check_keys(source, section, data, allowed):
+    for key in data:
+        if key not in allowed:
+            hint = difflib.get_close_matches(key, allowed, n=1)
+            extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+            where = f"{section}.{key}" if section else key
+            raise ConfigError(source, where, f"unknown key{extra}; allowed: "
+                              + ", ".join(sorted(allowed)))
+
+
+def _typed(source, key, value, kind):
+    ok = {
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, int | float) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+        "str": isinstance(value, str),
+    }[kind]
+    if not ok:
+        raise ConfigError(source, key, f"{value!r} has type {type(value).__name__}, expected {kind}")
+    return float(value) if kind == "float" else value
+
+
+_TOP = {"name": "str", "sizes": None, "nonlinearity": "str", "leaky_slope": "float",
+        "bias": "bool", "loss": "str", "seed": "int"}
+_SECTIONS = {
+    "time_constants": {"tau_h": "time", "tau_a": "time", "tau_u": "time", "tau_tau": "time"},
+    "hold_gate": {"kind": "str", "epsilon": "float", "width": "float"},
+    "feedback": {"rule": "str", "init": "str", "regularization": "float"},
+    "plasticity": {"eta_w": "float", "eta_omega": "rate", "beta": "float", "influence": "bool",
+                   "influence_eps": "float"},
+    "init": {"weight_scale": "float", "feedback_scale": "float", "seed": "int"},
+    "divergence": {"activity_bound": "float"},
+}
+_RENAME = {("feedback", "rule"): "feedback_rule", ("feedback", "init"): "feedback_init"}
+
+
+def circuit_from_dict(data: dict, source: str = "<dict>") -> CircuitConfig:
+    """Validate a nested dictionary (the TOML layout) into a :class:`CircuitConfig`."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, "<root>", "a circuit must be a table of keys")
+    data = dict(data.get("circuit", data)) if set(data) == {"circuit"} else dict(data)
+    _check_keys(source, "", data, list(_TOP) + list(_SECTIONS))
+    if "sizes" not in data:
+        raise ConfigError(source, "sizes", "missing: list the layer sizes, input first")
+    kwargs: dict = {"source": source}
+    for key, kind in _TOP.items():
+        if key in data:
+            kwargs[key] = data[key] if kind is None else _typed(source, key, data[key], kind)
+    hold = {}
+    for section, spec in _SECTIONS.items():
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(source, section, f"must be a table ([{section}]), got {table!r}")
+        _check_keys(source, section, table, list(spec))
+        for key, kind in spec.items():
+            if key not in table:
+                continue
+            where = f"{section}.{key}"
+            value = table[key]
+            if kind in ("time", "rate"):
+                try:
+                    value = parse_quantity(value, kind)
+                except UnitError as exc:
+                    raise ConfigError(source, where, str(exc)) from None
+            else:
+                value = _typed(source, where, value, kind)
+            if section == "hold_gate":
+                hold[key] = value
+            else:
+                kwargs[_RENAME.get((section, key), key)] = value
+    if hold:
+        if "kind" in hold:
+            _choice(source, "hold_gate.kind", hold["kind"], HOLD_GATES)
+        try:
+            kwargs["hold"] = HoldGate(**hold)
+        except ValueError as exc:
+            raise ConfigError(source, "hold_gate", str(exc)) from None
+    return CircuitConfig(**kwargs)
+
+
+def load_circuit(path: str | Path) -> CircuitConfig:
+    """Read and validate a circuit TOML file; errors name the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "<file>", "no such circuit file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "<syntax>", f"not valid TOML: {exc}") from None
+    return circuit_from_dict(data, source=str(path))
+
+

@@ -1,0 +1,545 @@
+"""Building and running a CDTP circuit as an explicit Brian2 network (DESIGN §2, §6).
+
+Mapping of the equations to Brian2 objects, for layers l = 0..L (layer 0 is the clamped input):
+
+==========================  ==========================================================
+quantity                    Brian2
+==========================  ==========================================================
+a_l, h_l, u_l, τ_l          variables ``a``, ``h``, ``u``, ``target`` of NeuronGroup
+                            ``layer_l`` (n_l units, plus one bias unit whose σ is 1)
+γ_l, c(γ_l), p_l            shared variables ``gamma``, ``hold``, ``plasticity``, computed
+                            each step from shared constants (``gamma_freq``, ``gamma_duty``,
+                            ``gamma_lag``, …): changing them never recompiles
+g_l(u_l) = Ω_l σ(u_l)       Synapses ``feedback_l`` (layer_l → layer_{l−1}), summed into
+                            ``fb`` of layer l−1; Ω is the synaptic variable ``Omega``
+m_{l−1}, τ_{l−1} (Eq 49)    run_regularly ``targets`` of layer l−1
+W_l σ(m_{l−1}) (Eq 46)      Synapses ``feedforward_l`` (layer_{l−1} → layer_l), summed
+                            into ``h_in``; W is the synaptic variable ``W``
+Eqs 46–48 (h, a, u)         run_regularly ``dynamics`` of layer l (forward Euler; a time
+                            constant of 0 is stored as one step, dt/dt = 1: algebraic)
+ΔW_l (Eq 50), ΔΩ_l (51/52)  run_regularly ``plasticity`` of the synapses
+‖σ̃(a)‖², Σ(a − τ)², Σe^a   NeuronGroup ``norm_l`` (one normalization neuron per layer)
+                            pooling through summed synapses ``pool_l``; the results come
+                            back through one-to-all summed synapses ``broadcast_l``
+example clamping, checks    a NetworkOperation on a clock of one γ period
+==========================  ==========================================================
+
+Within each time step the objects run in the order of :mod:`cdtp.reference.cdtp_map`
+(feedback sums → targets → feedback plasticity and error pools → feedforward sums →
+feedforward plasticity → dynamics → normalization pools), fixed by explicit ``order`` values in
+the ``groups`` slot, so the circuit reproduces the reference map step for step.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import brian2 as b2
+import numpy as np
+
+from cdtp.circuit import CircuitConfig
+from cdtp.gating import Schedule
+from cdtp.layers import Network, init_network
+from cdtp.nonlinearities import get_nonlinearity
+
+__all__ = ["DEVICES", "CircuitRun", "Diverged", "build", "initial_network"]
+
+DEVICES = ("cython", "numpy", "cpp_standalone")
+
+# Execution order within a time step (all in the 'groups' slot).
+ORDER = {
+    "input": 2,
+    "input_pool": 3,
+    "input_broadcast": 4,
+    "feedback_sum": 10,
+    "gates": 15,
+    "targets": 20,
+    "feedback_plasticity": 30,
+    "error_pool": 30,
+    "error_broadcast": 35,
+    "feedforward_sum": 40,
+    "feedforward_plasticity": 50,
+    "dynamics": 60,
+    "norm_pool": 70,
+    "norm_broadcast": 80,
+}
+
+
+class Diverged(RuntimeError):
+    """Raised (or recorded) when activity leaves the configured bound."""
+
+
+def initial_network(circuit: CircuitConfig) -> Network:
+    """The initial weights of ``circuit`` from its seed (numpy; shared with the reference)."""
+    rng = np.random.default_rng(circuit.seed)
+    init = circuit.feedback_init
+    net = init_network(
+        circuit.sizes,
+        rng,
+        nonlinearity=get_nonlinearity(circuit.nonlinearity, slope=circuit.leaky_slope),
+        bias=circuit.bias,
+        weight_scale=circuit.weight_scale,
+        feedback_scale=circuit.feedback_scale,
+        feedback_init="pinv" if init == "regularized_inverse" else init,
+    )
+    if init == "regularized_inverse":
+        from cdtp.reference.regularized import regularized_decoder
+
+        for l in range(2, net.depth + 1):
+            net.feedback[l] = regularized_decoder(net, l, circuit.regularization)
+    return net
+
+
+def _configure_device(device: str, directory: str | None):
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
+    cache = os.environ.get("CDTP_BRIAN2_CACHE")
+    if cache:
+        b2.prefs.codegen.runtime.cython.cache_dir = str(Path(cache) / "cython")
+    if device == "cpp_standalone":
+        raise NotImplementedError(
+            "the cpp_standalone device is not supported yet: example clamping uses a"
+            " NetworkOperation; use 'cython' or 'numpy'"
+        )
+    b2.set_device("runtime")
+    b2.prefs.codegen.target = device
+
+
+def _sigma(circuit: CircuitConfig, var: str) -> str:
+    nl = get_nonlinearity(circuit.nonlinearity, slope=circuit.leaky_slope)
+    return nl.brian2_expr.format(x=var)
+
+
+_LAYER_EQS = """
+a : 1
+h : 1
+h_in : 1
+u : 1
+target : 1
+dtau : 1
+m : 1
+fb : 1
+sm : 1
+sa : 1
+su : 1
+y : 1
+inv_norm : 1
+err_self : 1
+err_top : 1
+exp_sum : 1
+is_bias : 1 (constant)
+gamma : 1 (shared)
+gamma_above : 1 (shared)
+hold : 1 (shared)
+plasticity : 1 (shared)
+gamma_phase : 1 (shared)
+gamma_phase_above : 1 (shared)
+gamma_freq : Hz (shared, constant)
+gamma_duty : 1 (shared, constant)
+gamma_ramp : 1 (shared, constant)
+gamma_lag : second (shared, constant)
+gamma_lag_above : second (shared, constant)
+hold_epsilon : 1 (shared, constant)
+hold_width : 1 (shared, constant)
+plasticity_start : 1 (shared, constant)
+plasticity_end : 1 (shared, constant)
+tau_h : second (shared, constant)
+tau_a : second (shared, constant)
+tau_u : second (shared, constant)
+tau_tau : second (shared, constant)
+beta : 1 (shared, constant)
+"""
+
+_NORM_EQS = """
+sq_norm : 1
+err : 1
+exp_total : 1
+"""
+
+
+@dataclass
+class CircuitRun:
+    """A built circuit: the Brian2 network, its objects, and the example stream.
+
+    Use :meth:`run` to simulate whole γ cycles, :meth:`weights` / :meth:`feedback_weights`
+    for the current matrices, :meth:`set_schedule` to change schedule parameters without
+    rebuilding or recompiling.
+    """
+
+    circuit: CircuitConfig
+    schedule: Schedule
+    network: b2.Network
+    layers: list
+    norms: list
+    feedforward: list
+    feedback: list
+    inputs: np.ndarray
+    labels: np.ndarray
+    dt: float
+    device: str
+    monitors: dict = field(default_factory=dict)
+    cycle: int = 0
+    diverged: str | None = None
+    _clamp: object = None
+
+    @property
+    def steps_per_cycle(self) -> int:
+        return self.schedule.steps_per_cycle(self.dt)
+
+    def run(self, n_cycles: int, *, report=None) -> CircuitRun:
+        """Simulate ``n_cycles`` γ cycles (one example each, continuing the stream)."""
+        if self.cycle + n_cycles > len(self.inputs):
+            raise ValueError(
+                f"the example stream has {len(self.inputs)} examples; cannot run to cycle"
+                f" {self.cycle + n_cycles}"
+            )
+        if self.diverged:
+            raise Diverged(f"the circuit has diverged already ({self.diverged})")
+        duration = n_cycles * self.steps_per_cycle * self.dt * b2.second
+        self.network.run(duration, report=report, namespace={})
+        state = self._run_state
+        if not state["diverged"]:
+            _check_divergence(self.layers, self.circuit.sizes, self.circuit.activity_bound,
+                              state["cycle"] - 1, state)
+        self.diverged = state["diverged"]
+        # cycles completed: the clamp ran once per cycle started; a stop cuts the last one short
+        self.cycle = state["cycle"] - (1 if self.diverged else 0)
+        return self
+
+    def weights(self, l: int) -> np.ndarray:
+        """W_l as an (n_l, n_{l−1} [+1]) matrix (bias column last)."""
+        syn = self.feedforward[l]
+        n_post = self.circuit.sizes[l]
+        n_pre = self.circuit.sizes[l - 1] + int(self.circuit.bias)
+        w = np.zeros((n_post, n_pre))
+        w[np.asarray(syn.j[:]), np.asarray(syn.i[:])] = np.asarray(syn.W[:])
+        return w
+
+    def feedback_weights(self, l: int) -> np.ndarray:
+        """Ω_l as an (n_{l−1}, n_l [+1]) matrix (bias column last)."""
+        syn = self.feedback[l]
+        n_post = self.circuit.sizes[l - 1]
+        n_pre = self.circuit.sizes[l] + int(self.circuit.bias)
+        w = np.zeros((n_post, n_pre))
+        w[np.asarray(syn.j[:]), np.asarray(syn.i[:])] = np.asarray(syn.Omega[:])
+        return w
+
+    def state(self, var: str, l: int) -> np.ndarray:
+        """Current values of ``var`` (``a``, ``h``, ``u``, ``target``, …) of layer l, without
+        the bias unit."""
+        return np.asarray(getattr(self.layers[l], var)[: self.circuit.sizes[l]])
+
+    def set_schedule(self, schedule: Schedule) -> None:
+        """Change γ / gate *parameters* in place (same shape kinds: no recompilation)."""
+        old, new = self.schedule, schedule
+        if (old.gamma.shape, old.hold.kind, old.plasticity.kind == "paper") != (
+            new.gamma.shape, new.hold.kind, new.plasticity.kind == "paper"
+        ):
+            raise ValueError("set_schedule changes parameters only; rebuild to change a shape kind")
+        self.schedule = schedule
+        _set_schedule_constants(self.layers, schedule, self.circuit.depth)
+        self._clamp.clock.dt = schedule.gamma.period * b2.second
+
+
+def _set_schedule_constants(layers, schedule: Schedule, L: int):
+    g = schedule.gamma
+    lo, hi = schedule.plasticity.window(g)
+    for l, group in enumerate(layers):
+        group.gamma_freq = g.frequency * b2.Hz
+        group.gamma_duty = g.duty
+        group.gamma_ramp = g.ramp
+        group.gamma_lag = g.layer_lag(max(l, 1)) * b2.second
+        group.gamma_lag_above = g.layer_lag(min(l + 1, L)) * b2.second
+        group.hold_epsilon = schedule.hold.epsilon
+        group.hold_width = schedule.hold.width
+        group.plasticity_start = lo
+        group.plasticity_end = hi
+
+
+def _gate_code(schedule: Schedule) -> str:
+    g_expr = schedule.gamma.brian2_expression()
+    above = g_expr.replace("gamma_phase", "gamma_phase_above")
+    phase = "(t + 0.5*dt - {lag})*gamma_freq - floor((t + 0.5*dt - {lag})*gamma_freq)"
+    return "\n".join(
+        [
+            "gamma_phase = " + phase.format(lag="gamma_lag"),
+            "gamma_phase_above = " + phase.format(lag="gamma_lag_above"),
+            "gamma = " + g_expr,
+            "gamma_above = " + above,
+            "hold = " + schedule.hold.brian2_expression(),
+            "plasticity = " + schedule.plasticity.brian2_expression(),
+        ]
+    )
+
+
+def build(
+    circuit: CircuitConfig,
+    schedule: Schedule,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    *,
+    dt: float = 1e-4,
+    device: str = "cython",
+    network: Network | None = None,
+    record: dict | None = None,
+    standalone_directory: str | None = None,
+) -> CircuitRun:
+    """Build the Brian2 network of ``circuit`` driven by ``schedule``.
+
+    Parameters
+    ----------
+    circuit : CircuitConfig
+    schedule : Schedule
+        γ rhythm, hold gate, plasticity gate.
+    inputs, labels : ndarray
+        The example stream, (n_examples, n_0) and (n_examples, n_L): example k is clamped at
+        the start of γ cycle k.
+    dt : float
+        Integration step in s. Nonzero time constants must be ≥ dt; the γ period must be a
+        whole number of steps.
+    device : {"cython", "numpy", "cpp_standalone"}
+        Brian2 code-generation target; a run option, not part of the circuit.
+    network : Network, optional
+        Initial weights (default: :func:`initial_network` from the circuit's seed).
+    record : dict, optional
+        ``{"variables": [...], "every": n_steps}``: StateMonitors of layer variables
+        (recorded in the ``end`` slot, i.e. after each step's updates).
+    """
+    inputs = np.asarray(inputs, dtype=float)
+    labels = np.asarray(labels, dtype=float)
+    sizes, L, bias = circuit.sizes, circuit.depth, int(circuit.bias)
+    if inputs.ndim != 2 or inputs.shape[1] != sizes[0]:
+        raise ValueError(f"inputs must have shape (n_examples, {sizes[0]}), got {inputs.shape}")
+    if labels.shape != (len(inputs), sizes[-1]):
+        raise ValueError(f"labels must have shape ({len(inputs)}, {sizes[-1]}), got {labels.shape}")
+    for name in ("tau_h", "tau_a", "tau_u", "tau_tau"):
+        v = getattr(circuit, name)
+        if 0 < v < dt * (1 - 1e-9):
+            raise ValueError(f"{name} = {v} s is shorter than dt = {dt} s: use 0 or ≥ dt")
+    spc = schedule.steps_per_cycle(dt)
+    net0 = initial_network(circuit) if network is None else network
+
+    _configure_device(device, standalone_directory)
+    clock = b2.Clock(dt=dt * b2.second, name="cdtp_clock")
+    sig = lambda v: _sigma(circuit, v)  # noqa: E731
+    namespace = {}
+    if schedule.gamma.shape == "array":
+        n = len(schedule.gamma.values)
+        namespace["gamma_values"] = b2.TimedArray(
+            np.asarray(schedule.gamma.values, dtype=float), dt=b2.second / n, name="gamma_values"
+        )
+
+    layers, norms = [], []
+    objects = []
+    for l in range(L + 1):
+        n = sizes[l] + bias
+        group = b2.NeuronGroup(n, _LAYER_EQS, clock=clock, name=f"layer_{l}", namespace=namespace)
+        group.is_bias = np.r_[np.zeros(sizes[l]), np.ones(bias)]
+        group.tau_h = max(circuit.tau_h, dt) * b2.second
+        group.tau_a = max(circuit.tau_a, dt) * b2.second
+        group.tau_u = max(circuit.tau_u, dt) * b2.second
+        group.tau_tau = max(circuit.tau_tau, dt) * b2.second
+        group.beta = circuit.beta
+        # σ of the bias unit is 1 in every phase
+        group.sm = group.is_bias[:]
+        group.sa = group.is_bias[:]
+        group.su = group.is_bias[:]
+        group.inv_norm = 1.0 / (bias + 1e-12)
+        group.exp_sum = float(sizes[l])
+        layers.append(group)
+        norms.append(b2.NeuronGroup(1, _NORM_EQS, clock=clock, name=f"norm_{l}"))
+    _set_schedule_constants(layers, schedule, L)
+    gate_code = _gate_code(schedule)
+
+    def keep_bias(expr):
+        return f"({expr})*(1 - is_bias) + is_bias"
+
+    # -- layer code --------------------------------------------------------------------------
+    inp = layers[0]
+    objects.append(
+        inp.run_regularly(
+            f"m = a\nsm = {keep_bias(sig('a'))}\nsa = sm", when="groups",
+            order=ORDER["input"], name="layer_0_input",
+        )
+    )
+    for l in range(1, L + 1):
+        group = layers[l]
+        objects.append(
+            group.run_regularly(gate_code, when="groups", order=ORDER["gates"],
+                                name=f"layer_{l}_gates")
+        )
+        if l < L:
+            code = (
+                "m = (gamma_above*a + (1 - gamma_above)*fb)*(1 - is_bias)\n"
+                "dtau = dt/tau_tau*(m - target)\n"
+                "target += dtau\n"
+                f"sm = {keep_bias(sig('m'))}"
+            )
+        else:
+            if circuit.loss == "squared_error":
+                grad = "(a - y)"
+            else:
+                grad = "(exp(a)/exp_sum - y)"
+            code = (
+                f"dtau = dt/tau_tau*(a - (1 - gamma)*beta*{grad} - target)*(1 - is_bias)\n"
+                "target += dtau"
+            )
+        objects.append(group.run_regularly(code, when="groups", order=ORDER["targets"],
+                                           name=f"layer_{l}_targets"))
+        dyn = [
+            "h += dt/tau_h*(h_in - h)",
+            "a += dt/tau_a*hold*(h - a)",
+        ]
+        if l >= 2:
+            dyn.append("u += dt/tau_u*(target - u + (1 - hold)*(u - h))")
+            dyn.append(f"su = {keep_bias(sig('u'))}")
+        dyn.append(f"sa = {keep_bias(sig('a'))}")
+        objects.append(group.run_regularly("\n".join(dyn), when="groups", order=ORDER["dynamics"],
+                                           name=f"layer_{l}_dynamics"))
+    # layer 0's gates are needed for nothing but γ_1 on layer 0 (m_0 = x is not gated)
+
+    # -- normalization neurons ---------------------------------------------------------------
+    pools, broadcasts = [], []
+    for l in range(L + 1):
+        pool_model = ["sq_norm_post = sa_pre**2 : 1 (summed)"]
+        if circuit.influence and l >= 1:
+            pool_model.append("err_post = (a_pre - target_pre)**2 : 1 (summed)")
+        if l == L and circuit.loss == "softmax_cross_entropy":
+            pool_model.append("exp_total_post = exp(a_pre)*(1 - is_bias_pre) : 1 (summed)")
+        pool = b2.Synapses(layers[l], norms[l], model="\n".join(pool_model), clock=clock,
+                           name=f"pool_{l}")
+        pool.connect()
+        back_model = ["inv_norm_post = 1/(sq_norm_pre + 1e-12) : 1 (summed)"]
+        if circuit.influence and l >= 1:
+            back_model.append("err_self_post = err_pre : 1 (summed)")
+        if l == L and circuit.loss == "softmax_cross_entropy":
+            back_model.append("exp_sum_post = exp_total_pre : 1 (summed)")
+        back = b2.Synapses(norms[l], layers[l], model="\n".join(back_model), clock=clock,
+                           name=f"broadcast_{l}")
+        back.connect()
+        first = l == 0
+        pool.summed_updaters["sq_norm_post"].order = ORDER["input_pool" if first else "norm_pool"]
+        back.summed_updaters["inv_norm_post"].order = ORDER[
+            "input_broadcast" if first else "norm_broadcast"
+        ]
+        if "err_post" in pool.summed_updaters:
+            pool.summed_updaters["err_post"].order = ORDER["error_pool"]
+            back.summed_updaters["err_self_post"].order = ORDER["error_broadcast"]
+        if "exp_total_post" in pool.summed_updaters:
+            pool.summed_updaters["exp_total_post"].order = ORDER["norm_pool"]
+            back.summed_updaters["exp_sum_post"].order = ORDER["norm_broadcast"]
+        pools.append(pool)
+        broadcasts.append(back)
+    if circuit.influence:
+        for l in range(1, L + 1):
+            top = b2.Synapses(norms[L], layers[l], model="err_top_post = err_pre : 1 (summed)",
+                              clock=clock, name=f"broadcast_top_{l}")
+            top.connect()
+            top.summed_updaters["err_top_post"].order = ORDER["error_broadcast"]
+            broadcasts.append(top)
+
+    # -- feedforward and feedback synapses ---------------------------------------------------
+    feedforward, feedback = [None], [None, None]
+    for l in range(1, L + 1):
+        n_pre, n_post = sizes[l - 1] + bias, sizes[l]
+        s_factor = "*err_top_post/(err_self_post + influence_eps)" if circuit.influence else ""
+        ff = b2.Synapses(
+            layers[l - 1], layers[l],
+            model="W : 1\nh_in_post = W*sm_pre : 1 (summed)\n"
+                  "eta_w : 1 (shared, constant)\ninfluence_eps : 1 (shared, constant)",
+            clock=clock, name=f"feedforward_{l}",
+        )
+        pre_i, post_j = np.meshgrid(np.arange(n_pre), np.arange(n_post), indexing="xy")
+        ff.connect(i=pre_i.ravel(), j=post_j.ravel())
+        ff.W = net0.weights[l][post_j.ravel(), pre_i.ravel()]
+        ff.eta_w = circuit.eta_w
+        ff.influence_eps = circuit.influence_eps
+        ff.summed_updaters["h_in_post"].order = ORDER["feedforward_sum"]
+        if circuit.eta_w != 0:
+            objects.append(ff.run_regularly(
+                f"W += eta_w*plasticity_post*dtau_post*sa_pre*inv_norm_pre{s_factor}",
+                when="groups", order=ORDER["feedforward_plasticity"],
+                name=f"feedforward_{l}_plasticity",
+            ))
+        feedforward.append(ff)
+    for l in range(2, L + 1):
+        n_pre, n_post = sizes[l] + bias, sizes[l - 1]
+        fbs = b2.Synapses(
+            layers[l], layers[l - 1],
+            model="Omega : 1\nfb_post = Omega*su_pre : 1 (summed)\n"
+                  "eta_omega : Hz (shared, constant)",
+            clock=clock, name=f"feedback_{l}",
+        )
+        pre_i, post_j = np.meshgrid(np.arange(n_pre), np.arange(n_post), indexing="xy")
+        fbs.connect(i=pre_i.ravel(), j=post_j.ravel())
+        fbs.Omega = net0.feedback[l][post_j.ravel(), pre_i.ravel()]
+        fbs.eta_omega = circuit.eta_omega * b2.Hz
+        fbs.summed_updaters["fb_post"].order = ORDER["feedback_sum"]
+        if circuit.feedback_rule != "fixed" and circuit.eta_omega != 0:
+            drive = "m_post" if circuit.feedback_rule == "delta1" else "a_post"
+            objects.append(fbs.run_regularly(
+                f"Omega += eta_omega*dt*({drive} - fb_post)*su_pre",
+                when="groups", order=ORDER["feedback_plasticity"], name=f"feedback_{l}_plasticity",
+            ))
+        feedback.append(fbs)
+
+    # -- example clamping and divergence checks, once per γ cycle -----------------------------
+    run_state: dict = {"cycle": 0, "diverged": None}
+    n0, nL = sizes[0], sizes[-1]
+    bound = circuit.activity_bound
+
+    @b2.network_operation(dt=spc * dt * b2.second, when="start", name="clamp")
+    def clamp():
+        k = run_state["cycle"]
+        if k > 0:
+            _check_divergence(layers, sizes, bound, k - 1, run_state)
+            if run_state["diverged"]:
+                network.stop()
+                return
+        if k < len(inputs):
+            layers[0].a[:n0] = inputs[k]
+            layers[L].y[:nL] = labels[k]
+        run_state["cycle"] = k + 1
+
+    monitors = {}
+    if record:
+        variables = list(record.get("variables", ("a", "h", "u", "target")))
+        every = int(record.get("every", 1))
+        mclock = clock if every == 1 else b2.Clock(dt=every * dt * b2.second, name="record_clock")
+        for l in range(L + 1):
+            vs = [v for v in variables if not (l == 0 and v != "a") and not (l < 2 and v == "u")]
+            if vs:
+                monitors[l] = b2.StateMonitor(layers[l], vs, record=np.arange(sizes[l]),
+                                              when="end", clock=mclock, name=f"monitor_{l}")
+    # run_regularly operations are contained in their groups and join the network with them
+    del objects
+    network = b2.Network(
+        *layers, *norms, *pools, *broadcasts, *feedforward[1:], *feedback[2:], clamp,
+        *monitors.values(), name="cdtp_network",
+    )
+    result = CircuitRun(
+        circuit=circuit, schedule=schedule, network=network, layers=layers, norms=norms,
+        feedforward=feedforward, feedback=feedback, inputs=inputs, labels=labels, dt=dt,
+        device=device, monitors=monitors, _clamp=clamp,
+    )
+    result._run_state = run_state
+    return result
+
+
+def _check_divergence(layers, sizes, bound, cycle, run_state):
+    for l, group in enumerate(layers):
+        if l == 0:
+            continue
+        for var in ("a", "u", "target"):
+            v = np.asarray(getattr(group, var)[: sizes[l]])
+            if not np.all(np.isfinite(v)):
+                run_state["diverged"] = f"cycle {cycle}: layer {l}: {var} is not finite"
+                return
+            peak = float(np.max(np.abs(v)))
+            if peak > bound:
+                run_state["diverged"] = (
+                    f"cycle {cycle}: layer {l}: |{var}| reached {peak:.3g} > bound {bound:g}"
+                )
+                return

@@ -1,0 +1,314 @@
+"""The discrete CDTP map (seed 000, Eqs 46–52), in the order the Brian2 circuit executes it.
+
+This is the oracle for the circuit (DESIGN §2.2): with algebraic h and τ (τ_h = τ_τ = 0),
+τ_a = τ_u = dt and a hard hold gate, one step of :func:`step` is exactly one step of the
+paper's sequential map
+
+    h_l ← f_l(γ a_{l−1} + (1 − γ) g_l(u_l))          (46)
+    a_l ← 1_{γ=1} h_l + 1_{γ<1} a_l                    (47)
+    u_l ← τ_l + 1_{γ<1} (u_l − h_l)                     (48)
+    τ_{l−1} ← γ a_{l−1} + (1 − γ) g_l(u_l)              (49)
+    ΔW_l = η_W p s_l Δτ_l n_{l−1}ᵀ                      (50, as corrected in DESIGN §2.1)
+    Δ1Ω_l = (τ_{l−1} − g_l(u_l)) σ(u_l)ᵀ,  Δ2Ω_l = (a_{l−1} − g_l(u_l)) σ(u_l)ᵀ   (51, 52)
+
+with (49) of step k evaluated at the start of step k + 1, before (46) — which reads the same
+g_l(u_l) — so a single pass of the feedback synapses per step serves both. For finite time
+constants every line becomes one forward-Euler step of the ODEs of DESIGN §2 with factor
+k_x = dt / τ_x (k_x = 1 for an algebraic variable, τ_x = 0).
+
+One step, in order (the same stages, in the same order, as the Brian2 network):
+
+1. ``fb_{l−1} = g_l(u_l)`` for l = 2..L (feedback synapses);
+2. targets: ``m_{l−1} = γ_l a_{l−1} + (1 − γ_l) fb_{l−1}``;
+   ``τ_{l−1} += k_τ (m_{l−1} − τ_{l−1})``; top: ``τ_L += k_τ (a_L − (1 − γ_L) β ∂ℓ/∂a_L − τ_L)``;
+   ``Δτ`` is recorded; the feedback weights move by ``η_Ω dt (m_{l−1} − fb_{l−1}) σ(u_l)ᵀ``
+   (Δ1) or ``η_Ω dt (a_{l−1} − fb_{l−1}) σ(u_l)ᵀ`` (Δ2);
+3. ``h_in_l = W_l σ(m_{l−1})`` (feedforward synapses; m_0 = x);
+4. ``W_l += η_W p_l s_l Δτ_l n_{l−1}ᵀ``, n_{l−1} = σ̃(a_{l−1}) / ‖σ̃(a_{l−1})‖² (σ̃ includes the
+   bias unit), s_l = 1 or ‖a_L − τ_L‖² / (‖a_l − τ_l‖² + ε);
+5. ``h += k_h (h_in − h)``, ``a += k_a c (h − a)``, ``u += k_u (τ − u + (1 − c)(u − h))``.
+
+The gate of projection l (m_{l−1}, τ_{l−1}) is the γ of layer l, the layer whose encoder
+switches its input; with a global γ this is the same γ everywhere.
+
+The state is batched along the first axis: a batch of independent circuits run in lock-step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cdtp.gating import Schedule
+from cdtp.layers import Network, with_bias
+from cdtp.losses import Loss, get_loss
+
+__all__ = ["CDTPParameters", "CDTPState", "run", "step"]
+
+FEEDBACK_RULES = ("delta1", "delta2", "fixed")
+
+
+@dataclass(frozen=True)
+class CDTPParameters:
+    """Rates and time constants of the CDTP dynamics, in SI units (seconds).
+
+    Parameters
+    ----------
+    dt : float
+        Integration step (s).
+    tau_h, tau_a, tau_u, tau_tau : float
+        Time constants (s); 0 means algebraic (instantaneous). Nonzero values must be ≥ dt.
+    eta_w : float
+        Feedforward learning rate η_W (dimensionless: ΔW = η_W Δτ nᵀ).
+    eta_omega : float
+        Feedback learning rate η_Ω (1/s: Ω̇ = η_Ω (…)).
+    beta : float
+        Output nudging strength β of τ_L.
+    feedback_rule : {"delta1", "delta2", "fixed"}
+    influence : bool
+        Multiply ΔW_l by the DTP influence factor s_l (Eqs 41–43).
+    influence_eps : float
+        ε in s_l = ‖a_L − τ_L‖² / (‖a_l − τ_l‖² + ε).
+    norm_eps : float
+        ε in n_{l−1} = σ̃(a_{l−1}) / (‖σ̃(a_{l−1})‖² + ε), so a silent layer gives n = 0.
+    loss : str or Loss
+    """
+
+    dt: float = 1e-4
+    tau_h: float = 0.0
+    tau_a: float = 1e-4
+    tau_u: float = 1e-4
+    tau_tau: float = 0.0
+    eta_w: float = 0.1
+    eta_omega: float = 0.0
+    beta: float = 0.1
+    feedback_rule: str = "delta1"
+    influence: bool = False
+    influence_eps: float = 1e-12
+    norm_eps: float = 1e-12
+    loss: str | Loss = "squared_error"
+
+    def __post_init__(self):
+        if not self.dt > 0:
+            raise ValueError(f"dt must be > 0, got {self.dt}")
+        for name in ("tau_h", "tau_a", "tau_u", "tau_tau"):
+            v = getattr(self, name)
+            if v < 0 or (0 < v < self.dt * (1 - 1e-12)):
+                raise ValueError(f"{name} must be 0 (algebraic) or ≥ dt = {self.dt}, got {v}")
+        if self.feedback_rule not in FEEDBACK_RULES:
+            raise ValueError(
+                f"unknown feedback_rule {self.feedback_rule!r};"
+                f" allowed: {', '.join(FEEDBACK_RULES)}"
+            )
+
+    def rate(self, name: str) -> float:
+        """k = dt/τ for a time constant, 1 for an algebraic variable."""
+        tau = getattr(self, name)
+        return 1.0 if tau == 0 else self.dt / tau
+
+
+@dataclass
+class CDTPState:
+    """State of a batch of circuits; lists are indexed by layer as in the paper."""
+
+    net: Network
+    a: list
+    h: list
+    u: list
+    tau: list
+    batch: int = 1
+    step_index: int = 0
+    dtau: list = field(default_factory=list)
+    fb: list = field(default_factory=list)
+    m: list = field(default_factory=list)
+    weights: list = field(default_factory=list)
+    feedback: list = field(default_factory=list)
+
+    @classmethod
+    def initial(cls, net: Network, batch: int = 1) -> CDTPState:
+        """All activities zero (the circuit's initial condition); weights copied from ``net``.
+
+        Weights carry a leading batch axis so that a batch of circuits learns independently.
+        """
+        L = net.depth
+
+        def zeros(l):
+            return np.zeros((batch, net.sizes[l]))
+
+        state = cls(
+            net=net,
+            a=[zeros(l) for l in range(L + 1)],
+            h=[None] + [zeros(l) for l in range(1, L + 1)],
+            u=[None, None] + [zeros(l) for l in range(2, L + 1)],
+            tau=[None] + [zeros(l) for l in range(1, L + 1)],
+            batch=batch,
+        )
+        state.weights = [None] + [
+            np.repeat(net.weights[l][None], batch, axis=0) for l in range(1, L + 1)
+        ]
+        state.feedback = [None, None] + [
+            np.repeat(net.feedback[l][None], batch, axis=0) for l in range(2, L + 1)
+        ]
+        state.dtau = [None] + [zeros(l) for l in range(1, L + 1)]
+        return state
+
+
+def _matvec(w: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """Per-circuit W s for a batch: (B, n, m) × (B, m) → (B, n)."""
+    return np.einsum("bij,bj->bi", w, s)
+
+
+def step(
+    state: CDTPState,
+    params: CDTPParameters,
+    gates: dict[str, np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+) -> CDTPState:
+    """Advance ``state`` by one time step in place (see the module docstring for the stages).
+
+    Parameters
+    ----------
+    gates : dict
+        ``gamma``, ``hold``, ``plasticity`` for this step, each an array of length L + 1
+        (index = layer), or of shape (batch, L + 1) for a batch with per-circuit schedules.
+    x, y : ndarray
+        The clamped input (batch, n_0) and label (batch, n_L).
+    """
+    net = state.net
+    L = net.depth
+    sigma = net.sigma
+    bias = net.bias
+    loss = get_loss(params.loss)
+    k_h, k_a = params.rate("tau_h"), params.rate("tau_a")
+    k_u, k_tau = params.rate("tau_u"), params.rate("tau_tau")
+
+    def gate(name, l):
+        g = np.asarray(gates[name], dtype=float)
+        return g[..., l][..., None] if g.ndim == 2 else g[l]
+
+    a, h, u, tau = state.a, state.h, state.u, state.tau
+    a[0] = np.asarray(x, dtype=float).reshape(state.batch, -1)
+
+    # -- stage 1: feedback synapses, fb_{l-1} = g_l(u_l) ------------------------------------
+    su = [None, None] + [with_bias(sigma(u[l]), bias) for l in range(2, L + 1)]
+    fb = [None] + [_matvec(state.feedback[l + 1], su[l + 1]) for l in range(1, L)] + [None]
+
+    # -- stage 2: targets (Eq 49 + output nudge) and feedback plasticity ----------------------
+    m = [a[0]] + [None] * L
+    dtau = [None] * (L + 1)
+    for l in range(1, L):
+        g_above = gate("gamma", l + 1)
+        m[l] = g_above * a[l] + (1.0 - g_above) * fb[l]
+        dtau[l] = k_tau * (m[l] - tau[l])
+        tau[l] = tau[l] + dtau[l]
+    g_top = gate("gamma", L)
+    drive = a[L] - (1.0 - g_top) * params.beta * loss.gradient(a[L], y)
+    dtau[L] = k_tau * (drive - tau[L])
+    tau[L] = tau[L] + dtau[L]
+    if params.feedback_rule != "fixed" and params.eta_omega != 0.0:
+        for l in range(2, L + 1):
+            pre = m[l - 1] if params.feedback_rule == "delta1" else a[l - 1]
+            err = pre - fb[l - 1]
+            state.feedback[l] += params.eta_omega * params.dt * err[:, :, None] * su[l][:, None, :]
+
+    # -- stage 3: feedforward synapses, h_in_l = W_l σ(m_{l-1}) ------------------------------
+    h_in = [None] + [_matvec(state.weights[l], with_bias(sigma(m[l - 1]), bias))
+                     for l in range(1, L + 1)]
+
+    # -- stage 4: feedforward plasticity -------------------------------------------------------
+    if params.eta_w != 0.0:
+        err_top = np.sum((a[L] - tau[L]) ** 2, axis=1, keepdims=True)
+        for l in range(1, L + 1):
+            sa = with_bias(sigma(a[l - 1]), bias)
+            n_prev = sa / (np.sum(sa * sa, axis=1, keepdims=True) + params.norm_eps)
+            s = 1.0
+            if params.influence:
+                err_l = np.sum((a[l] - tau[l]) ** 2, axis=1, keepdims=True)
+                s = err_top / (err_l + params.influence_eps)
+            coef = params.eta_w * gate("plasticity", l) * s * dtau[l]
+            state.weights[l] += coef[:, :, None] * n_prev[:, None, :]
+
+    # -- stage 5: state updates (Eqs 46–48 as Euler steps) -------------------------------------
+    for l in range(1, L + 1):
+        c = gate("hold", l)
+        h[l] = h[l] + k_h * (h_in[l] - h[l])
+        a[l] = a[l] + k_a * c * (h[l] - a[l])
+        if l >= 2:
+            u[l] = u[l] + k_u * (tau[l] - u[l] + (1.0 - c) * (u[l] - h[l]))
+
+    state.dtau, state.fb, state.m = dtau, fb, m
+    state.step_index += 1
+    return state
+
+
+def run(
+    net: Network,
+    params: CDTPParameters,
+    schedule: Schedule,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    *,
+    record_every: int = 1,
+    state: CDTPState | None = None,
+) -> dict:
+    """Run the map for one example per γ cycle.
+
+    Parameters
+    ----------
+    inputs, labels : ndarray
+        (n_cycles, n_0) and (n_cycles, n_L) for one circuit, or (n_cycles, batch, n) for a batch.
+    record_every : int
+        Record a, h, u, τ every this many steps (0: no traces).
+
+    Returns
+    -------
+    dict
+        ``state`` (final), ``trace`` (dict of lists of arrays (n_records, batch, n_l) per layer),
+        ``weights_at_cycle_end`` / ``feedback_at_cycle_end`` (lists per layer of
+        (n_cycles, batch, …) arrays), ``gates`` (the sampled schedule).
+    """
+    inputs = np.asarray(inputs, dtype=float)
+    labels = np.asarray(labels, dtype=float)
+    if inputs.ndim == 2:
+        inputs, labels = inputs[:, None, :], labels[:, None, :]
+    n_cycles, batch = inputs.shape[:2]
+    L = net.depth
+    spc = schedule.steps_per_cycle(params.dt)
+    n_steps = n_cycles * spc
+    g = schedule.sample(n_steps, params.dt, L)
+    if state is None:
+        state = CDTPState.initial(net, batch)
+    names = ("a", "h", "u", "tau")
+    trace = {k: [[] for _ in range(L + 1)] for k in names}
+    w_end = [[] for _ in range(L + 1)]
+    om_end = [[] for _ in range(L + 1)]
+    for k in range(n_steps):
+        cycle = k // spc
+        step(
+            state,
+            params,
+            {key: g[key][k] for key in ("gamma", "hold", "plasticity")},
+            inputs[cycle],
+            labels[cycle],
+        )
+        if record_every and (k % record_every == 0):
+            for key in names:
+                for l, v in enumerate(getattr(state, key)):
+                    if v is not None:
+                        trace[key][l].append(v.copy())
+        if (k + 1) % spc == 0:
+            for l in range(1, L + 1):
+                w_end[l].append(state.weights[l].copy())
+                if state.feedback[l] is not None:
+                    om_end[l].append(state.feedback[l].copy())
+    stack = [np.array(x) if x else None for x in w_end]
+    return {
+        "state": state,
+        "trace": {k: [np.array(x) if x else None for x in v] for k, v in trace.items()},
+        "weights_at_cycle_end": stack,
+        "feedback_at_cycle_end": [np.array(x) if x else None for x in om_end],
+        "gates": g,
+        "steps_per_cycle": spc,
+    }
