@@ -234,17 +234,17 @@ class CircuitRun:
     def set_schedule(self, schedule: Schedule) -> None:
         """Change γ / gate *parameters* in place (same shape kinds: no recompilation)."""
         old, new = self.schedule, schedule
-        if (old.gamma.shape, old.hold.kind, old.plasticity.kind == "paper") != (
-            new.gamma.shape, new.hold.kind, new.plasticity.kind == "paper"
+        if (old.gamma.shape, old.plasticity.kind == "paper") != (
+            new.gamma.shape, new.plasticity.kind == "paper"
         ):
             raise ValueError("set_schedule changes parameters only; rebuild to change a shape kind")
         self.schedule = schedule
-        _set_schedule_constants(self.layers, schedule, self.circuit.depth)
+        _set_schedule_constants(self.layers, schedule, self.circuit)
         self._clamp.clock.dt = schedule.gamma.period * b2.second
 
 
-def _set_schedule_constants(layers, schedule: Schedule, L: int):
-    g = schedule.gamma
+def _set_schedule_constants(layers, schedule: Schedule, circuit: CircuitConfig):
+    g, L = schedule.gamma, circuit.depth
     lo, hi = schedule.plasticity.window(g)
     for l, group in enumerate(layers):
         group.gamma_freq = g.frequency * b2.Hz
@@ -252,13 +252,13 @@ def _set_schedule_constants(layers, schedule: Schedule, L: int):
         group.gamma_ramp = g.ramp
         group.gamma_lag = g.layer_lag(max(l, 1)) * b2.second
         group.gamma_lag_above = g.layer_lag(min(l + 1, L)) * b2.second
-        group.hold_epsilon = schedule.hold.epsilon
-        group.hold_width = schedule.hold.width
+        group.hold_epsilon = circuit.hold.epsilon
+        group.hold_width = circuit.hold.width
         group.plasticity_start = lo
         group.plasticity_end = hi
 
 
-def _gate_code(schedule: Schedule) -> str:
+def _gate_code(schedule: Schedule, circuit: CircuitConfig) -> str:
     g_expr = schedule.gamma.brian2_expression()
     above = g_expr.replace("gamma_phase", "gamma_phase_above")
     phase = "(t + 0.5*dt - {lag})*gamma_freq - floor((t + 0.5*dt - {lag})*gamma_freq)"
@@ -268,7 +268,7 @@ def _gate_code(schedule: Schedule) -> str:
             "gamma_phase_above = " + phase.format(lag="gamma_lag_above"),
             "gamma = " + g_expr,
             "gamma_above = " + above,
-            "hold = " + schedule.hold.brian2_expression(),
+            "hold = " + circuit.hold.brian2_expression(),
             "plasticity = " + schedule.plasticity.brian2_expression(),
         ]
     )
@@ -292,7 +292,7 @@ def build(
     ----------
     circuit : CircuitConfig
     schedule : Schedule
-        γ rhythm, hold gate, plasticity gate.
+        γ rhythm and plasticity gate (the hold gate is the circuit's).
     inputs, labels : ndarray
         The example stream, (n_examples, n_0) and (n_examples, n_L): example k is clamped at
         the start of γ cycle k.
@@ -350,8 +350,8 @@ def build(
         group.exp_sum = float(sizes[l])
         layers.append(group)
         norms.append(b2.NeuronGroup(1, _NORM_EQS, clock=clock, name=f"norm_{l}"))
-    _set_schedule_constants(layers, schedule, L)
-    gate_code = _gate_code(schedule)
+    _set_schedule_constants(layers, schedule, circuit)
+    gate_code = _gate_code(schedule, circuit)
 
     def keep_bias(expr):
         return f"({expr})*(1 - is_bias) + is_bias"

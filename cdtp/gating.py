@@ -259,10 +259,13 @@ class PlasticityGate:
 
 @dataclass(frozen=True)
 class Schedule:
-    """γ rhythm + hold gate + plasticity gate, sampled on a time grid."""
+    """γ rhythm + plasticity gate, sampled on a time grid.
+
+    The hold gate c(γ) is a property of the circuit (how its neurons read γ), not of the
+    schedule, so :meth:`sample` takes it as an argument.
+    """
 
     gamma: GammaSchedule = field(default_factory=GammaSchedule)
-    hold: HoldGate = field(default_factory=HoldGate)
     plasticity: PlasticityGate = field(default_factory=PlasticityGate)
 
     def steps_per_cycle(self, dt: float) -> int:
@@ -275,11 +278,14 @@ class Schedule:
             )
         return round(n)
 
-    def sample(self, n_steps: int, dt: float, layers: int) -> dict[str, np.ndarray]:
+    def sample(
+        self, n_steps: int, dt: float, layers: int, hold: HoldGate | None = None
+    ) -> dict[str, np.ndarray]:
         """γ_l, c_l, p_l and φ_l at the start of each step, shape (n_steps, layers + 1).
 
         Column l is layer l (column 0, the clamped input, copies layer 1).
         """
+        hold = HoldGate() if hold is None else hold
         t = np.arange(n_steps) * dt
         out = {k: np.empty((n_steps, layers + 1)) for k in ("phase", "gamma", "hold", "plasticity")}
         for l in range(layers + 1):
@@ -287,6 +293,6 @@ class Schedule:
             g = self.gamma.of_phase(phi)
             out["phase"][:, l] = phi
             out["gamma"][:, l] = g
-            out["hold"][:, l] = self.hold(g)
+            out["hold"][:, l] = hold(g)
             out["plasticity"][:, l] = self.plasticity(phi, g, self.gamma)
         return out

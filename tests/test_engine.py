@@ -34,7 +34,7 @@ def _map_params(circuit):
         dt=DT, tau_h=circuit.tau_h, tau_a=circuit.tau_a, tau_u=circuit.tau_u,
         tau_tau=circuit.tau_tau, eta_w=circuit.eta_w, eta_omega=circuit.eta_omega,
         beta=circuit.beta, feedback_rule=circuit.feedback_rule, influence=circuit.influence,
-        influence_eps=circuit.influence_eps, loss=circuit.loss,
+        influence_eps=circuit.influence_eps, loss=circuit.loss, hold=circuit.hold,
     )
 
 
@@ -48,8 +48,7 @@ def _stream(circuit, n, seed=0, scale=0.5):
     return x, y
 
 
-SQUARE = Schedule(GammaSchedule("square", frequency=50.0, duty=0.3), HoldGate(),
-                  PlasticityGate("paper"))
+SQUARE = Schedule(GammaSchedule("square", frequency=50.0, duty=0.3), PlasticityGate("paper"))
 
 
 def _max_differences(circuit, schedule, device="numpy", n_cycles=3):
@@ -152,19 +151,19 @@ def _converged_dtp1(net, x, y, beta, loss="squared_error", iterations=3000):
     return updates
 
 
-def _continuous_circuit():
+def _continuous_circuit(hold):
     # τ_u four times τ_h keeps the u-loop stable (DESIGN §2.1); small η_W (Prop 5's limit)
-    return CircuitConfig(
+    return CircuitConfig(hold=hold,
         sizes=(5, 4, 4, 3), nonlinearity="tanh", tau_h=5e-4, tau_tau=0.0, tau_a=5e-4,
         tau_u=2e-3, eta_w=1e-3, eta_omega=0.0, beta=0.2, feedback_rule="fixed",
         feedback_init="pinv", seed=3,
     )
 
 
-def _weight_change_ratio(schedule):
+def _weight_change_ratio(schedule, hold):
     """ΔW over the second of two cycles on the same example, against η_W × DTP1 at the
     states the cycle started from. Returns (relative error, norm ratio) per layer."""
-    circuit = _continuous_circuit()
+    circuit = _continuous_circuit(hold)
     x, y = _stream(circuit, 1)
     run = build(circuit, schedule, np.repeat(x, 2, 0), np.repeat(y, 2, 0), dt=1e-4,
                 device="numpy")
@@ -186,9 +185,8 @@ def _weight_change_ratio(schedule):
 
 def test_square_gamma_total_weight_change_is_dtp1():
     """Prop 5 in continuous time: ΔW per cycle = η_W × DTP1 within 1 % (small η_W)."""
-    sched = Schedule(GammaSchedule("square", frequency=10.0, duty=0.3), HoldGate(),
-                     PlasticityGate("paper"))
-    rel, _ = _weight_change_ratio(sched)
+    sched = Schedule(GammaSchedule("square", frequency=10.0, duty=0.3), PlasticityGate("paper"))
+    rel, _ = _weight_change_ratio(sched, HoldGate())
     # measured ≈ 1e-3 on layers 1–2 (residual of the 70 ms inversion and the O(η_W) drift of
     # W during the phase) and ≈ 1e-12 on the top layer; 1 % is the issue's acceptance bound
     assert np.all(rel < 0.01), rel
@@ -200,8 +198,8 @@ def test_sinusoid_paper_gate_unwinds_and_descending_gate_learns():
     at the trough and keeps the DTP1 update."""
     theta = GammaSchedule("sinusoid", frequency=5.0)
     hold = HoldGate(epsilon=0.02)
-    _, ratio_paper = _weight_change_ratio(Schedule(theta, hold, PlasticityGate("paper")))
-    _, ratio_desc = _weight_change_ratio(Schedule(theta, hold, PlasticityGate("descending")))
+    _, ratio_paper = _weight_change_ratio(Schedule(theta, PlasticityGate("paper")), hold)
+    _, ratio_desc = _weight_change_ratio(Schedule(theta, PlasticityGate("descending")), hold)
     # measured: paper ≤ 1.2e-3 of DTP1, descending 0.96–1.002; bounds from the issue
     assert np.all(ratio_paper < 0.01), ratio_paper
     assert np.all(ratio_desc > 0.9), ratio_desc

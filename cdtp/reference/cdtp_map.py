@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cdtp.gating import Schedule
+from cdtp.gating import HoldGate, Schedule
 from cdtp.layers import Network, with_bias
 from cdtp.losses import Loss, get_loss
 
@@ -70,6 +70,8 @@ class CDTPParameters:
         Multiply ΔW_l by the DTP influence factor s_l (Eqs 41–43).
     influence_eps : float
         ε in s_l = ‖a_L − τ_L‖² / (‖a_l − τ_l‖² + ε).
+    hold : HoldGate
+        c(γ), the paper's 1_{γ=1} (hard) or a smooth version.
     norm_eps : float
         ε in n_{l−1} = σ̃(a_{l−1}) / (‖σ̃(a_{l−1})‖² + ε), so a silent layer gives n = 0.
     loss : str or Loss
@@ -87,6 +89,7 @@ class CDTPParameters:
     influence: bool = False
     influence_eps: float = 1e-12
     norm_eps: float = 1e-12
+    hold: HoldGate = field(default_factory=HoldGate)
     loss: str | Loss = "squared_error"
 
     def __post_init__(self):
@@ -277,7 +280,7 @@ def run(
     L = net.depth
     spc = schedule.steps_per_cycle(params.dt)
     n_steps = n_cycles * spc
-    g = schedule.sample(n_steps, params.dt, L)
+    g = schedule.sample(n_steps, params.dt, L, params.hold)
     if state is None:
         state = CDTPState.initial(net, batch)
     names = ("a", "h", "u", "tau")

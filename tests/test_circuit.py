@@ -1,0 +1,80 @@
+"""Circuit files: the shipped examples load, and bad files are rejected with the file, the key,
+the value and what is allowed."""
+
+from pathlib import Path
+
+import pytest
+
+from cdtp.circuit import CircuitConfig, ConfigError, circuit_from_dict, load_circuit
+
+CIRCUITS = Path(__file__).resolve().parent.parent / "circuits"
+
+
+@pytest.mark.parametrize("path", sorted(CIRCUITS.glob("*.toml")), ids=lambda p: p.stem)
+def test_shipped_circuits_load(path):
+    circuit = load_circuit(path)
+    assert isinstance(circuit, CircuitConfig)
+    assert circuit.depth >= 1
+
+
+def test_units_are_parsed_to_seconds(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('sizes = [3, 3]\n[time_constants]\ntau_u = "250 us"\ntau_a = "2 ms"\n'
+                 '[plasticity]\neta_omega = "5 /s"\n')
+    c = load_circuit(f)
+    assert c.tau_u == 250e-6 and c.tau_a == 2e-3 and c.eta_omega == 5.0
+
+
+def _write(tmp_path, text):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    return f
+
+
+BAD = {
+    "sizes_do_not_chain": ('sizes = [4, 3, 5]\n[feedback]\ninit = "pinv"\n', "sizes",
+                           "wider than layer 1"),
+    "sizes_not_integers": ("sizes = [4, 2.5]\n", "sizes", "positive integers"),
+    "unknown_nonlinearity": ('sizes = [3, 3]\nnonlinearity = "relu6"\n', "nonlinearity",
+                             "allowed: leaky_relu"),
+    "negative_time_constant": ('sizes = [3, 3]\n[time_constants]\ntau_a = "-1 ms"\n',
+                               "time_constants.tau_a", "must be ≥ 0"),
+    "unit_does_not_parse": ('sizes = [3, 3]\n[time_constants]\ntau_a = "2 mV"\n',
+                            "time_constants.tau_a", "unknown time unit 'mV'"),
+    "bare_number_time": ('sizes = [3, 3]\n[time_constants]\ntau_a = 2\n',
+                         "time_constants.tau_a", "has no unit"),
+    "unknown_key": ('sizes = [3, 3]\n[plasticity]\neta_W = 0.1\n', "plasticity.eta_W",
+                    "did you mean 'eta_w'"),
+    "unknown_section": ('sizes = [3, 3]\n[plasticty]\neta_w = 0.1\n', "plasticty",
+                        "did you mean 'plasticity'"),
+    "wrong_type": ('sizes = [3, 3]\nbias = "yes"\n', "bias", "expected bool"),
+    "unknown_feedback_rule": ('sizes = [3, 3]\n[feedback]\nrule = "delta3"\n', "feedback.rule",
+                              "allowed: delta1, delta2, fixed"),
+    "missing_sizes": ('nonlinearity = "tanh"\n', "sizes", "missing"),
+    "toml_syntax": ('sizes = [3, 3\n', "<syntax>", "not valid TOML"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_circuit_files_are_rejected_with_file_key_and_allowed(tmp_path, case):
+    text, key, fragment = BAD[case]
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_circuit(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert info.value.key == key
+    assert fragment in message
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="no such circuit file"):
+        load_circuit(tmp_path / "nope.toml")
+
+
+def test_config_is_frozen_and_serializable():
+    c = circuit_from_dict({"sizes": [3, 2]})
+    with pytest.raises(AttributeError):
+        c.eta_w = 1.0
+    d = c.to_dict()
+    assert d["sizes"] == [3, 2] and d["hold"]["kind"] == "hard"
