@@ -1,0 +1,308 @@
+"""Learning tasks for the reference algorithms: a teacher–student regression and 8×8 digits.
+
+A :class:`Task` is an immutable bundle of train and test arrays (batched along axis 0, as in
+:mod:`cdtp.layers`), the name of the loss to train with (:func:`cdtp.losses.get_loss`) and a
+metadata dict saying how the task was made. Randomness comes in only as a seed or a
+:class:`numpy.random.Generator`; nothing here touches global random state or the network.
+
+- :func:`teacher_student` — a random teacher network (:func:`cdtp.layers.init_network`) maps
+  Gaussian inputs to regression targets; squared-error loss.
+- :func:`digits` — the 1 797 bundled 8×8 handwritten digits (``cdtp/data/digits.npz``, read with
+  :mod:`importlib.resources`; no download, no scikit-learn), with a seeded stratified train/test
+  split; softmax cross-entropy loss, one-hot targets.
+- :func:`get_task` — either of the above by name.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+
+import numpy as np
+
+from cdtp.layers import init_network
+from cdtp.losses import LOSSES
+from cdtp.nonlinearities import NONLINEARITIES
+
+__all__ = ["TASKS", "Task", "digits", "get_task", "teacher_student"]
+
+
+def _frozen(a, dtype) -> np.ndarray:
+    a = np.array(a, dtype=dtype)  # a private copy, so freezing it cannot affect the caller
+    a.setflags(write=False)
+    return a
+
+
+@dataclass(frozen=True)
+class Task:
+    """Train and test data for one supervised task.
+
+    Arrays are copied and made read-only on construction, so a task can be shared between runs
+    without one run changing another's data.
+
+    Parameters
+    ----------
+    name : str
+        Registry name (``"digits"``, ``"teacher_student"``).
+    x_train, x_test : numpy.ndarray
+        Inputs, float64, shape (n_train, n_in) and (n_test, n_in).
+    y_train, y_test : numpy.ndarray
+        Targets, float64, shape (n, n_out): one-hot rows for classification, real values for
+        regression.
+    loss : str
+        Loss name understood by :func:`cdtp.losses.get_loss`.
+    labels_train, labels_test : numpy.ndarray or None
+        Integer class labels (shape (n,)) for classification, ``None`` for regression.
+    metadata : dict
+        How the task was made (seed, split, scaling, teacher network, ...).
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    loss: str
+    labels_train: np.ndarray | None = None
+    labels_test: np.ndarray | None = None
+    metadata: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for key in ("x_train", "y_train", "x_test", "y_test"):
+            a = _frozen(getattr(self, key), float)
+            if a.ndim != 2:
+                raise ValueError(f"Task {self.name!r}: {key} must be 2-D (batch, n), got {a.shape}")
+            object.__setattr__(self, key, a)
+        for split in ("train", "test"):
+            nx, ny = len(getattr(self, f"x_{split}")), len(getattr(self, f"y_{split}"))
+            if nx != ny:
+                raise ValueError(f"Task {self.name!r}: x_{split} has {nx} rows, y_{split} {ny}")
+        if self.x_train.shape[1] != self.x_test.shape[1]:
+            raise ValueError(f"Task {self.name!r}: train and test inputs differ in width")
+        if self.y_train.shape[1] != self.y_test.shape[1]:
+            raise ValueError(f"Task {self.name!r}: train and test targets differ in width")
+        if self.loss not in LOSSES:
+            raise ValueError(
+                f"Task {self.name!r}: unknown loss {self.loss!r}; allowed: {', '.join(LOSSES)}"
+            )
+        if (self.labels_train is None) != (self.labels_test is None):
+            raise ValueError(f"Task {self.name!r}: give labels for both splits or for neither")
+        for split in ("train", "test"):
+            labels = getattr(self, f"labels_{split}")
+            if labels is None:
+                continue
+            labels = _frozen(labels, np.int64)
+            if labels.shape != (len(getattr(self, f"x_{split}")),):
+                raise ValueError(f"Task {self.name!r}: labels_{split} must have one entry a row")
+            object.__setattr__(self, f"labels_{split}", labels)
+
+    @property
+    def n_in(self) -> int:
+        """Input width n_0."""
+        return int(self.x_train.shape[1])
+
+    @property
+    def n_out(self) -> int:
+        """Output width n_L."""
+        return int(self.y_train.shape[1])
+
+    @property
+    def is_classification(self) -> bool:
+        """True when the task has class labels (test accuracy is then defined)."""
+        return self.labels_train is not None
+
+    @property
+    def n_train(self) -> int:
+        """Number of training examples."""
+        return int(self.x_train.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        """Number of test examples."""
+        return int(self.x_test.shape[0])
+
+
+def _as_generator(rng_or_seed) -> np.random.Generator:
+    if isinstance(rng_or_seed, np.random.Generator):
+        return rng_or_seed
+    if isinstance(rng_or_seed, Integral) and not isinstance(rng_or_seed, bool):
+        if rng_or_seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {rng_or_seed}")
+        return np.random.default_rng(int(rng_or_seed))
+    raise TypeError(
+        f"expected an int seed or a numpy.random.Generator, got {type(rng_or_seed).__name__}"
+    )
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def teacher_student(
+    rng_or_seed=0,
+    n_in: int = 16,
+    hidden: int | Sequence[int] = (32,),
+    n_out: int = 4,
+    n_train: int = 512,
+    n_test: int = 256,
+    nonlinearity: str = "leaky_relu",
+    noise: float = 0.0,
+) -> Task:
+    """A regression task whose targets come from a random teacher network.
+
+    The teacher is ``init_network([n_in, *hidden, n_out], rng, nonlinearity=nonlinearity)``
+    (so the student can represent it exactly when it has the same architecture). Inputs are
+    i.i.d. standard normal; targets are the teacher's output layer h_L. Gaussian noise of
+    standard deviation ``noise`` is added to the *training* targets only, so the test loss
+    measures the distance to the noise-free teacher.
+
+    Parameters
+    ----------
+    rng_or_seed : int or numpy.random.Generator
+        Source of the teacher weights, the inputs and the noise, drawn in that order.
+    n_in, n_out : int
+        Input and output widths.
+    hidden : int or sequence of int
+        Hidden layer widths of the teacher (an int means one hidden layer; ``()`` none).
+    n_train, n_test : int
+        Number of examples per split.
+    nonlinearity : str
+        The teacher's σ (a name from :data:`cdtp.nonlinearities.NONLINEARITIES`).
+    noise : float
+        Standard deviation of the training-target noise, ≥ 0.
+
+    Returns
+    -------
+    Task
+        ``loss == "squared_error"``; ``metadata["teacher"]`` is the teacher
+        :class:`~cdtp.layers.Network` and ``metadata["sizes"]`` its layer sizes.
+    """
+    rng = _as_generator(rng_or_seed)
+    n_in = _positive_int("n_in", n_in)
+    n_out = _positive_int("n_out", n_out)
+    n_train = _positive_int("n_train", n_train)
+    n_test = _positive_int("n_test", n_test)
+    if isinstance(hidden, Integral):
+        hidden = (hidden,)
+    hidden = tuple(_positive_int("each hidden width", h) for h in hidden)
+    if nonlinearity not in NONLINEARITIES:
+        raise ValueError(
+            f"unknown nonlinearity {nonlinearity!r}; allowed: {', '.join(sorted(NONLINEARITIES))}"
+        )
+    if not isinstance(noise, Real) or not np.isfinite(noise) or noise < 0:
+        raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+    sizes = (n_in, *hidden, n_out)
+    teacher = init_network(sizes, rng, nonlinearity=nonlinearity)
+    x_train = rng.standard_normal((n_train, n_in))
+    x_test = rng.standard_normal((n_test, n_in))
+    y_train = teacher.forward(x_train)[-1]
+    y_test = teacher.forward(x_test)[-1]
+    if noise > 0:
+        y_train = y_train + noise * rng.standard_normal(y_train.shape)
+    return Task(
+        name="teacher_student",
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        loss="squared_error",
+        metadata={
+            "sizes": sizes,
+            "nonlinearity": nonlinearity,
+            "noise": float(noise),
+            "seed": rng_or_seed if isinstance(rng_or_seed, Integral) else None,
+            "teacher": teacher,
+        },
+    )
+
+
+def _load_digits() -> tuple[np.ndarray, np.ndarray]:
+    ref = importlib.resources.files("cdtp").joinpath("data/digits.npz")
+    with ref.open("rb") as fh, np.load(fh) as data:
+        return np.array(data["images"]), np.array(data["labels"])
+
+
+def digits(seed=0, test_fraction: float = 0.2, scale: float = 1.0) -> Task:
+    """The bundled 8×8 handwritten digits with a seeded, stratified train/test split.
+
+    Pixel values 0–16 are flattened to 64 inputs and mapped linearly to ``[0, scale]``
+    (``x = scale * pixel / 16``). Within each class, ``round(test_fraction * n_class)``
+    examples, chosen by a permutation drawn from ``seed``, go to the test set; the rest train.
+    Both splits keep the file's original order, so the split is a fixed set for a given seed.
+
+    Parameters
+    ----------
+    seed : int or numpy.random.Generator
+        Source of the split permutations (the only randomness).
+    test_fraction : float
+        Fraction of each class held out, in (0, 1).
+    scale : float
+        Upper end of the input range, > 0.
+
+    Returns
+    -------
+    Task
+        ``loss == "softmax_cross_entropy"``, one-hot ``y``, integer ``labels_*``, 10 outputs.
+    """
+    rng = _as_generator(seed)
+    if not isinstance(test_fraction, Real) or not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    if not isinstance(scale, Real) or not np.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be a finite number > 0, got {scale!r}")
+    images, labels = _load_digits()
+    x = images.reshape(len(images), -1).astype(float) * (float(scale) / 16.0)
+    labels = labels.astype(np.int64)
+    n_classes = int(labels.max()) + 1
+    test_mask = np.zeros(len(labels), dtype=bool)
+    for c in range(n_classes):
+        idx = np.flatnonzero(labels == c)
+        n_test = round(test_fraction * len(idx))
+        if n_test < 1 or n_test >= len(idx):
+            raise ValueError(
+                f"test_fraction={test_fraction} leaves class {c} ({len(idx)} examples) "
+                "with an empty train or test split"
+            )
+        test_mask[rng.permutation(idx)[:n_test]] = True
+    onehot = np.eye(n_classes)[labels]
+    return Task(
+        name="digits",
+        x_train=x[~test_mask],
+        y_train=onehot[~test_mask],
+        x_test=x[test_mask],
+        y_test=onehot[test_mask],
+        loss="softmax_cross_entropy",
+        labels_train=labels[~test_mask],
+        labels_test=labels[test_mask],
+        metadata={
+            "source": "cdtp/data/digits.npz (UCI optical digits, as sklearn load_digits)",
+            "seed": seed if isinstance(seed, Integral) else None,
+            "test_fraction": float(test_fraction),
+            "scale": float(scale),
+            "input_range": (0.0, float(scale)),
+            "train_indices": np.flatnonzero(~test_mask),
+            "test_indices": np.flatnonzero(test_mask),
+        },
+    )
+
+
+TASKS = {"digits": digits, "teacher_student": teacher_student}
+
+
+def get_task(name: str, **kwargs) -> Task:
+    """Build the task registered under ``name`` with keyword arguments ``kwargs``.
+
+    Parameters
+    ----------
+    name : {"digits", "teacher_student"}
+    **kwargs
+        Passed to :func:`digits` or :func:`teacher_student`.
+    """
+    try:
+        factory = TASKS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown task {name!r}; allowed: {', '.join(sorted(TASKS))}") from None
+    return factory(**kwargs)
