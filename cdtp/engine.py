@@ -200,6 +200,8 @@ class CircuitRun:
         duration = n_cycles * self.steps_per_cycle * self.dt * b2.second
         self.network.run(duration, report=report, namespace={})
         state = self._run_state
+        if len(state["outputs"]) < state["cycle"]:
+            state["outputs"].append(np.array(self.layers[-1].a[: self.circuit.sizes[-1]]))
         if not state["diverged"]:
             _check_divergence(self.layers, self.circuit.sizes, self.circuit.activity_bound,
                               state["cycle"] - 1, state)
@@ -207,6 +209,11 @@ class CircuitRun:
         # cycles completed: the clamp ran once per cycle started; a stop cuts the last one short
         self.cycle = state["cycle"] - (1 if self.diverged else 0)
         return self
+
+    def outputs(self) -> np.ndarray:
+        """a_L of every completed cycle, as held at the end of the cycle: the circuit's output
+        for that cycle's example, computed before the cycle's own weight change."""
+        return np.array(self._run_state["outputs"][: self.cycle])
 
     def weights(self, l: int) -> np.ndarray:
         """W_l as an (n_l, n_{l−1} [+1]) matrix (bias column last)."""
@@ -486,14 +493,17 @@ def build(
         feedback.append(fbs)
 
     # -- example clamping and divergence checks, once per γ cycle -----------------------------
-    run_state: dict = {"cycle": 0, "diverged": None}
+    # per-cycle summaries, taken when the next cycle starts: a_L then still holds the output
+    # computed in the feedforward phase, before that cycle's weight change
+    run_state: dict = {"cycle": 0, "diverged": None, "outputs": []}
     n0, nL = sizes[0], sizes[-1]
     bound = circuit.activity_bound
 
     @b2.network_operation(dt=spc * dt * b2.second, when="start", name="clamp")
     def clamp():
         k = run_state["cycle"]
-        if k > 0:
+        if 0 < k and len(run_state["outputs"]) < k:
+            run_state["outputs"].append(np.array(layers[L].a[:nL]))
             _check_divergence(layers, sizes, bound, k - 1, run_state)
             if run_state["diverged"]:
                 network.stop()
