@@ -99,7 +99,7 @@ def difference_targets(net: Network, h, tau_L) -> list:
     taus: list = [None] * (L + 1)
     taus[L] = _rows(tau_L)
     for l in range(L, 1, -1):
-        taus[l - 1] = h[l - 1] + net.g(l, taus[l]) - net.g(l, h[l])
+        taus[l - 1] = h[l - 1] + (net.g(l, taus[l]) - net.g(l, h[l]))
     return taus
 
 

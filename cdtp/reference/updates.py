@@ -30,6 +30,7 @@ __all__ = [
     "decoder_update_normalized",
     "dtp1_update",
     "dtp_update",
+    "fit_decoder",
     "influence_factor",
     "normalized_presynaptic",
     "reconstruction_loss",
@@ -258,3 +259,22 @@ def reconstruction_loss(net: Network, l: int, x, kind: str = "regular") -> np.nd
     else:
         raise ValueError(f"unknown reconstruction kind {kind!r}; allowed: regular, reverse")
     return 0.5 * np.sum(d * d, axis=1)
+
+
+def fit_decoder(net: Network, l: int, h_prev, ridge: float = 0.0) -> np.ndarray:
+    """Ω_l minimizing the regular reconstruction error over a sample (Sec 9.2), in closed form.
+
+        Ω_l = argmin_Ω (1/B) Σ_b ½‖x_b − Ω σ̃(f_l(x_b))‖² + (ridge/2)‖Ω‖²,   x_b = h_{l−1}^b
+
+    i.e. the fixed point of the Δ1 / Algorithm 1 decoder rules at γ = 1 (Prop 6) on that sample:
+    Ω_l = XᵀS (SᵀS + B·ridge·I)⁻¹ with S the rows σ̃(f_l(x_b)). A decoder "trained to
+    convergence", for tests and initialization.
+
+    Returns
+    -------
+    ndarray, shape (n_{l−1}, n_l + bias)
+    """
+    x = _rows(h_prev)
+    s = with_bias(net.sigma(net.f(l, x)), net.bias)
+    gram = s.T @ s + x.shape[0] * ridge * np.eye(s.shape[1])
+    return np.linalg.solve(gram, s.T @ x).T
