@@ -311,8 +311,9 @@ def build(
     network : Network, optional
         Initial weights (default: :func:`initial_network` from the circuit's seed).
     record : dict, optional
-        ``{"variables": [...], "every": n_steps}``: StateMonitors of layer variables
-        (recorded in the ``end`` slot, i.e. after each step's updates).
+        ``{"variables": [...], "every": n_steps, "gates": bool}``: StateMonitors of layer
+        variables (recorded in the ``end`` slot, i.e. after each step's updates) and, with
+        ``gates``, of γ_l, γ_{l+1}, c_l, p_l and φ_l.
     """
     inputs = np.asarray(inputs, dtype=float)
     labels = np.asarray(labels, dtype=float)
@@ -523,6 +524,11 @@ def build(
             if vs:
                 monitors[l] = b2.StateMonitor(layers[l], vs, record=np.arange(sizes[l]),
                                               when="end", clock=mclock, name=f"monitor_{l}")
+            if record.get("gates") and l >= 1:
+                monitors[f"gates_{l}"] = b2.StateMonitor(
+                    layers[l], ["gamma", "gamma_above", "hold", "plasticity", "gamma_phase"],
+                    record=[0], when="end", clock=mclock, name=f"gate_monitor_{l}",
+                )
     # run_regularly operations are contained in their groups and join the network with them
     del objects
     network = b2.Network(
