@@ -32,6 +32,7 @@ the ``groups`` slot, so the circuit reproduces the reference map step for step.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,7 @@ gamma_freq : Hz (shared, constant)
 gamma_duty : 1 (shared, constant)
 gamma_ramp : 1 (shared, constant)
 gamma_lag : second (shared, constant)
+gamma_t0 : second (shared, constant)
 gamma_lag_above : second (shared, constant)
 hold_epsilon : 1 (shared, constant)
 hold_width : 1 (shared, constant)
@@ -239,24 +241,39 @@ class CircuitRun:
         return np.asarray(getattr(self.layers[l], var)[: self.circuit.sizes[l]])
 
     def set_schedule(self, schedule: Schedule) -> None:
-        """Change γ / gate *parameters* in place (same shape kinds: no recompilation)."""
+        """Change γ / plasticity-gate *parameters* (frequency, duty cycle, ramp, lag, window)
+        in place, from the current time on: the new schedule's first cycle starts now. The
+        shape kinds must stay the same; nothing is rebuilt or recompiled."""
         old, new = self.schedule, schedule
         if (old.gamma.shape, old.plasticity.kind == "paper") != (
             new.gamma.shape, new.plasticity.kind == "paper"
         ):
             raise ValueError("set_schedule changes parameters only; rebuild to change a shape kind")
+        spc = schedule.steps_per_cycle(self.dt)
+        state = self._run_state
+        now = int(round(float(self.network.t / b2.second) / self.dt))
+        if now != state["next_step"] and state["cycle"]:
+            raise ValueError("set_schedule must be called between whole cycles")
+        if old.gamma.values != new.gamma.values:
+            raise ValueError("the values of an 'array' γ are compiled in: rebuild to change them")
         self.schedule = schedule
-        _set_schedule_constants(self.layers, schedule, self.circuit)
-        self._clamp.clock.dt = schedule.gamma.period * b2.second
+        _set_schedule_constants(self.layers, schedule, self.circuit, t0=now * self.dt)
+        state["spc"] = spc
+        state["next_step"] = now
+        # the clamp fires on every common divisor step of the old time and the new period
+        self._clamp.clock.dt = math.gcd(now, spc) * self.dt * b2.second if now else (
+            spc * self.dt * b2.second
+        )
 
 
-def _set_schedule_constants(layers, schedule: Schedule, circuit: CircuitConfig):
+def _set_schedule_constants(layers, schedule: Schedule, circuit: CircuitConfig, t0=0.0):
     g, L = schedule.gamma, circuit.depth
     lo, hi = schedule.plasticity.window(g)
     for l, group in enumerate(layers):
         group.gamma_freq = g.frequency * b2.Hz
         group.gamma_duty = g.duty
         group.gamma_ramp = g.ramp
+        group.gamma_t0 = t0 * b2.second
         group.gamma_lag = g.layer_lag(max(l, 1)) * b2.second
         group.gamma_lag_above = g.layer_lag(min(l + 1, L)) * b2.second
         group.hold_epsilon = circuit.hold.epsilon
@@ -268,7 +285,10 @@ def _set_schedule_constants(layers, schedule: Schedule, circuit: CircuitConfig):
 def _gate_code(schedule: Schedule, circuit: CircuitConfig) -> str:
     g_expr = schedule.gamma.brian2_expression()
     above = g_expr.replace("gamma_phase", "gamma_phase_above")
-    phase = "(t + 0.5*dt - {lag})*gamma_freq - floor((t + 0.5*dt - {lag})*gamma_freq)"
+    phase = (
+        "(t - gamma_t0 + 0.5*dt - {lag})*gamma_freq"
+        " - floor((t - gamma_t0 + 0.5*dt - {lag})*gamma_freq)"
+    )
     return "\n".join(
         [
             "gamma_phase = " + phase.format(lag="gamma_lag"),
@@ -496,12 +516,16 @@ def build(
     # -- example clamping and divergence checks, once per γ cycle -----------------------------
     # per-cycle summaries, taken when the next cycle starts: a_L then still holds the output
     # computed in the feedforward phase, before that cycle's weight change
-    run_state: dict = {"cycle": 0, "diverged": None, "outputs": []}
+    run_state: dict = {"cycle": 0, "diverged": None, "outputs": [], "spc": spc, "next_step": 0}
     n0, nL = sizes[0], sizes[-1]
     bound = circuit.activity_bound
 
     @b2.network_operation(dt=spc * dt * b2.second, when="start", name="clamp")
     def clamp():
+        step = int(round(float(clock.t / b2.second) / dt))
+        if step != run_state["next_step"]:
+            return
+        run_state["next_step"] = step + run_state["spc"]
         k = run_state["cycle"]
         if 0 < k and len(run_state["outputs"]) < k:
             run_state["outputs"].append(np.array(layers[L].a[:nL]))
