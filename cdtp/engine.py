@@ -251,7 +251,7 @@ class CircuitRun:
             raise ValueError("set_schedule changes parameters only; rebuild to change a shape kind")
         spc = schedule.steps_per_cycle(self.dt)
         state = self._run_state
-        now = int(round(float(self.network.t / b2.second) / self.dt))
+        now = round(float(self.network.t / b2.second) / self.dt)
         if now != state["next_step"] and state["cycle"]:
             raise ValueError("set_schedule must be called between whole cycles")
         if old.gamma.values != new.gamma.values:
@@ -522,7 +522,7 @@ def build(
 
     @b2.network_operation(dt=spc * dt * b2.second, when="start", name="clamp")
     def clamp():
-        step = int(round(float(clock.t / b2.second) / dt))
+        step = round(float(clock.t / b2.second) / dt)
         if step != run_state["next_step"]:
             return
         run_state["next_step"] = step + run_state["spc"]

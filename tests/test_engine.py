@@ -122,7 +122,7 @@ def test_same_seed_same_numbers():
 def test_cython_and_numpy_targets_agree():
     """Device is a run option: the compiled (cython) target gives the numpy target's numbers."""
     circuit = _discrete_circuit("delta1")
-    d_numpy, run_numpy, _ = _max_differences(circuit, SQUARE, device="numpy", n_cycles=2)
+    _, run_numpy, _ = _max_differences(circuit, SQUARE, device="numpy", n_cycles=2)
     d_cython, run_cython, _ = _max_differences(circuit, SQUARE, device="cython", n_cycles=2)
     for l in range(1, 4):
         # compiled C may fuse multiply-adds (-ffast-math): rounding-level differences only
