@@ -130,7 +130,9 @@ def test_linear_correction_contracts_at_the_jacobian_rate(rng, kind):
     np.testing.assert_allclose(lib_rad, radius, rtol=1e-10)
     inc = res.increments
     # Lipschitz bound (Eq 30 / 37): the map is linear, so every step obeys it up to round-off
-    # (1e-12 of the largest increment).
+    # (1e-12 of the largest increment). Measured: input ‖M‖ = 0.6, rate 0.518 = ρ; output
+    # ‖W⁻¹MW‖ ≈ 2.7 > 1 yet the rate is the same ρ = 0.518 — the Euclidean Lipschitz
+    # condition of Sec 6.2 is sufficient, the spectral radius is what governs the tail.
     assert np.all(inc[1:] <= norm * inc[:-1] + 1e-12 * inc[0])
     for b in range(inc.shape[1]):
         rate = fitted_rate(inc[:, b])
@@ -333,17 +335,9 @@ def test_scaled_targets_agree_with_dtp_to_first_order(rng):
     h = net.forward(0.3 * rng.normal(size=(2, 5)))
     direction = rng.normal(size=h[3].shape)
     betas = np.array([1e-1, 3e-2, 1e-2, 3e-3])
-    errs = []
-    for beta in betas:
-        tau_L = h[3] + beta * direction
-        st = tg.scaled_targets(net, h, tau_L, scale=1e-1)
-        plain = tg.difference_targets(net, h, tau_L)
-        dtp = up.influence_factor(h[3], tau_L, h[1], plain[1], eps=0)[:, None] * (plain[1] - h[1])
-        got = st.scalars[1][:, None] * (st.taus[1] - h[1])
-        errs.append(np.max(np.linalg.norm(got - dtp, axis=1) / np.linalg.norm(dtp, axis=1)))
-    # ρ is fixed while the unscaled chain shrinks with β: the relative mismatch is the
-    # nonlinearity of the propagation over a distance ~ρ vs ~β, so it tends to a constant
-    # O(ρ) rather than 0; with ρ → β (the default ρ = ‖τ_L − h_L‖) it vanishes like β:
+    # with the default ρ = ‖τ_L − h_L‖ the top layer is identical and each lower layer
+    # propagates the same change rescaled by an O(1) factor, so the only mismatch is the
+    # nonlinearity of the propagation over distances ~β: relative error O(β)
     errs_default = []
     for beta in betas:
         tau_L = h[3] + beta * direction
@@ -352,9 +346,8 @@ def test_scaled_targets_agree_with_dtp_to_first_order(rng):
         dtp = up.influence_factor(h[3], tau_L, h[1], plain[1], eps=0)[:, None] * (plain[1] - h[1])
         got = st.scalars[1][:, None] * (st.taus[1] - h[1])
         errs_default.append(np.max(np.linalg.norm(got - dtp, axis=1) / np.linalg.norm(dtp, axis=1)))
-    # with ρ = ‖τ_L − h_L‖ the top layer is identical and lower layers propagate the same
-    # change scaled by O(1) factors: the mismatch is first order in β (slope 1 ± 0.25, the
-    # spread of a 4-point fit on a curve with higher-order terms)
+    # slope 1 ± 0.25: the spread of a 4-point fit on a curve with higher-order terms
+    # (measured 1.16)
     slope = np.polyfit(np.log(betas), np.log(errs_default), 1)[0]
     assert slope == pytest.approx(1.0, abs=0.25)
-    assert errs[-1] < 0.05  # fixed ρ = 0.1: a mismatch of order ρ·(curvature), a few percent
+    assert errs_default[-1] < 1e-3  # β = 3e-3: first order with an O(0.1) constant
