@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,12 +101,15 @@ def _configure_device(device: str, directory: str | None):
     if cache:
         b2.prefs.codegen.runtime.cython.cache_dir = str(Path(cache) / "cython")
     if device == "cpp_standalone":
-        raise NotImplementedError(
-            "the cpp_standalone device is not supported yet: example clamping uses a"
-            " NetworkOperation; use 'cython' or 'numpy'"
-        )
+        if directory is None:
+            directory = tempfile.mkdtemp(prefix="cdtp-standalone-")
+        b2.set_device("cpp_standalone", directory=directory, build_on_run=False)
+        b2.get_device().reinit()
+        b2.get_device().activate(directory=directory, build_on_run=False)
+        return directory
     b2.set_device("runtime")
     b2.prefs.codegen.target = device
+    return None
 
 
 def _sigma(circuit: CircuitConfig, var: str) -> str:
@@ -200,6 +204,8 @@ class CircuitRun:
         if self.diverged:
             raise Diverged(f"the circuit has diverged already ({self.diverged})")
         duration = n_cycles * self.steps_per_cycle * self.dt * b2.second
+        if self.device == "cpp_standalone":
+            return self._run_standalone(n_cycles, duration)
         self.network.run(duration, report=report, namespace={})
         state = self._run_state
         if len(state["outputs"]) < state["cycle"]:
@@ -210,6 +216,31 @@ class CircuitRun:
         self.diverged = state["diverged"]
         # cycles completed: the clamp ran once per cycle started; a stop cuts the last one short
         self.cycle = state["cycle"] - (1 if self.diverged else 0)
+        return self
+
+    def _run_standalone(self, n_cycles, duration):
+        if self.cycle:
+            raise RuntimeError("a cpp_standalone circuit runs once: build it again to continue")
+        self.network.run(duration, namespace={})
+        b2.get_device().build(directory=self.standalone_directory, run=True, compile=True,
+                              with_output=False)
+        state = self._run_state
+        recorded = np.asarray(self.monitors["outputs"].a).T  # (n_cycles, n_L), row 0 = t=0
+        outputs = list(recorded[1:]) + [self.state("a", self.circuit.depth)]
+        state["outputs"] = outputs[:n_cycles]
+        state["cycle"] = n_cycles
+        # no Python runs during a standalone simulation: divergence is found afterwards, from
+        # the per-cycle outputs and the final state
+        bad = [k for k, out in enumerate(state["outputs"])
+               if not np.all(np.isfinite(out))
+               or np.max(np.abs(out)) > self.circuit.activity_bound]
+        if bad:
+            state["diverged"] = f"cycle {bad[0]}: layer {self.circuit.depth}: a left the bound"
+        else:
+            _check_divergence(self.layers, self.circuit.sizes, self.circuit.activity_bound,
+                              n_cycles - 1, state)
+        self.diverged = state["diverged"]
+        self.cycle = n_cycles
         return self
 
     def outputs(self) -> np.ndarray:
@@ -349,7 +380,8 @@ def build(
     spc = schedule.steps_per_cycle(dt)
     net0 = initial_network(circuit) if network is None else network
 
-    _configure_device(device, standalone_directory)
+    standalone = device == "cpp_standalone"
+    standalone_directory = _configure_device(device, standalone_directory)
     clock = b2.Clock(dt=dt * b2.second, name="cdtp_clock")
     sig = lambda v: _sigma(circuit, v)  # noqa: E731
     namespace = {}
@@ -358,6 +390,19 @@ def build(
         namespace["gamma_values"] = b2.TimedArray(
             np.asarray(schedule.gamma.values, dtype=float), dt=b2.second / n, name="gamma_values"
         )
+
+    label_code = ""
+    if standalone:
+        # no Python during a standalone run: examples come from TimedArrays indexed by the
+        # cycle number (dt = 1 s per row, so the γ period is not compiled in)
+        cycle_time = "(floor((t - gamma_t0 + 0.5*dt)*gamma_freq) + 0.5)*second"
+        padded = np.zeros((len(inputs), sizes[0] + bias))
+        padded[:, : sizes[0]] = inputs
+        namespace["stimulus"] = b2.TimedArray(padded, dt=b2.second, name="stimulus")
+        padded_y = np.zeros((len(labels), sizes[-1] + bias))
+        padded_y[:, : sizes[-1]] = labels
+        namespace["label_stream"] = b2.TimedArray(padded_y, dt=b2.second, name="label_stream")
+        label_code = f"y = label_stream({cycle_time}, i)\n"
 
     layers, norms = [], []
     objects = []
@@ -386,11 +431,12 @@ def build(
 
     # -- layer code --------------------------------------------------------------------------
     inp = layers[0]
+    input_code = f"m = a\nsm = {keep_bias(sig('a'))}\nsa = sm"
+    if standalone:
+        input_code = f"a = stimulus({cycle_time}, i)\n" + input_code
     objects.append(
-        inp.run_regularly(
-            f"m = a\nsm = {keep_bias(sig('a'))}\nsa = sm", when="groups",
-            order=ORDER["input"], name="layer_0_input",
-        )
+        inp.run_regularly(input_code, when="groups", order=ORDER["input"],
+                          name="layer_0_input")
     )
     for l in range(1, L + 1):
         group = layers[l]
@@ -411,7 +457,8 @@ def build(
             else:
                 grad = "(exp(a)/exp_sum - y)"
             code = (
-                f"dtau = dt/tau_tau*(a - (1 - gamma)*beta*{grad} - target)*(1 - is_bias)\n"
+                label_code
+                + f"dtau = dt/tau_tau*(a - (1 - gamma)*beta*{grad} - target)*(1 - is_bias)\n"
                 "target += dtau"
             )
         objects.append(group.run_regularly(code, when="groups", order=ORDER["targets"],
@@ -520,8 +567,7 @@ def build(
     n0, nL = sizes[0], sizes[-1]
     bound = circuit.activity_bound
 
-    @b2.network_operation(dt=spc * dt * b2.second, when="start", name="clamp")
-    def clamp():
+    def clamp_examples():
         step = round(float(clock.t / b2.second) / dt)
         if step != run_state["next_step"]:
             return
@@ -538,6 +584,12 @@ def build(
             layers[L].y[:nL] = labels[k]
         run_state["cycle"] = k + 1
 
+    clamp = None
+    if not standalone:
+        clamp = b2.network_operation(dt=spc * dt * b2.second, when="start", name="clamp")(
+            clamp_examples
+        )
+
     monitors = {}
     if record:
         variables = list(record.get("variables", ("a", "h", "u", "target")))
@@ -553,10 +605,17 @@ def build(
                     layers[l], ["gamma", "gamma_above", "hold", "plasticity", "gamma_phase"],
                     record=[0], when="end", clock=mclock, name=f"gate_monitor_{l}",
                 )
+    if standalone:
+        # a_L at the start of each cycle = the output held from the cycle before
+        cycle_clock = b2.Clock(dt=spc * dt * b2.second, name="cycle_clock")
+        monitors["outputs"] = b2.StateMonitor(layers[L], "a", record=np.arange(nL),
+                                              when="start", clock=cycle_clock,
+                                              name="output_monitor")
     # run_regularly operations are contained in their groups and join the network with them
     del objects
     network = b2.Network(
-        *layers, *norms, *pools, *broadcasts, *feedforward[1:], *feedback[2:], clamp,
+        *layers, *norms, *pools, *broadcasts, *feedforward[1:], *feedback[2:],
+        *([clamp] if clamp is not None else []),
         *monitors.values(), name="cdtp_network",
     )
     result = CircuitRun(
@@ -564,6 +623,7 @@ def build(
         feedforward=feedforward, feedback=feedback, inputs=inputs, labels=labels, dt=dt,
         device=device, monitors=monitors, _clamp=clamp,
     )
+    result.standalone_directory = standalone_directory
     result._run_state = run_state
     return result
 
