@@ -1,0 +1,335 @@
+"""Train the tanh RNN of :mod:`cdtp.reference.rnn` on a sequence task, by TP or BPTT.
+
+A run is described by a frozen :class:`RNNExperimentConfig` (loadable from TOML with
+:func:`load_config`) and returns an ``xarray.Dataset`` on an ``iteration`` dimension
+(DESIGN §5): the mean training loss over each evaluation window, held-out accuracy (for the
+adding problem, the fraction of held-out sequences with squared error < 0.04), held-out loss, and
+the training wall time. Every variable has ``units`` and ``long_name``; the resolved config is
+stored as JSON in the global attributes. A run that produces NaN/Inf (or a recurrent matrix whose
+regularized Gram matrix cannot be factorized) is recorded as diverged, not raised.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from cdtp.reference import rnn
+from cdtp.reference.sequence_tasks import (
+    TASKS,
+    adding_batch,
+    adding_success,
+    load_digit_sequences,
+    temporal_order_batch,
+)
+
+__all__ = ["METHODS", "TASK_DEFAULT_LENGTH", "RNNExperimentConfig", "load_config", "run"]
+
+METHODS = ("tp", "bptt")
+#: Sequence length used when ``T`` is not given; the digits tasks only allow this length.
+TASK_DEFAULT_LENGTH = {"temporal_order": 60, "adding": 30, "digits_pixel": 64, "digits_row": 8}
+_FIXED_LENGTH_TASKS = ("digits_pixel", "digits_row")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
+        value, bool
+    )
+
+
+@dataclass(frozen=True)
+class RNNExperimentConfig:
+    """One training run (seed 002, Sec 4).
+
+    Attributes
+    ----------
+    task : {"temporal_order", "adding", "digits_pixel", "digits_row"}
+    method : {"tp", "bptt"}
+        Target propagation (Eqs 1–3) or back-propagation through time.
+    T : int or None
+        Sequence length; ``None`` takes :data:`TASK_DEFAULT_LENGTH`. The digits tasks only
+        accept their own length (64 pixel by pixel, 8 row by row); the synthetic tasks need
+        T ≥ 10 so that the marker ranges are non-empty.
+    hidden : int
+        Hidden-state dimension p (seed 002: 100).
+    batch_size : int
+        Mini-batch size (seed 002: 20 for the synthetic tasks, 16 for images).
+    iterations : int
+        Number of parameter updates.
+    gamma_theta : float
+        Step size γ_θ of the parameter updates (both methods, plain SGD).
+    gamma_h : float
+        Target step size γ_h of Eq 1 (TP only; must still be > 0).
+    r : float
+        Regularization of the inverse (TP only), r ≥ 0.
+    rule : {"linearized", "difference"}
+        Eq 2 or the difference formula of Lee et al. (TP only).
+    input_scale : float or None
+        Standard deviation of the entries of W_xh at initialization; ``None`` means 1/√d.
+    seed : int
+        Seeds initialization, mini-batches and the held-out set (independent streams).
+    eval_every : int
+        Evaluation period in iterations; must divide ``iterations``.
+    eval_size : int
+        Held-out sequences for the synthetic tasks (the digits use their fixed test split).
+    """
+
+    task: str = "temporal_order"
+    method: str = "tp"
+    T: int | None = None
+    hidden: int = 100
+    batch_size: int = 20
+    iterations: int = 1000
+    gamma_theta: float = 0.1
+    gamma_h: float = 0.1
+    r: float = 0.1
+    rule: str = "linearized"
+    input_scale: float | None = None
+    seed: int = 0
+    eval_every: int = 100
+    eval_size: int = 1000
+
+    def __post_init__(self):
+        def bad(key, allowed):
+            return ValueError(
+                f"invalid value for {key!r}: {getattr(self, key)!r}; allowed: {allowed}"
+            )
+
+        if self.task not in TASKS:
+            raise bad("task", ", ".join(TASKS))
+        if self.method not in METHODS:
+            raise bad("method", ", ".join(METHODS))
+        if self.rule not in rnn.TARGET_RULES:
+            raise bad("rule", ", ".join(rnn.TARGET_RULES))
+        for key in ("hidden", "batch_size", "iterations", "eval_every", "eval_size"):
+            if not _is_int(getattr(self, key)) or getattr(self, key) < 1:
+                raise bad(key, "an integer ≥ 1")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise bad("seed", "an integer ≥ 0")
+        if self.T is not None:
+            if self.task in _FIXED_LENGTH_TASKS:
+                if self.T != TASK_DEFAULT_LENGTH[self.task]:
+                    raise bad("T", f"{TASK_DEFAULT_LENGTH[self.task]} (or omitted) for {self.task}")
+            elif not _is_int(self.T) or self.T < 10:
+                raise bad("T", "an integer ≥ 10 (or omitted)")
+        if self.iterations % self.eval_every:
+            raise bad("eval_every", f"a divisor of iterations={self.iterations}")
+        for key in ("gamma_theta", "gamma_h"):
+            v = getattr(self, key)
+            if not _is_real(v) or not math.isfinite(v) or v <= 0:
+                raise bad(key, "a finite number > 0")
+        if not _is_real(self.r) or not math.isfinite(self.r) or self.r < 0:
+            raise bad("r", "a finite number ≥ 0")
+        if self.input_scale is not None and (
+            not _is_real(self.input_scale)
+            or not math.isfinite(self.input_scale)
+            or self.input_scale < 0
+        ):
+            raise bad("input_scale", "a finite number ≥ 0, or omitted")
+
+    @property
+    def length(self) -> int:
+        """The resolved sequence length."""
+        return TASK_DEFAULT_LENGTH[self.task] if self.T is None else int(self.T)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping) -> RNNExperimentConfig:
+        """Build from a dict, rejecting unknown keys with the list of allowed ones."""
+        if not isinstance(values, Mapping):
+            raise ValueError(f"a config must be a table of keys, got {type(values).__name__}")
+        allowed = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"unknown config key(s) {', '.join(map(repr, unknown))} "
+                f"(values {', '.join(repr(values[k]) for k in unknown)}); "
+                f"allowed keys: {', '.join(allowed)}"
+            )
+        return cls(**values)
+
+    def to_json(self) -> str:
+        """The resolved config as JSON (T filled in)."""
+        d = asdict(self)
+        d["T"] = self.length
+        return json.dumps(d, sort_keys=True)
+
+
+def load_config(path: str | Path) -> RNNExperimentConfig:
+    """Read an :class:`RNNExperimentConfig` from a TOML file of top-level keys.
+
+    Errors (unreadable file, TOML syntax, unknown keys, bad values) are raised as ``ValueError``
+    whose message starts with the file name.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            values = tomllib.load(fh)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read config file: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: invalid TOML: {exc}") from exc
+    try:
+        return RNNExperimentConfig.from_mapping(values)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+class _Task:
+    """Mini-batch source, held-out set, readout kind and metric for one config."""
+
+    def __init__(self, config: RNNExperimentConfig, data_rng, eval_rng):
+        self.config = config
+        self.rng = data_rng
+        length, task = config.length, config.task
+        if task == "temporal_order":
+            self.readout, self.n_in, self.n_out = "softmax", 6, 4
+            self._draw = lambda rng, n: temporal_order_batch(rng, n, length)
+        elif task == "adding":
+            self.readout, self.n_in, self.n_out = "linear", 2, 1
+            self._draw = lambda rng, n: adding_batch(rng, n, length)
+        else:
+            digits = load_digit_sequences("pixel" if task == "digits_pixel" else "row")
+            self.readout, self.n_in, self.n_out = "softmax", digits.x_train.shape[2], 10
+            self._draw = lambda rng, n: digits.batch(rng, n)
+            self.x_eval, self.y_eval = digits.x_test, digits.y_test
+        if task in ("temporal_order", "adding"):
+            self.x_eval, self.y_eval = self._draw(eval_rng, config.eval_size)
+
+    def batch(self):
+        return self._draw(self.rng, self.config.batch_size)
+
+    def evaluate(self, params: rnn.RNNParams, loss) -> tuple[float, float]:
+        """(held-out mean loss, held-out accuracy or adding success fraction)."""
+        z = rnn.forward(params, self.x_eval).z
+        value = float(np.mean(loss.value(z, self.y_eval)))
+        if self.readout == "linear":
+            score = float(np.mean(adding_success(z, self.y_eval)))
+        else:
+            score = float(np.mean(np.argmax(z, axis=1) == np.argmax(self.y_eval, axis=1)))
+        return value, score
+
+
+def _package_version() -> str:
+    try:
+        return metadata.version("cdtp")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def run(config: RNNExperimentConfig) -> xr.Dataset:
+    """Train one RNN as ``config`` says and return its learning curve.
+
+    Parameters
+    ----------
+    config : RNNExperimentConfig
+
+    Returns
+    -------
+    xarray.Dataset
+        Dimension ``iteration`` (eval_every, 2·eval_every, …, iterations) with variables
+        ``train_loss`` (mean mini-batch loss over the preceding window), ``eval_loss``,
+        ``accuracy`` and ``wall_time`` (training time only, evaluation excluded). Global attrs:
+        ``config`` (JSON), ``seed``, ``diverged`` (0/1), ``diverged_iteration`` (−1 if none),
+        ``cdtp_version``. After a divergence every later entry is NaN.
+    """
+    if not isinstance(config, RNNExperimentConfig):
+        raise TypeError(f"config must be an RNNExperimentConfig, got {type(config).__name__}")
+    seeds = np.random.SeedSequence(config.seed).spawn(3)
+    init_rng, data_rng, eval_rng = (np.random.default_rng(s) for s in seeds)
+    task = _Task(config, data_rng, eval_rng)
+    loss = rnn.readout_loss(task.readout)
+    params = rnn.init_params(
+        task.n_in, config.hidden, task.n_out, init_rng, input_scale=config.input_scale
+    )
+
+    n_eval = config.iterations // config.eval_every
+    out = {k: np.full(n_eval, np.nan) for k in ("train_loss", "eval_loss", "accuracy", "wall")}
+    diverged_at = -1
+    elapsed = 0.0
+    window = 0.0
+    with np.errstate(all="ignore"):
+        for it in range(1, config.iterations + 1):
+            x, y = task.batch()
+            start = time.perf_counter()
+            try:
+                if config.method == "tp":
+                    value, directions = rnn.tp_directions(
+                        params, x, y, loss, gamma_h=config.gamma_h, r=config.r, rule=config.rule
+                    )
+                else:
+                    value, directions = rnn.bptt_gradients(params, x, y, loss)
+                rnn.sgd_step(params, directions, config.gamma_theta)
+                finite = math.isfinite(value) and params.is_finite()
+            except np.linalg.LinAlgError:
+                finite = False
+            elapsed += time.perf_counter() - start
+            if not finite:
+                diverged_at = it
+                break
+            window += value
+            if it % config.eval_every == 0:
+                k = it // config.eval_every - 1
+                out["train_loss"][k] = window / config.eval_every
+                out["eval_loss"][k], out["accuracy"][k] = task.evaluate(params, loss)
+                out["wall"][k] = elapsed
+                window = 0.0
+                if not (math.isfinite(out["eval_loss"][k])):
+                    diverged_at = it
+                    break
+
+    score_name = (
+        "fraction of held-out sequences with squared error < 0.04"
+        if task.readout == "linear"
+        else "held-out classification accuracy"
+    )
+    loss_name = "cross-entropy" if task.readout == "softmax" else "½ squared error"
+    iteration = np.arange(1, n_eval + 1) * config.eval_every
+    ds = xr.Dataset(
+        {
+            "train_loss": (
+                "iteration",
+                out["train_loss"],
+                {"units": "1", "long_name": f"mean training mini-batch {loss_name}"},
+            ),
+            "eval_loss": (
+                "iteration",
+                out["eval_loss"],
+                {"units": "1", "long_name": f"held-out {loss_name}"},
+            ),
+            "accuracy": ("iteration", out["accuracy"], {"units": "1", "long_name": score_name}),
+            "wall_time": (
+                "iteration",
+                out["wall"],
+                {"units": "s", "long_name": "cumulative training wall time"},
+            ),
+        },
+        coords={
+            "iteration": (
+                "iteration",
+                iteration,
+                {"units": "1", "long_name": "parameter updates"},
+            )
+        },
+        attrs={
+            "config": config.to_json(),
+            "seed": config.seed,
+            "diverged": int(diverged_at > 0),
+            "diverged_iteration": diverged_at,
+            "cdtp_version": _package_version(),
+            "title": f"{config.method.upper()} on {config.task} (T = {config.length})",
+        },
+    )
+    return ds

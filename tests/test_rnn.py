@@ -1,0 +1,278 @@
+"""Seed 002's RNN: BPTT against finite differences, TP targets and inverse, tasks, experiments."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cdtp.reference import rnn
+from cdtp.reference.rnn_experiment import RNNExperimentConfig, load_config, run
+from cdtp.reference.sequence_tasks import (
+    adding_batch,
+    adding_marker_range,
+    load_digit_sequences,
+    temporal_order_batch,
+    temporal_order_marker_range,
+)
+
+
+def _small_problem(rng, readout, n_in=3, n_hidden=5, n_out=4, batch=4, steps=6):
+    params = rnn.init_params(n_in, n_hidden, n_out, rng)
+    x = rng.standard_normal((batch, steps, n_in))
+    if readout == "softmax":
+        y = np.eye(n_out)[rng.integers(0, n_out, size=batch)]
+    else:
+        y = rng.standard_normal((batch, n_out))
+    return params, x, y, rnn.readout_loss(readout)
+
+
+@pytest.mark.parametrize("readout", ["softmax", "linear"])
+def test_bptt_matches_central_differences(rng, readout):
+    params, x, y, loss = _small_problem(rng, readout)
+    _, grads = rnn.bptt_gradients(params, x, y, loss)
+    eps = 1e-5
+    worst = 0.0
+    for name in params.names:
+        w = getattr(params, name)
+        numeric = np.zeros_like(w)
+        for idx in np.ndindex(w.shape):
+            old = w[idx]
+            w[idx] = old + eps
+            up = float(np.mean(loss.value(rnn.forward(params, x).z, y)))
+            w[idx] = old - eps
+            down = float(np.mean(loss.value(rnn.forward(params, x).z, y)))
+            w[idx] = old
+            numeric[idx] = (up - down) / (2 * eps)
+        analytic = getattr(grads, name)
+        rel = np.linalg.norm(analytic - numeric) / np.linalg.norm(numeric)
+        worst = max(worst, rel)
+    # Central differences in float64 with eps = 1e-5: truncation O(eps²) ≈ 1e-10 relative,
+    # rounding O(1e-16 / eps) ≈ 1e-11; 1e-6 leaves four orders of margin yet catches any
+    # missing term (a wrong sign or dropped time step gives O(1) relative error).
+    assert worst < 1e-6, worst
+
+
+def test_bptt_rejects_wrong_input_width(rng):
+    params, x, y, loss = _small_problem(rng, "softmax")
+    with pytest.raises(ValueError, match="input channels"):
+        rnn.bptt_gradients(params, x[:, :, :2], y, loss)
+
+
+def test_linearized_and_difference_targets_agree_to_second_order(rng):
+    # Lee et al.'s difference f⁻¹(v) − f⁻¹(h) = ∂f⁻¹(h)ᵀ(v − h) + O(‖v − h‖²) (seed 002 Sec 2.2):
+    # the gap between the two propagated targets must shrink with slope 2 in log-log.
+    params, x, _, _ = _small_problem(rng, "softmax", n_hidden=6, steps=5)
+    fp = rnn.forward(params, x)
+    inverse = rnn.RegularizedInverse(params, r=0.5)
+    direction = rng.standard_normal(fp.h[:, -1].shape)
+    sizes = np.logspace(-4, -2, 5)
+    gaps = []
+    for s in sizes:
+        v_last = fp.h[:, -1] + s * direction
+        v_lin = rnn.propagate_targets(fp, v_last, inverse, "linearized")
+        v_dif = rnn.propagate_targets(fp, v_last, inverse, "difference")
+        gaps.append(np.linalg.norm(v_lin - v_dif))
+    slope = np.polyfit(np.log(sizes), np.log(gaps), 1)[0]
+    # A first-order error (a wrong Jacobian) gives slope 1; third-order terms can bend the fit
+    # slightly over two decades, hence ±0.15 around 2.
+    assert abs(slope - 2.0) < 0.15, slope
+    # Zeroth order: relative to the displacement the gap is C·s, C = O(10) here (curvature of
+    # arctanh accumulated over 4 steps); at s = 1e-4 it must be well below 1 %.
+    assert gaps[0] < 1e-2 * sizes[0] * np.linalg.norm(direction)
+
+
+def test_difference_rule_is_the_explicit_inverse_difference(rng):
+    # propagate_targets uses f⁻¹(v) − f⁻¹(h) with x_t and b_h cancelled; check it against two
+    # explicit calls of the full inverse formula of Sec 2.1 (equal up to rounding: 1e-12).
+    params, x, _, _ = _small_problem(rng, "softmax", n_hidden=6, steps=3)
+    fp = rnn.forward(params, x)
+    inverse = rnn.RegularizedInverse(params, r=0.3)
+    v_last = fp.h[:, -1] + 0.05 * rng.standard_normal(fp.h[:, -1].shape)
+    v = rnn.propagate_targets(fp, v_last, inverse, "difference")
+    t = fp.h.shape[1] - 1
+    x_t = fp.x[:, t - 1]
+    expected = fp.h[:, t - 1] + inverse(v_last, x_t) - inverse(fp.h[:, t], x_t)
+    np.testing.assert_allclose(v[:, t - 2], expected, rtol=0, atol=1e-12)
+
+
+def test_regularized_inverse_error_shrinks_linearly_in_r(rng):
+    # For v = f(h) in the image, f⁻¹_r(v) − h = −r (WᵀW + rI)⁻¹ h: exact at r = 0, error ∝ r.
+    params = rnn.init_params(3, 8, 2, rng)
+    params.W_hh = rng.standard_normal((8, 8))  # generic (non-orthogonal) full-rank W_hh
+    h_prev = 0.5 * np.tanh(rng.standard_normal((4, 8)))
+    x_t = rng.standard_normal((4, 3))
+    v = np.tanh(x_t @ params.W_xh.T + h_prev @ params.W_hh.T + params.b_h)
+    rs = np.logspace(-8, -4, 5)
+    errors = [np.linalg.norm(rnn.RegularizedInverse(params, r)(v, x_t) - h_prev) for r in rs]
+    slope = np.polyfit(np.log(rs), np.log(errors), 1)[0]
+    # Leading term is linear in r, the next is O(r²) ≈ 1e-4 relative at the largest r: ±0.05.
+    assert abs(slope - 1.0) < 0.05, slope
+    exact = rnn.RegularizedInverse(params, 0.0)(v, x_t)
+    # r = 0: the inverse is exact up to conditioning of W_hh times machine epsilon.
+    cond = np.linalg.cond(params.W_hh)
+    assert np.linalg.norm(exact - h_prev) < 1e3 * cond * np.finfo(float).eps
+
+
+def test_inverse_is_factorized_once_per_update(rng, monkeypatch):
+    # Sec 3: one p × p factorization per TP update, whatever T and the batch size.
+    calls = []
+    real = rnn.cho_factor
+    monkeypatch.setattr(rnn, "cho_factor", lambda *a, **k: calls.append(1) or real(*a, **k))
+    params, x, y, loss = _small_problem(rng, "softmax", steps=9)
+    rnn.tp_directions(params, x, y, loss, gamma_h=0.1, r=0.1)
+    assert len(calls) == 1
+
+
+def test_tp_with_exact_inverse_of_linear_regime_matches_bptt_direction(rng):
+    # Sec 3 (Lemma 3.1): with orthogonal W_hh, r → 0 and pre-activations near 0 (tanh ≈
+    # identity), ∂f⁻¹ᵀ ≈ ∂f, so the TP direction of the transition weights ≈ γ_h × BPTT gradient.
+    params, x, y, loss = _small_problem(rng, "linear", n_hidden=6, steps=4)
+    x *= 1e-4
+    params.b_h[:] = 0.0
+    _, grads = rnn.bptt_gradients(params, x, y, loss)
+    gamma_h = 1e-6
+    _, d = rnn.tp_directions(params, x, y, loss, gamma_h=gamma_h, r=0.0)
+    rel = np.linalg.norm(d.W_hh / gamma_h - grads.W_hh) / np.linalg.norm(grads.W_hh)
+    # Deviations are O(h²) ≈ 1e-7 from tanh′ and O(γ_h) from the target size: 1e-4 is loose
+    # enough for both and tight enough to catch a transposed Jacobian (O(1) error).
+    assert rel < 1e-4, rel
+    np.testing.assert_array_equal(d.W_hy, grads.W_hy)  # readout: plain gradient in both
+
+
+def test_temporal_order_statistics():
+    rng = np.random.default_rng(1)
+    length = 60
+    x, y = temporal_order_batch(rng, 4000, length)
+    assert x.shape == (4000, length, 6) and y.shape == (4000, 4)
+    np.testing.assert_array_equal(x.sum(axis=2), 1.0)  # one-hot inputs
+    (lo1, hi1), (lo2, hi2) = temporal_order_marker_range(length)
+    assert (lo1, hi1, lo2, hi2) == (6, 12, 24, 30)
+    marker = x[:, :, 4:].sum(axis=2) > 0
+    assert np.all(marker.sum(axis=1) == 2)
+    pos = np.sort(np.nonzero(marker)[1].reshape(-1, 2), axis=1) + 1  # 1-based
+    assert pos[:, 0].min() >= lo1 and pos[:, 0].max() <= hi1
+    assert pos[:, 1].min() >= lo2 and pos[:, 1].max() <= hi2
+    # Label = order of X/Y: decode from the inputs.
+    rows = np.arange(len(x))
+    first_y = x[rows, pos[:, 0] - 1, 5] == 1
+    second_y = x[rows, pos[:, 1] - 1, 5] == 1
+    np.testing.assert_array_equal(y.argmax(axis=1), 2 * first_y + second_y)
+    counts = y.sum(axis=0)
+    # Balanced classes: binomial std of a count is √(n·¼·¾) ≈ 27 for n = 4000; 5σ ≈ 140.
+    assert np.all(np.abs(counts - 1000) < 140), counts
+
+
+def test_adding_statistics():
+    rng = np.random.default_rng(2)
+    x, y = adding_batch(rng, 3000, 30)
+    assert x.shape == (3000, 30, 2) and y.shape == (3000, 1)
+    assert np.all(x[:, :, 1].sum(axis=1) == 2)
+    (lo1, hi1), (lo2, hi2) = adding_marker_range(30)
+    assert (lo1, hi1, lo2, hi2) == (1, 3, 4, 15)
+    pos = np.nonzero(x[:, :, 1])[1].reshape(-1, 2) + 1
+    assert pos[:, 0].min() >= lo1 and pos[:, 0].max() <= hi1
+    assert pos[:, 1].min() >= lo2 and pos[:, 1].max() <= hi2
+    assert np.all((y >= 0) & (y <= 1))
+    expected = 0.5 * (x[:, :, 0] * x[:, :, 1]).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(y, expected, rtol=0, atol=1e-15)
+    # The mean of two U(0,1) has mean ½ and std 1/√24 ≈ 0.204; the sample mean of 3000 has
+    # std 0.0037, so 0.02 is > 5σ.
+    assert abs(y.mean() - 0.5) < 0.02
+
+
+@pytest.mark.parametrize(("layout", "shape"), [("pixel", (64, 1)), ("row", (8, 8))])
+def test_digit_sequences_split(layout, shape):
+    d = load_digit_sequences(layout)
+    assert d.x_train.shape[1:] == shape and d.x_test.shape[1:] == shape
+    assert len(d.x_train) + len(d.x_test) == 1797
+    assert 0.0 <= d.x_train.min() and d.x_train.max() <= 1.0
+    again = load_digit_sequences(layout)
+    np.testing.assert_array_equal(d.x_test, again.x_test)  # the split is fixed
+    # Stratified: each class is 20% ± one example of its members in the test set.
+    train_counts, test_counts = d.y_train.sum(axis=0), d.y_test.sum(axis=0)
+    assert np.all(np.abs(test_counts - 0.2 * (train_counts + test_counts)) <= 1)
+
+
+def test_task_argument_errors():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="length"):
+        temporal_order_batch(rng, 5, 4)
+    with pytest.raises(ValueError, match="batch_size"):
+        adding_batch(rng, 0, 30)
+    with pytest.raises(TypeError, match="Generator"):
+        adding_batch(0, 5, 30)
+    with pytest.raises(ValueError, match="layout"):
+        load_digit_sequences("column")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"task": "copy"}, "'task': 'copy'; allowed: temporal_order"),
+        ({"method": "adam"}, "'method': 'adam'; allowed: tp, bptt"),
+        ({"r": -1.0}, "'r': -1.0; allowed: a finite number ≥ 0"),
+        ({"gamma_theta": 0.0}, "'gamma_theta'"),
+        ({"hidden": 2.5}, "'hidden': 2.5"),
+        ({"task": "digits_row", "T": 64}, "'T': 64; allowed: 8"),
+        ({"iterations": 100, "eval_every": 30}, "'eval_every': 30; allowed: a divisor"),
+        ({"rule": "exact"}, "'rule': 'exact'"),
+        ({"learning_rate": 0.1}, "unknown config key.*'learning_rate'.*0.1.*allowed keys"),
+    ],
+)
+def test_config_validation(changes, message):
+    with pytest.raises(ValueError, match=message):
+        RNNExperimentConfig.from_mapping(changes)
+
+
+def test_load_config_names_the_file(tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text('task = "adding"\nmethod = "bptt"\niterations = 20\neval_every = 10\n')
+    cfg = load_config(good)
+    assert cfg.task == "adding" and cfg.length == 30
+    bad = tmp_path / "bad.toml"
+    bad.write_text('task = "adding"\ngama_h = 0.1\n')
+    with pytest.raises(ValueError, match=r"bad\.toml: unknown config key.*'gama_h'"):
+        load_config(bad)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("task = \n")
+    with pytest.raises(ValueError, match=r"broken\.toml: invalid TOML"):
+        load_config(broken)
+
+
+def test_scenario_file_loads():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scenarios" / "rnn_temporal_order.toml"
+    cfg = load_config(path)
+    assert cfg.task == "temporal_order" and cfg.method == "tp"
+
+
+@pytest.mark.parametrize("task", ["temporal_order", "adding", "digits_row"])
+def test_same_seed_same_dataset(task):
+    cfg = RNNExperimentConfig(
+        task=task, method="tp", hidden=12, iterations=40, eval_every=20, eval_size=50, seed=3,
+        gamma_theta=0.01, gamma_h=0.1, r=1.0,
+    )
+    a, b = run(cfg), run(cfg)
+    for name in ("train_loss", "eval_loss", "accuracy"):
+        np.testing.assert_array_equal(a[name].values, b[name].values)
+    assert a.attrs["diverged"] == 0 and np.all(np.isfinite(a.train_loss))
+    assert json.loads(a.attrs["config"])["seed"] == 3
+    for name in a.data_vars:
+        assert {"units", "long_name"} <= set(a[name].attrs)
+    c = run(RNNExperimentConfig(**{**json.loads(a.attrs["config"]), "seed": 4}))
+    assert not np.array_equal(a.train_loss.values, c.train_loss.values)
+
+
+def test_divergence_is_recorded_not_raised():
+    # A step size of 1e6 on the adding problem blows the readout up within a few updates.
+    cfg = RNNExperimentConfig(
+        task="adding", method="bptt", hidden=8, iterations=50, eval_every=10,
+        eval_size=20, gamma_theta=1e6,
+    )
+    ds = run(cfg)
+    assert ds.attrs["diverged"] == 1
+    assert 1 <= ds.attrs["diverged_iteration"] <= 50
+    assert np.isnan(ds.train_loss.values[-1])
