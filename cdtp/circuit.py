@@ -204,7 +204,9 @@ def _typed(source, key, value, kind):
         "str": isinstance(value, str),
     }[kind]
     if not ok:
-        raise ConfigError(source, key, f"{value!r} has type {type(value).__name__}, expected {kind}")
+        raise ConfigError(
+            source, key, f"{value!r} has type {type(value).__name__}, expected {kind}"
+        )
     return float(value) if kind == "float" else value
 
 

@@ -17,7 +17,10 @@ W_l σ(m_{l−1}) (Eq 46)      Synapses ``feedforward_l`` (layer_{l−1} → lay
                             into ``h_in``; W is the synaptic variable ``W``
 Eqs 46–48 (h, a, u)         run_regularly ``dynamics`` of layer l (forward Euler; a time
                             constant of 0 is stored as one step, dt/dt = 1: algebraic)
-ΔW_l (Eq 50), ΔΩ_l (51/52)  run_regularly ``plasticity`` of the synapses
+ΔW_l (Eq 50), ΔΩ_l (51/52)  run_regularly ``plasticity`` of the synapses; with the
+                            influence factor, W follows the change of the scaled
+                            discrepancy ``scaled_error`` = s_l (τ_l − a_l) (see
+                            :mod:`cdtp.reference.cdtp_map`)
 ‖σ̃(a)‖², Σ(a − τ)², Σe^a   NeuronGroup ``norm_l`` (one normalization neuron per layer)
                             pooling through summed synapses ``pool_l``; the results come
                             back through one-to-all summed synapses ``broadcast_l``
@@ -62,6 +65,7 @@ ORDER = {
     "error_pool": 30,
     "error_broadcast": 35,
     "feedforward_sum": 40,
+    "influence": 45,
     "feedforward_plasticity": 50,
     "dynamics": 60,
     "norm_pool": 70,
@@ -124,6 +128,9 @@ h_in : 1
 u : 1
 target : 1
 dtau : 1
+scaled_error : 1
+d_scaled_error : 1
+influence_eps : 1 (shared, constant)
 m : 1
 fb : 1
 sm : 1
@@ -226,7 +233,7 @@ class CircuitRun:
                               with_output=False)
         state = self._run_state
         recorded = np.asarray(self.monitors["outputs"].a).T  # (n_cycles, n_L), row 0 = t=0
-        outputs = list(recorded[1:]) + [self.state("a", self.circuit.depth)]
+        outputs = [*recorded[1:], self.state("a", self.circuit.depth)]
         state["outputs"] = outputs[:n_cycles]
         state["cycle"] = n_cycles
         # no Python runs during a standalone simulation: divergence is found afterwards, from
@@ -415,6 +422,7 @@ def build(
         group.tau_u = max(circuit.tau_u, dt) * b2.second
         group.tau_tau = max(circuit.tau_tau, dt) * b2.second
         group.beta = circuit.beta
+        group.influence_eps = circuit.influence_eps
         # σ of the bias unit is 1 in every phase
         group.sm = group.is_bias[:]
         group.sa = group.is_bias[:]
@@ -463,6 +471,12 @@ def build(
             )
         objects.append(group.run_regularly(code, when="groups", order=ORDER["targets"],
                                            name=f"layer_{l}_targets"))
+        if circuit.influence:
+            objects.append(group.run_regularly(
+                "d_scaled_error = err_top/(err_self + influence_eps)*(target - a)"
+                " - scaled_error\nscaled_error += d_scaled_error",
+                when="groups", order=ORDER["influence"], name=f"layer_{l}_influence",
+            ))
         dyn = [
             "h += dt/tau_h*(h_in - h)",
             "a += dt/tau_a*hold*(h - a)",
@@ -519,22 +533,21 @@ def build(
     feedforward, feedback = [None], [None, None]
     for l in range(1, L + 1):
         n_pre, n_post = sizes[l - 1] + bias, sizes[l]
-        s_factor = "*err_top_post/(err_self_post + influence_eps)" if circuit.influence else ""
+        drive = "d_scaled_error_post" if circuit.influence else "dtau_post"
         ff = b2.Synapses(
             layers[l - 1], layers[l],
             model="W : 1\nh_in_post = W*sm_pre : 1 (summed)\n"
-                  "eta_w : 1 (shared, constant)\ninfluence_eps : 1 (shared, constant)",
+                  "eta_w : 1 (shared, constant)",
             clock=clock, name=f"feedforward_{l}",
         )
         pre_i, post_j = np.meshgrid(np.arange(n_pre), np.arange(n_post), indexing="xy")
         ff.connect(i=pre_i.ravel(), j=post_j.ravel())
         ff.W = net0.weights[l][post_j.ravel(), pre_i.ravel()]
         ff.eta_w = circuit.eta_w
-        ff.influence_eps = circuit.influence_eps
         ff.summed_updaters["h_in_post"].order = ORDER["feedforward_sum"]
         if circuit.eta_w != 0:
             objects.append(ff.run_regularly(
-                f"W += eta_w*plasticity_post*dtau_post*sa_pre*inv_norm_pre{s_factor}",
+                f"W += eta_w*plasticity_post*{drive}*sa_pre*inv_norm_pre",
                 when="groups", order=ORDER["feedforward_plasticity"],
                 name=f"feedforward_{l}_plasticity",
             ))

@@ -24,12 +24,21 @@ One step, in order (the same stages, in the same order, as the Brian2 network):
    ``Δτ`` is recorded; the feedback weights move by ``η_Ω dt (m_{l−1} − fb_{l−1}) σ(u_l)ᵀ``
    (Δ1) or ``η_Ω dt (a_{l−1} − fb_{l−1}) σ(u_l)ᵀ`` (Δ2);
 3. ``h_in_l = W_l σ(m_{l−1})`` (feedforward synapses; m_0 = x);
-4. ``W_l += η_W p_l s_l Δτ_l n_{l−1}ᵀ``, n_{l−1} = σ̃(a_{l−1}) / ‖σ̃(a_{l−1})‖² (σ̃ includes the
-   bias unit), s_l = 1 or ‖a_L − τ_L‖² / (‖a_l − τ_l‖² + ε);
+4. ``W_l += η_W p_l Δτ_l n_{l−1}ᵀ`` (DTP1), n_{l−1} = σ̃(a_{l−1}) / ‖σ̃(a_{l−1})‖² (σ̃
+   includes the bias unit); with the influence factor, ``W_l += η_W p_l Δe_l n_{l−1}ᵀ`` where
+   e_l = s_l (τ_l − a_l), s_l = ‖a_L − τ_L‖² / (‖a_l − τ_l‖² + ε);
 5. ``h += k_h (h_in − h)``, ``a += k_a c (h − a)``, ``u += k_u (τ − u + (1 − c)(u − h))``.
 
 The gate of projection l (m_{l−1}, τ_{l−1}) is the γ of layer l, the layer whose encoder
 switches its input; with a global γ this is the same γ everywhere.
+
+**The influence factor.** DESIGN §2 writes the DTP rule as Ẇ_l = η_W p s_l τ̇_l nᵀ. Because
+s_l changes while τ_l relaxes (it is huge early in a feedback phase, when ‖a_l − τ_l‖ is still
+small), Σ s_l Δτ_l does not telescope: measured on a tanh circuit it overshoots Eq 43 by
+8× on layer 2 and 97× on layer 1. Driving the weights with the change of the *scaled*
+discrepancy e_l = s_l (τ_l − a_l) telescopes exactly — Σ Δe_l over the window is
+s_l(end)(τ_l − a_l)(end), Eq 43 with the converged targets — and equals τ̇_l whenever s_l = 1 and
+a_l is held. The circuit does the same.
 
 The state is batched along the first axis: a batch of independent circuits run in lock-step.
 """
@@ -123,6 +132,8 @@ class CDTPState:
     batch: int = 1
     step_index: int = 0
     dtau: list = field(default_factory=list)
+    e: list = field(default_factory=list)
+    de: list = field(default_factory=list)
     fb: list = field(default_factory=list)
     m: list = field(default_factory=list)
     weights: list = field(default_factory=list)
@@ -154,6 +165,8 @@ class CDTPState:
             np.repeat(net.feedback[l][None], batch, axis=0) for l in range(2, L + 1)
         ]
         state.dtau = [None] + [zeros(l) for l in range(1, L + 1)]
+        state.e = [None] + [zeros(l) for l in range(1, L + 1)]
+        state.de = [None] + [zeros(l) for l in range(1, L + 1)]
         return state
 
 
@@ -221,16 +234,20 @@ def step(
                      for l in range(1, L + 1)]
 
     # -- stage 4: feedforward plasticity -------------------------------------------------------
-    if params.eta_w != 0.0:
+    if params.influence:
+        # e_l = s_l (τ_l − a_l); its increment drives the weights (see the module docstring)
         err_top = np.sum((a[L] - tau[L]) ** 2, axis=1, keepdims=True)
+        for l in range(1, L + 1):
+            err_l = np.sum((a[l] - tau[l]) ** 2, axis=1, keepdims=True)
+            e = err_top / (err_l + params.influence_eps) * (tau[l] - a[l])
+            state.de[l] = e - state.e[l]
+            state.e[l] = e
+    if params.eta_w != 0.0:
         for l in range(1, L + 1):
             sa = with_bias(sigma(a[l - 1]), bias)
             n_prev = sa / (np.sum(sa * sa, axis=1, keepdims=True) + params.norm_eps)
-            s = 1.0
-            if params.influence:
-                err_l = np.sum((a[l] - tau[l]) ** 2, axis=1, keepdims=True)
-                s = err_top / (err_l + params.influence_eps)
-            coef = params.eta_w * gate("plasticity", l) * s * dtau[l]
+            drive = state.de[l] if params.influence else dtau[l]
+            coef = params.eta_w * gate("plasticity", l) * drive
             state.weights[l] += coef[:, :, None] * n_prev[:, None, :]
 
     # -- stage 5: state updates (Eqs 46–48 as Euler steps) -------------------------------------
