@@ -253,7 +253,7 @@ def test_scenario_file_loads():
 def test_same_seed_same_dataset(task):
     cfg = RNNExperimentConfig(
         task=task, method="tp", hidden=12, iterations=40, eval_every=20, eval_size=50, seed=3,
-        gamma_theta=0.01, gamma_h=0.1, r=1.0,
+        gamma_theta=0.01, gamma_h=0.1, r=0.1, input_scale=0.1,
     )
     a, b = run(cfg), run(cfg)
     for name in ("train_loss", "eval_loss", "accuracy"):
