@@ -115,6 +115,20 @@ def test_regularized_inverse_error_shrinks_linearly_in_r(rng):
     assert np.linalg.norm(exact - h_prev) < 1e3 * cond * np.finfo(float).eps
 
 
+def test_projection_margin_bounds_the_inverse_slope(rng):
+    # π clips into [−1 + ε, 1 − ε]: the slope of a⁻¹∘π is 1/(1 − h²) inside (compared with the
+    # closed form to rounding) and exactly 0 beyond the clip, where the clip is flat.
+    params = rnn.init_params(2, 4, 2, rng)
+    inverse = rnn.RegularizedInverse(params, r=0.1, margin=0.1)
+    h = np.array([[0.0, 0.5, 0.89, 0.95], [-0.3, -0.899, -0.91, -1.0]])
+    slope = inverse.inverse_slope(h)
+    inside = np.abs(h) < 0.9
+    np.testing.assert_allclose(slope[inside], 1.0 / (1.0 - h[inside] ** 2), rtol=1e-14)
+    np.testing.assert_array_equal(slope[~inside], 0.0)
+    with pytest.raises(ValueError, match="margin"):
+        rnn.RegularizedInverse(params, r=0.1, margin=1.5)
+
+
 def test_inverse_is_factorized_once_per_update(rng, monkeypatch):
     # Sec 3: one p × p factorization per TP update, whatever T and the batch size.
     calls = []
@@ -218,6 +232,7 @@ def test_task_argument_errors():
         ({"task": "digits_row", "T": 64}, "'T': 64; allowed: 8"),
         ({"iterations": 100, "eval_every": 30}, "'eval_every': 30; allowed: a divisor"),
         ({"rule": "exact"}, "'rule': 'exact'"),
+        ({"margin": 0.0}, "'margin': 0.0; allowed: a number in \\(0, 1\\)"),
         ({"learning_rate": 0.1}, "unknown config key.*'learning_rate'.*0.1.*allowed keys"),
     ],
 )

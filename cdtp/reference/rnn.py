@@ -307,7 +307,11 @@ class RegularizedInverse:
         Regularization r ≥ 0. With r = 0 the Gram matrix must be positive definite (W_hh of full
         rank); otherwise ``numpy.linalg.LinAlgError`` is raised.
     margin : float
-        Distance kept from ±1 by the projection π.
+        Distance ε kept from ±1 by the projection π. tanh's range (−1, 1) is open, so a
+        projection onto it needs a closed subset [−1 + ε, 1 − ε]; ε is a free choice of the
+        implementation. It also bounds the inverse's slope 1/(1 − h²) by about 1/(2ε), and
+        the slope is 0 (the clip's derivative) for units saturated beyond 1 − ε, so a
+        saturated unit passes no target back. Must be in (0, 1).
     """
 
     def __init__(self, params: RNNParams, r: float, margin: float = 1e-6):
@@ -315,6 +319,8 @@ class RegularizedInverse:
             raise ValueError(f"the regularization r must be finite and ≥ 0, got {r!r}")
         self.params = params
         self.r = float(r)
+        if not 0.0 < margin < 1.0:
+            raise ValueError(f"the projection margin must be in (0, 1), got {margin!r}")
         self.margin = float(margin)
         w = params.W_hh
         gram = w.T @ w + self.r * np.eye(w.shape[0], dtype=w.dtype)
@@ -337,9 +343,13 @@ class RegularizedInverse:
 
     def inverse_slope(self, h: np.ndarray) -> np.ndarray:
         """Elementwise derivative of a⁻¹∘π at ``h``: 1/(1 − h²) inside the clip range, 0 outside."""
-        inside = np.abs(h) < 1.0 - self.margin
-        safe = np.where(inside, h, 0.0)
-        return np.where(inside, 1.0 / (1.0 - safe * safe), 0.0)
+        bound = (1.0 - self.margin) ** 2
+        h2 = h * h
+        inside = h2 < bound
+        np.minimum(h2, bound, out=h2)  # keeps 1 − h² ≥ 2ε − ε² > 0
+        slope = np.reciprocal(np.subtract(1.0, h2, out=h2), out=h2)
+        slope *= inside
+        return slope
 
     def jacobian_vector(self, h_t: np.ndarray, dv: np.ndarray) -> np.ndarray:
         """∂_h f_t⁻¹(h_t)ᵀ dv = g_θ diag((a⁻¹∘π)′(h_t)) dv, row by row (Eq 2).
@@ -428,6 +438,7 @@ def tp_directions(
     gamma_h: float,
     r: float,
     rule: str = "linearized",
+    margin: float = 1e-6,
 ) -> tuple[float, RNNParams]:
     """Mean loss and seed 002's target-propagation update directions.
 
@@ -447,6 +458,8 @@ def tp_directions(
     r : float
         Regularization r ≥ 0 of the inverse (Sec 2.1).
     rule : {"linearized", "difference"}
+    margin : float
+        The projection π clips into [−1 + margin, 1 − margin] (see :class:`RegularizedInverse`).
 
     Returns
     -------
@@ -458,7 +471,7 @@ def tp_directions(
         raise ValueError(f"gamma_h must be finite and > 0, got {gamma_h!r}")
     fp = forward(params, x)
     value, dh_last, grad_w_hy, grad_b_y = _readout_gradients(params, fp, y, loss)
-    inverse = RegularizedInverse(params, r)
+    inverse = RegularizedInverse(params, r, margin=margin)
     v_last = output_target(fp.h[:, -1], dh_last, gamma_h)
     v = propagate_targets(fp, v_last, inverse, rule)
     d_w_xh, d_w_hh, d_b_h = transition_update(params, fp, v)

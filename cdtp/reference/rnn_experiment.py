@@ -77,6 +77,9 @@ class RNNExperimentConfig:
         Regularization of the inverse (TP only), r ≥ 0.
     rule : {"linearized", "difference"}
         Eq 2 or the difference formula of Lee et al. (TP only).
+    margin : float
+        The projection π onto tanh's range clips into [−1 + margin, 1 − margin] (TP only);
+        see :class:`cdtp.reference.rnn.RegularizedInverse`. In (0, 1).
     input_scale : float or None
         Standard deviation of the entries of W_xh at initialization; ``None`` means 1/√d.
     seed : int
@@ -97,6 +100,7 @@ class RNNExperimentConfig:
     gamma_h: float = 0.1
     r: float = 0.1
     rule: str = "linearized"
+    margin: float = 1e-6
     input_scale: float | None = None
     seed: int = 0
     eval_every: int = 100
@@ -133,6 +137,8 @@ class RNNExperimentConfig:
                 raise bad(key, "a finite number > 0")
         if not _is_real(self.r) or not math.isfinite(self.r) or self.r < 0:
             raise bad("r", "a finite number ≥ 0")
+        if not _is_real(self.margin) or not 0.0 < self.margin < 1.0:
+            raise bad("margin", "a number in (0, 1)")
         if self.input_scale is not None and (
             not _is_real(self.input_scale)
             or not math.isfinite(self.input_scale)
@@ -267,7 +273,8 @@ def run(config: RNNExperimentConfig) -> xr.Dataset:
             try:
                 if config.method == "tp":
                     value, directions = rnn.tp_directions(
-                        params, x, y, loss, gamma_h=config.gamma_h, r=config.r, rule=config.rule
+                        params, x, y, loss, gamma_h=config.gamma_h, r=config.r, rule=config.rule,
+                        margin=config.margin,
                     )
                 else:
                     value, directions = rnn.bptt_gradients(params, x, y, loss)
