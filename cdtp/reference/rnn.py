@@ -23,6 +23,13 @@ factorization of W_hhᵀW_hh + rI, from which g_θ = (W_hhᵀW_hh + rI)⁻¹W_hh
 triangular solve, and then reused for every time step and every sequence of the batch, so the
 per-step cost of the backward pass is one (batch × p) × (p × p) product, as in BPTT.
 
+Projection margin. tanh's range (−1, 1) is open, so π clips into [−1 + ε, 1 − ε]; ε is
+``margin`` (default 1e-6). The linearized recursion multiplies each displacement by the inverse's
+slope 1/(1 − h²), which is up to ~1/(2ε) for a nearly saturated unit; in our runs (see
+``benchmarks/RNN_TP.md``) ε = 1e-6 let a single saturated unit blow the targets up, and ε = 0.1
+(slope ≤ 5.3, zero beyond |h| = 0.9) kept TP finite. This is an implementation choice the paper
+does not specify.
+
 Initialization. Seed 002 defers its initialization details to an appendix that is not part of
 the text we have; its Sec 3 recommends orthonormal recurrent weights ("By initializing the weight
 matrices as orthonormal matrices, the differences between the two oracles can be closer"). We use
