@@ -341,7 +341,11 @@ def _report(curves, grid, area, cost, machine, elapsed, quick, path):
             lines.append(f"| {gt:g} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "## Cost: time per update, hidden p = 100, batch 20 (median of 5 interleaved medians)",
+        "## Cost: time per update, hidden p = 100, batch 20",
+        "",
+        "Median over 5 interleaved rounds of the median of 20 direction computations (forward, "
+        "backward, and for TP the factorization), measured in the main process after the "
+        "training pool has closed; other users' jobs were running on the machine.",
         "",
         "| T | T ≥ p | TP (ms) | BPTT (ms) | TP / BPTT |",
         "|---|---|---|---|---|",
@@ -365,12 +369,18 @@ NOTES = [
     "weights), small Gaussian W_xh and W_hy, zero biases. Step sizes were picked by short "
     "exploratory runs (digits row by row, 2–3k iterations; temporal order, 6k and 40k "
     "iterations), not by the paper's grid search.",
-    "- The projection π onto tanh's open range needs a closed subset [−1 + ε, 1 − ε]. With "
-    "ε = 1e-6 (the library default) linearized TP blew up on every task we tried within a "
-    "few hundred to a few thousand updates: the inverse's slope 1/(1 − h²) is unbounded, a "
-    "nearly saturated unit multiplies its displacement by up to 1/(2ε), and the resulting "
-    "update saturates more units. The benchmark uses ε = margin = 0.1 (slope ≤ 5.3, and "
-    "units beyond |h| = 0.9 pass no target back), which kept TP finite in our runs.",
+    "- The projection π onto tanh's open range needs a closed subset [−1 + ε, 1 − ε]. The "
+    "inverse's slope 1/(1 − h²) is then bounded by ≈ 1/(2ε): with ε = 1e-6 (the library "
+    "default, variant `tp_margin1e-6`) one nearly saturated unit multiplies its displacement "
+    "by up to ~5e5 and the update saturates more units. In the runs above this variant "
+    "diverged on temporal order, and collapsed without NaN on both digits tasks; on the "
+    "adding problem it is identical to ε = 0.1 because no unit exceeded |h| = 0.9 there. "
+    "The main TP variant uses ε = 0.1 (slope ≤ 5.3; units beyond |h| = 0.9 pass no target "
+    "back). ε is not specified by seed 002.",
+    "- Fig 6a grid: r = 0 uses the exact inverse (WᵀW)⁻¹Wᵀ; a run counts as diverged also "
+    "when WᵀW + rI is not numerically positive definite. Divergence in this grid is not "
+    "monotone in r or γ_θ (e.g. r = 1e-3 diverges where r = 0 stalls), so read it as "
+    "'small r is unstable or stalls', not as a sharp boundary.",
     "- The regularization r sets the gain of the backward target recursion: with orthogonal "
     "W_hh, g_θ = W_hhᵀ/(1 + r), so the per-step gain is about mean(1/(1 − h²))/(1 + r). "
     "At initialization on temporal order T = 60 the displacement at t = 6 relative to t = 60 "
