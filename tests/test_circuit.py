@@ -78,3 +78,25 @@ def test_config_is_frozen_and_serializable():
         c.eta_w = 1.0
     d = c.to_dict()
     assert d["sizes"] == [3, 2] and d["hold"]["kind"] == "hard"
+
+
+@pytest.mark.parametrize("r", [0.1, 1e-3])
+def test_regularized_inverse_feedback_init(r):
+    # feedback.init = "regularized_inverse": Ω_l = [A_r, −A_r b] with A_r = (WᵀW + rI)⁻¹Wᵀ of
+    # W_l's linear part W and bias column b (seed 002, Sec 2.1), computed here from its
+    # definition by a dense solve. Both are O(1)-conditioned 6×6 solves: 1e-10 is float64
+    # round-off with room.
+    import numpy as np
+
+    from cdtp.engine import initial_network
+
+    circuit = circuit_from_dict({
+        "sizes": [5, 6, 6, 4], "nonlinearity": "tanh", "seed": 3,
+        "feedback": {"init": "regularized_inverse", "regularization": r},
+    })
+    net = initial_network(circuit)
+    for l in (2, 3):
+        w, b = net.weights[l][:, :-1], net.weights[l][:, -1]
+        a_r = np.linalg.solve(w.T @ w + r * np.eye(w.shape[1]), w.T)
+        np.testing.assert_allclose(net.feedback[l][:, :-1], a_r, atol=1e-10)
+        np.testing.assert_allclose(net.feedback[l][:, -1], -a_r @ b, atol=1e-10)
