@@ -1,0 +1,457 @@
+"""Run a circuit and record it into a Dataset (engine side of :mod:`cdtp.recording`).
+
+:func:`simulate` builds the circuit (:func:`cdtp.engine.build`), runs it in chunks of whole γ
+cycles and hands each chunk's recordings to a :class:`cdtp.recording.Recorder`:
+
+- traces: Brian2 ``StateMonitor`` objects on a clock of ``every`` steps, in the ``end`` slot
+  (a sample at step k is the state at the end of that step, time (k + 1) dt); emptied after each
+  chunk (``resize(0)``), so memory is bounded by the chunk;
+- phase-boundary snapshots (every neuron's a, h, u, τ, m, fb and every W and Ω): a network
+  operation in the ``start`` slot, before the example clamp, on a clock that ticks on every
+  boundary step; a snapshot at boundary step b of cycle c is the state after step c·T + b − 1
+  (T steps per cycle). The ``cycle_start`` snapshot shows the new example on layer 0;
+- per cycle: the output a_L held at the end of the cycle, the label, the loss, ‖ΔW‖ per
+  projection.
+
+``backend="map"`` runs the numpy reference map (:mod:`cdtp.reference.cdtp_map`) instead and
+records the same Dataset: in the discrete limit the two agree to float precision, so analysis
+code can be tested without Brian2. Recording needs a runtime device (``cython`` or ``numpy``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from cdtp.circuit import CircuitConfig
+from cdtp.gating import Schedule
+from cdtp.losses import get_loss
+from cdtp.recording import BOUNDARIES, GATE_VARIABLES, Recorder, RecordSpec, pathways
+
+__all__ = ["boundary_steps", "simulate"]
+
+
+def boundary_steps(schedule: Schedule, circuit: CircuitConfig, dt: float) -> dict[str, int]:
+    """Step offsets within a cycle of the phase boundaries of :data:`BOUNDARIES` (layer 1's
+    gates; with a travelling wave the upper layers' phases are shifted by their lag).
+
+    ``feedback_start`` is the first step with c(γ) < ½, ``plasticity_start`` the first with
+    p > 0 and ``plasticity_end`` one past the last with p > 0 (T, the cycle length, when the
+    window reaches the end of the cycle or never opens).
+    """
+    spc = schedule.steps_per_cycle(dt)
+    g = schedule.sample(spc, dt, circuit.depth, circuit.hold)
+    hold, p = g["hold"][:, 1], g["plasticity"][:, 1]
+    fb = np.flatnonzero(hold < 0.5)
+    open_ = np.flatnonzero(p > 0)
+    return {
+        "cycle_start": 0,
+        "feedback_start": int(fb[0]) if len(fb) else spc,
+        "plasticity_start": int(open_[0]) if len(open_) else spc,
+        "plasticity_end": int(open_[-1]) + 1 if len(open_) else spc,
+    }
+
+
+class _Snapshots:
+    """Collects phase-boundary snapshots from a state reader, cycle by cycle."""
+
+    def __init__(self, circuit, spec, bsteps, spc, inputs, labels, loss):
+        self.circuit, self.spec, self.bsteps, self.spc = circuit, spec, bsteps, spc
+        self.inputs, self.labels, self.loss = inputs, labels, loss
+        self.sizes = circuit.sizes
+        self.n_nodes = sum(self.sizes)
+        self.pending: dict[int, dict] = {}
+        self.done: list[int] = []
+        self.last_weights: dict[str, np.ndarray] | None = None
+        self.valid = self._valid_mask()
+
+    def _valid_mask(self) -> dict[str, np.ndarray]:
+        L = len(self.sizes) - 1
+        has = {
+            "a": lambda l: True, "h": lambda l: l >= 1, "target": lambda l: l >= 1,
+            "u": lambda l: l >= 2, "m": lambda l: l < L, "fb": lambda l: 1 <= l < L,
+        }
+        return {v: np.concatenate([np.full(n, has[v](l)) for l, n in enumerate(self.sizes)])
+                for v in has}
+
+    def _read_state(self, reader) -> dict[str, np.ndarray]:
+        out = {}
+        for var in ("a", "h", "u", "target", "m", "fb"):
+            vec = np.concatenate([reader.state(var, l) for l in range(len(self.sizes))])
+            out[var] = np.where(self.valid[var], vec, np.nan)
+        return out
+
+    def _read_weights(self, reader) -> dict[str, np.ndarray]:
+        L = len(self.sizes) - 1
+        w = {f"feedforward_{l}": reader.weights(l).ravel() for l in range(1, L + 1)}
+        w.update({f"feedback_{l}": reader.feedback_weights(l).ravel() for l in range(2, L + 1)})
+        return w
+
+    def take(self, reader, step: int, t: float) -> None:
+        """Record the boundaries that fall at the start of global step ``step``."""
+        c, r = divmod(step, self.spc)
+        hits = []
+        if c < len(self.inputs):
+            hits += [(c, b) for b, s in self.bsteps.items() if s == r]
+        if r == 0 and c >= 1:
+            hits += [(c - 1, b) for b, s in self.bsteps.items() if s == self.spc]
+        if not hits:
+            return
+        state = self._read_state(reader) if self.spec.snapshots else None
+        weights = self._read_weights(reader) if (self.spec.weights or self.last_weights is None
+                                                 or r == 0) else None
+        for cycle, b in hits:
+            entry = self.pending.setdefault(cycle, {"time": {}, "state": {}, "weights": {}})
+            entry["time"][b] = t
+            if state is not None:
+                s = {k: v.copy() for k, v in state.items()}
+                if b == "cycle_start":
+                    # the clamp runs right after this snapshot: show the cycle's own example
+                    x = self.inputs[cycle]
+                    s["a"][: self.sizes[0]] = x
+                    s["m"][: self.sizes[0]] = x
+                entry["state"][b] = s
+            if weights is not None:
+                entry["weights"][b] = weights
+        if r == 0 and weights is not None:
+            # ‖ΔW‖ of the cycle that just ended
+            if c >= 1 and (c - 1) in self.pending and self.last_weights is not None:
+                self.pending[c - 1]["change"] = np.array([
+                    np.linalg.norm(weights[p] - self.last_weights[p]) for p in pathways(self.sizes)
+                ])
+            self.last_weights = weights
+
+    def collect(self, outputs: np.ndarray) -> tuple[np.ndarray, dict] | None:
+        """Per-cycle arrays of all completed cycles not collected yet."""
+        ready = sorted(c for c, e in self.pending.items()
+                       if len(e["time"]) == len(BOUNDARIES) and "change" in e)
+        if not ready:
+            return None
+        n_out = self.sizes[-1]
+        out = np.array([outputs[c] for c in ready]).reshape(len(ready), n_out)
+        lab = self.labels[ready]
+        summaries = {
+            "output": out, "label": lab,
+            "loss": self.loss.value(out, lab).reshape(len(ready)),
+            "boundary_time": np.array([[self.pending[c]["time"][b] for b in BOUNDARIES]
+                                       for c in ready]),
+            "weight_change": np.array([self.pending[c]["change"] for c in ready]),
+        }
+        if self.spec.snapshots:
+            for var in ("a", "h", "u", "target", "m", "fb"):
+                summaries[f"snapshot_{var}"] = np.array([
+                    [self.pending[c]["state"][b][var] for b in BOUNDARIES] for c in ready
+                ])
+        if self.spec.weights:
+            names = pathways(self.sizes)
+            summaries["weight"] = np.array([
+                [np.concatenate([self.pending[c]["weights"][b][p] for p in names])
+                 for b in BOUNDARIES] for c in ready
+            ])
+        for c in ready:
+            del self.pending[c]
+        return np.array(ready), summaries
+
+
+def _trace_segments(n_cycles: int, spec: RecordSpec) -> list[tuple[int, int, bool]]:
+    """Split [0, n_cycles) into chunks of at most spec.chunk_cycles, cut at the trace window."""
+    cuts = {0, n_cycles}
+    if spec.trace_cycles is not None:
+        cuts |= {min(max(c, 0), n_cycles) for c in spec.trace_cycles}
+    edges = sorted(cuts)
+    out = []
+    for lo, hi in itertools.pairwise(edges):
+        for s in range(lo, hi, spec.chunk_cycles):
+            e = min(s + spec.chunk_cycles, hi)
+            out.append((s, e, spec.traces_cycle(s)))
+    return out
+
+
+def simulate(
+    circuit: CircuitConfig,
+    schedule: Schedule,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_cycles: int | None = None,
+    record: RecordSpec | None = None,
+    dt: float = 1e-4,
+    device: str = "cython",
+    backend: str = "brian2",
+    path: str | Path | None = None,
+    attrs: dict | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> xr.Dataset:
+    """Simulate ``n_cycles`` γ cycles (one example each) and record them.
+
+    Parameters
+    ----------
+    circuit, schedule, inputs, labels, dt, device
+        As for :func:`cdtp.engine.build`.
+    n_cycles : int, optional
+        Default: one cycle per example.
+    record : RecordSpec, optional
+        What to record (default :class:`RecordSpec()`).
+    backend : {"brian2", "map"}
+        The Brian2 circuit, or the numpy reference map (discrete limit: τ_h = τ_τ = 0 …
+        any time constants the map supports).
+    path : path-like, optional
+        Stream the recording to this NetCDF file; it is written atomically at the end (also
+        for a diverged run, marked in ``attrs["diverged"]``). Nothing is written if the run
+        raises.
+    attrs : dict, optional
+        Extra global attributes (e.g. the scenario).
+    progress : callable, optional
+        ``progress(cycles_done, n_cycles)`` after each chunk.
+
+    Returns
+    -------
+    xarray.Dataset
+        The layout of :mod:`cdtp.recording`.
+    """
+    from cdtp import __version__
+
+    record = RecordSpec() if record is None else record
+    inputs = np.asarray(inputs, dtype=float)
+    labels = np.asarray(labels, dtype=float)
+    n_cycles = len(inputs) if n_cycles is None else int(n_cycles)
+    if not 1 <= n_cycles <= len(inputs):
+        raise ValueError(f"n_cycles = {n_cycles}: the example stream has {len(inputs)} examples")
+    if backend not in ("brian2", "map"):
+        raise ValueError(f"backend {backend!r}; allowed: brian2, map")
+    if backend == "brian2" and device == "cpp_standalone":
+        raise ValueError("recording needs a runtime device (cython or numpy), not cpp_standalone")
+    spc = schedule.steps_per_cycle(dt)
+    bsteps = boundary_steps(schedule, circuit, dt)
+    base_attrs = {
+        "title": f"CDTP run of circuit {circuit.name!r}",
+        "circuit": circuit.to_dict(),
+        "schedule": {"gamma": asdict(schedule.gamma), "plasticity": asdict(schedule.plasticity)},
+        "record": record.to_dict(),
+        "cdtp_version": __version__,
+        "seed": circuit.seed,
+        "dt": dt,
+        "steps_per_cycle": spc,
+        "boundary_steps": bsteps,
+        "device": device if backend == "brian2" else "numpy reference map",
+        "backend": backend,
+        **(attrs or {}),
+    }
+    recorder = Recorder(record, circuit.sizes, circuit.bias, base_attrs, path=path)
+    snaps = _Snapshots(circuit, record, bsteps, spc, inputs, labels, get_loss(circuit.loss))
+    try:
+        runner = (_Brian2Runner if backend == "brian2" else _MapRunner)(
+            circuit, schedule, inputs, labels, dt, device, record, snaps, bsteps, spc
+        )
+        diverged = ""
+        done = 0
+        for start, stop, traced in _trace_segments(n_cycles, record):
+            times, values, gates = runner.run(stop - start, traced)
+            recorder.add_traces(times, values, gates)
+            done = runner.cycles_done
+            got = snaps.collect(runner.outputs())
+            if got is not None:
+                recorder.add_cycles(*got)
+            if progress is not None:
+                progress(done, n_cycles)
+            if runner.diverged:
+                diverged = runner.diverged
+                break
+        if not diverged:
+            runner.final_snapshot()
+            got = snaps.collect(runner.outputs())
+            if got is not None:
+                recorder.add_cycles(*got)
+        return recorder.finish({"diverged": diverged, "cycles_completed": done})
+    except BaseException:
+        recorder.discard()
+        raise
+
+
+class _Brian2Runner:
+    def __init__(self, circuit, schedule, inputs, labels, dt, device, spec, snaps, bsteps, spc):
+        import brian2 as b2
+
+        from cdtp.engine import build
+
+        self.b2, self.dt, self.spec, self.snaps, self.spc = b2, dt, spec, snaps, spc
+        self.circuit = circuit
+        self.run_ = build(circuit, schedule, inputs, labels, dt=dt, device=device)
+        layers = self.run_.layers
+        clock = b2.Clock(dt=spec.every * dt * b2.second, name="record_clock")
+        self.traced = spec.traced(circuit.sizes)
+        self.monitors = {}
+        for l in sorted({l for l, _ in self.traced}):
+            units = [j for ll, j in self.traced if ll == l]
+            if spec.variables:
+                self.monitors[l] = b2.StateMonitor(
+                    layers[l], list(spec.variables), record=units, when="end", clock=clock,
+                    name=f"trace_{l}",
+                )
+        self.gate_monitors = {}
+        if spec.gates and spec.variables:
+            for l in range(1, circuit.depth + 1):
+                self.gate_monitors[l] = b2.StateMonitor(
+                    layers[l], list(GATE_VARIABLES), record=[0], when="end", clock=clock,
+                    name=f"gate_trace_{l}",
+                )
+        steps = [s for s in bsteps.values()] + [spc]
+        tick = math.gcd(*steps)
+        snap_clock = b2.Clock(dt=tick * dt * b2.second, name="snapshot_clock")
+        reader = self.run_
+
+        def snapshot():
+            step = round(float(snap_clock.t / b2.second) / dt)
+            snaps.take(reader, step, step * dt)
+
+        op = b2.NetworkOperation(snapshot, clock=snap_clock, when="start", order=-1,
+                                 name="snapshots")
+        self.run_.network.add(*self.monitors.values(), *self.gate_monitors.values(), op)
+        self.cycles_done = 0
+        self.diverged = ""
+
+    def run(self, n, traced):
+        for m in (*self.monitors.values(), *self.gate_monitors.values()):
+            m.active = traced
+        self.run_.run(n)
+        self.cycles_done = self.run_.cycle
+        self.diverged = self.run_.diverged or ""
+        return self._drain()
+
+    def _drain(self):
+        mons = list(self.monitors.items())
+        if not mons or len(mons[0][1].t) == 0:
+            for m in (*self.monitors.values(), *self.gate_monitors.values()):
+                m.resize(0)
+            return np.zeros(0), {}, {}
+        times = np.asarray(mons[0][1].t / self.b2.second) + self.dt
+        n_t = len(times)
+        mask = self.snaps.valid
+        offsets = np.cumsum((0, *self.circuit.sizes))
+        values = {}
+        for var in self.spec.variables:
+            cols = []
+            for l, mon in mons:
+                v = np.asarray(getattr(mon, var)).T  # (n_t, units)
+                units = [j for ll, j in self.traced if ll == l]
+                valid = mask[var][offsets[l] + np.array(units)]
+                cols.append(np.where(valid[None, :], v, np.nan))
+            values[var] = np.concatenate(cols, axis=1)
+        gates = {}
+        if self.gate_monitors:
+            for name in GATE_VARIABLES:
+                gates[name] = np.stack(
+                    [np.asarray(getattr(self.gate_monitors[l], name))[0]
+                     for l in sorted(self.gate_monitors)], axis=1,
+                )[:n_t]
+        for m in (*self.monitors.values(), *self.gate_monitors.values()):
+            m.resize(0)
+        return times, values, gates
+
+    def outputs(self):
+        return self.run_.outputs()
+
+    def final_snapshot(self):
+        step = round(float(self.run_.network.t / self.b2.second) / self.dt)
+        self.snaps.take(self.run_, step, step * self.dt)
+
+
+class _MapReader:
+    """The reference map's state with the accessor names of :class:`cdtp.engine.CircuitRun`."""
+
+    def __init__(self, state):
+        self.s = state
+
+    def state(self, var, l):
+        s = self.s
+        if var == "target":
+            v = s.tau[l]
+        elif var in ("m", "fb"):
+            seq = getattr(s, var)
+            v = seq[l] if seq and l < len(seq) else None
+        else:
+            v = getattr(s, var)[l]
+        n = s.net.sizes[l]
+        return np.zeros(n) if v is None else np.asarray(v[0], dtype=float)
+
+    def weights(self, l):
+        return self.s.weights[l][0].copy()
+
+    def feedback_weights(self, l):
+        return self.s.feedback[l][0].copy()
+
+
+class _MapRunner:
+    def __init__(self, circuit, schedule, inputs, labels, dt, device, spec, snaps, bsteps, spc):
+        from cdtp.engine import initial_network
+        from cdtp.reference import cdtp_map
+
+        self.map = cdtp_map
+        self.circuit, self.dt, self.spec, self.snaps, self.spc = circuit, dt, spec, snaps, spc
+        self.inputs, self.labels = inputs, labels
+        self.params = cdtp_map.CDTPParameters(
+            dt=dt, tau_h=circuit.tau_h, tau_a=circuit.tau_a, tau_u=circuit.tau_u,
+            tau_tau=circuit.tau_tau, eta_w=circuit.eta_w, eta_omega=circuit.eta_omega,
+            beta=circuit.beta, feedback_rule=circuit.feedback_rule, influence=circuit.influence,
+            influence_eps=circuit.influence_eps, loss=circuit.loss, hold=circuit.hold,
+        )
+        self.state = cdtp_map.CDTPState.initial(initial_network(circuit))
+        self.reader = _MapReader(self.state)
+        self.gates = schedule.sample(spc, dt, circuit.depth, circuit.hold)
+        self.traced = spec.traced(circuit.sizes)
+        self.step_index = 0
+        self.cycles_done = 0
+        self.diverged = ""
+        self._outputs = []
+
+    def run(self, n, traced):
+        times, rows, gate_rows = [], {v: [] for v in self.spec.variables}, []
+        mask = self.snaps.valid
+        offsets = np.cumsum((0, *self.circuit.sizes))
+        idx = np.array([offsets[l] + j for l, j in self.traced], dtype=int)
+        for _ in range(n):
+            c = self.step_index // self.spc
+            for r in range(self.spc):
+                k = self.step_index
+                self.snaps.take(self.reader, k, k * self.dt)
+                g = {key: self.gates[key][r] for key in ("gamma", "hold", "plasticity")}
+                self.map.step(self.state, self.params, g, self.inputs[c][None],
+                              self.labels[c][None])
+                self.step_index += 1
+                if traced and self.spec.variables and k % self.spec.every == 0:
+                    times.append((k + 1) * self.dt)
+                    for var in self.spec.variables:
+                        vec = np.concatenate([self.reader.state(var, l)
+                                              for l in range(len(self.circuit.sizes))])
+                        rows[var].append(np.where(mask[var], vec, np.nan)[idx])
+                    gate_rows.append(g)
+            out = self.state.a[-1][0].copy()
+            self._outputs.append(out)
+            self.cycles_done = c + 1
+            bad = [
+                (l, v) for l in range(1, self.circuit.depth + 1) for v in ("a", "u", "target")
+                if not np.all(np.abs(self.reader.state(v, l)) <= self.circuit.activity_bound)
+            ]
+            if bad:
+                l, v = bad[0]
+                self.diverged = f"cycle {c}: layer {l}: |{v}| left the bound"
+                break
+        values = {v: np.array(rows[v]).reshape(len(times), len(idx)) for v in rows}
+        gates = {}
+        if self.spec.gates and times:
+            for name in GATE_VARIABLES:
+                gates[name] = np.array([row[name][1:] for row in gate_rows])
+        return np.array(times), values, gates
+
+    def outputs(self):
+        return np.array(self._outputs)
+
+    def final_snapshot(self):
+        k = self.step_index
+        self.snaps.take(self.reader, k, k * self.dt)
