@@ -38,7 +38,7 @@ from cdtp.layers import Network, with_bias
 from cdtp.nonlinearities import get_nonlinearity
 from cdtp.recording import circuit_of, schedule_of
 
-__all__ = ["CHECKS", "check_all", "report", "summary"]
+__all__ = ["CHECKS", "check_all", "report", "summary", "weight_change_terms"]
 
 SETTLED = "plasticity_end"
 _TINY = 1e-12
@@ -252,14 +252,14 @@ def check_p4(ds: xr.Dataset, tolerance: float = 0.2) -> xr.Dataset:
                    })
 
 
-def check_p5(ds: xr.Dataset, tolerance: float = 0.01) -> xr.Dataset:
-    """P5 (Eqs 43, 58): the total ΔW_l over the plasticity window equals
-    η_W (τ_l − a_l) n_{l−1}ᵀ (× the influence factor s_l when on), with τ_l, a_l and
-    n_{l−1} = σ̃(a_{l−1}) / ‖σ̃(a_{l−1})‖² at the end of the window. Residual: relative error.
+def weight_change_terms(ds: xr.Dataset):
+    """Recorded ΔW_l over the plasticity window and the DTP prediction of P5, per layer.
 
-    Tolerance 0.01: the sum telescopes exactly when a is held and τ starts the window at a, so
-    what remains is a not being perfectly held (a smooth hold gate) and τ not starting at a (a
-    short feedforward phase); 1 % is the issue's bound for the continuous circuit."""
+    Returns
+    -------
+    layers : list of int
+    recorded, predicted : list of ndarray, each (n_cycles, n_l, n_{l−1} + bias)
+    """
     _require(ds, ["weight", "snapshot_target", "snapshot_a"], "P5")
     circuit = circuit_of(ds)
     L = circuit.depth
@@ -268,7 +268,7 @@ def check_p5(ds: xr.Dataset, tolerance: float = 0.01) -> xr.Dataset:
     w1 = _networks(ds, SETTLED)
     a_top, tau_top = _snap(ds, "a", L), _snap(ds, "target", L)
     layers = list(range(1, L + 1))
-    cols = []
+    recorded, predicted = [], []
     for l in layers:
         a, tau, a_prev = _snap(ds, "a", l), _snap(ds, "target", l), _snap(ds, "a", l - 1)
         s = with_bias(sigma(a_prev), circuit.bias)
@@ -278,9 +278,21 @@ def check_p5(ds: xr.Dataset, tolerance: float = 0.01) -> xr.Dataset:
             top = np.sum((a_top - tau_top) ** 2, axis=1)
             own = np.sum(err ** 2, axis=1)
             err = err * (top / (own + circuit.influence_eps))[:, None]
-        pred = circuit.eta_w * err[:, :, None] * n_prev[:, None, :]
-        got = np.stack([w1[c].weights[l] - w0[c].weights[l] for c in range(len(w0))])
-        cols.append(_rel(got - pred, pred))
+        predicted.append(circuit.eta_w * err[:, :, None] * n_prev[:, None, :])
+        recorded.append(np.stack([w1[c].weights[l] - w0[c].weights[l] for c in range(len(w0))]))
+    return layers, recorded, predicted
+
+
+def check_p5(ds: xr.Dataset, tolerance: float = 0.01) -> xr.Dataset:
+    """P5 (Eqs 43, 58): the total ΔW_l over the plasticity window equals
+    η_W (τ_l − a_l) n_{l−1}ᵀ (× the influence factor s_l when on), with τ_l, a_l and
+    n_{l−1} = σ̃(a_{l−1}) / ‖σ̃(a_{l−1})‖² at the end of the window. Residual: relative error.
+
+    Tolerance 0.01: the sum telescopes exactly when a is held and τ starts the window at a, so
+    what remains is a not being perfectly held (a smooth hold gate) and τ not starting at a (a
+    short feedforward phase); 1 % is the issue's bound for the continuous circuit."""
+    layers, got, pred = weight_change_terms(ds)
+    cols = [_rel(g - p, p) for g, p in zip(got, pred)]
     return _result("P5", "ΔW_l over the window = η_W (τ_l − a_l) n_{l−1}ᵀ",
                    np.stack(cols, axis=1), tolerance, check_p5.__doc__, layers,
                    ds.cycle.values)

@@ -339,7 +339,7 @@ class Recorder:
                     pieces.append(xr.concat(self._time_parts, dim="time"))
                 if self._cycle_parts:
                     pieces.append(xr.concat(self._cycle_parts, dim="cycle"))
-                ds = xr.merge(pieces, combine_attrs="drop")
+                ds = xr.merge(pieces, combine_attrs="override")
                 ds.attrs = all_attrs
                 return ds
             pieces = [static]
@@ -352,7 +352,7 @@ class Recorder:
                     )
                     opened.append(part)
                     pieces.append(part)
-            ds = xr.merge(pieces, combine_attrs="drop")
+            ds = xr.merge(pieces, combine_attrs="override")
             ds.attrs = all_attrs
             tmp = Path(self._tmpdir) / "result.nc"
             ds.to_netcdf(tmp, engine=ENGINE)

@@ -1,0 +1,196 @@
+"""Figures of recorded runs (matplotlib; axis labels come from the variables' attributes).
+
+Every function takes Datasets (or the check results of :mod:`cdtp.propositions`) and returns
+the :class:`matplotlib.figure.Figure`; nothing is written unless you save it. Never imports
+brian2.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from cdtp.recording import layer_traces
+
+__all__ = [
+    "label_of",
+    "plot_cycle",
+    "plot_learning_curve",
+    "plot_residuals",
+    "plot_sweep_heatmap",
+    "plot_weight_change",
+    "save_all",
+]
+
+
+def _figure(*args, **kwargs):
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(*args, **kwargs)
+
+
+def label_of(da: xr.DataArray) -> str:
+    """``long_name [units]`` of a variable (its name when it has no attributes)."""
+    name = da.attrs.get("long_name", da.name or "")
+    units = da.attrs.get("units")
+    return f"{name} [{units}]" if units not in (None, "", "1") else str(name)
+
+
+def plot_cycle(ds: xr.Dataset, cycle: int = 0, layer: int | None = None, units=(0, 1)):
+    """Anatomy of one γ cycle: γ, c(γ) and p of ``layer`` on top; below, a, h, τ and u of the
+    chosen units of that layer (default: the top layer), phase boundaries marked."""
+    if "time" not in ds.dims:
+        raise ValueError("the recording has no traces (record some variables)")
+    L = int(ds.gate_layer.max())
+    layer = L if layer is None else layer
+    spc, dt = int(ds.attrs["steps_per_cycle"]), float(ds.attrs["dt"])
+    t0, t1 = cycle * spc * dt, (cycle + 1) * spc * dt
+    window = ds.sel(time=slice(t0 + dt / 2, t1 + dt / 2))
+    if window.sizes["time"] == 0:
+        raise ValueError(f"cycle {cycle} was not traced")
+    fig, (top, bottom) = _figure(2, 1, sharex=True, figsize=(7, 5),
+                                 gridspec_kw={"height_ratios": [1, 2]})
+    t_ms = (window.time.values - t0) * 1e3
+    for name in ("gamma", "hold", "plasticity"):
+        if name in window:
+            top.plot(t_ms, window[name].sel(gate_layer=max(layer, 1)).values,
+                     drawstyle="steps-pre", label=window[name].attrs["long_name"])
+    top.set_ylabel("gate")
+    top.set_ylim(-0.05, 1.1)
+    top.legend(fontsize=7, loc="center right")
+    traces = layer_traces(window, layer)
+    styles = {"a": "-", "h": ":", "target": "--", "u": "-."}
+    for j, unit in enumerate(units):
+        if unit not in traces.unit.values:
+            continue
+        for var, ls in styles.items():
+            if var in traces and np.any(np.isfinite(traces[var].sel(unit=unit).values)):
+                bottom.plot(t_ms, traces[var].sel(unit=unit).values, ls, color=f"C{j}",
+                            label=f"{var} (unit {unit})")
+    if "boundary_time" in ds and cycle in ds.cycle.values:
+        for t in ds.boundary_time.sel(cycle=cycle).values:
+            if t0 < t < t1:
+                for ax in (top, bottom):
+                    ax.axvline((t - t0) * 1e3, color="grey", lw=0.6, ls=":")
+    bottom.set_xlabel("time within the cycle [ms]")
+    bottom.set_ylabel(f"layer {layer} activity")
+    bottom.legend(fontsize=7, ncol=2)
+    fig.suptitle(f"γ cycle {cycle}")
+    fig.tight_layout()
+    return fig
+
+
+def plot_learning_curve(ds: xr.Dataset, window: int = 20):
+    """Loss of each cycle's example and its running mean over ``window`` cycles; accuracy of
+    the cycles' outputs (argmax against one-hot labels) when the task is a classification."""
+    fig, ax = _figure(figsize=(6, 3.5))
+    loss = ds.loss.values
+    k = ds.cycle.values
+    ax.semilogy(k, loss, lw=0.5, alpha=0.4, label="per cycle")
+    if len(loss) >= window:
+        ax.semilogy(k[window - 1:], np.convolve(loss, np.ones(window) / window, "valid"),
+                    label=f"mean of {window}")
+    ax.set_xlabel(label_of(ds.cycle))
+    ax.set_ylabel(label_of(ds.loss))
+    labels = ds.label.values
+    if np.all(np.isin(labels, (0.0, 1.0))) and np.all(labels.sum(axis=1) == 1):
+        correct = (ds.output.values.argmax(axis=1) == labels.argmax(axis=1)).astype(float)
+        if len(correct) >= window:
+            twin = ax.twinx()
+            twin.plot(k[window - 1:], np.convolve(correct, np.ones(window) / window, "valid"),
+                      color="C2", label="accuracy")
+            twin.set_ylabel(f"online accuracy (mean of {window})")
+            twin.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_residuals(checks: dict):
+    """One panel per check: residual per cycle and layer, the tolerance as a dashed line."""
+    names = list(checks)
+    cols = 3
+    rows = int(np.ceil(len(names) / cols))
+    fig, axes = _figure(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    for ax, name in zip(axes.ravel(), names):
+        res = checks[name]
+        for l in res.layer.values:
+            r = res.residual.sel(layer=l).values
+            ax.plot(res.cycle.values, np.where(r > 0, r, np.nan), "o-", ms=3,
+                    label=f"layer {l}")
+        ax.axhline(float(res.tolerance), color="k", ls="--", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_title(f"{name}: {res.attrs['claim']}", fontsize=7)
+        ax.set_xlabel("cycle")
+        ax.set_ylabel("residual")
+        ax.legend(fontsize=6)
+    for ax in axes.ravel()[len(names):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_weight_change(ds: xr.Dataset):
+    """Recorded ΔW_l over each plasticity window against the DTP prediction of P5
+    (η_W (τ_l − a_l) n_{l−1}ᵀ), every synapse of every cycle, one colour per layer."""
+    from cdtp.propositions import weight_change_terms
+
+    layers, recorded, predicted = weight_change_terms(ds)
+    fig, ax = _figure(figsize=(4.5, 4.5))
+    lim = 0.0
+    for l, got, pred in zip(layers, recorded, predicted):
+        ax.plot(pred.ravel(), got.ravel(), ".", ms=2, label=f"W_{l}")
+        lim = max(lim, np.nanmax(np.abs(pred)), np.nanmax(np.abs(got)))
+    ax.plot([-lim, lim], [-lim, lim], "k--", lw=0.8, label="equality")
+    ax.set_xlabel("predicted ΔW (η_W × DTP update)")
+    ax.set_ylabel("recorded ΔW over the plasticity window")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sweep_heatmap(da: xr.DataArray, x: str, y: str):
+    """A per-run summary over two swept parameters (other dims must be reduced first)."""
+    extra = [d for d in da.dims if d not in (x, y)]
+    if extra:
+        raise ValueError(f"reduce the dims {extra} first (e.g. .mean({extra!r}))")
+    fig, ax = _figure(figsize=(5, 4))
+    data = da.transpose(y, x)
+    mesh = ax.pcolormesh(np.arange(da.sizes[x] + 1), np.arange(da.sizes[y] + 1), data.values,
+                         shading="flat")
+    ax.set_xticks(np.arange(da.sizes[x]) + 0.5, [f"{v:g}" for v in da[x].values])
+    ax.set_yticks(np.arange(da.sizes[y]) + 0.5, [f"{v:g}" for v in da[y].values])
+    ax.set_xlabel(label_of(da[x]))
+    ax.set_ylabel(label_of(da[y]))
+    fig.colorbar(mesh, ax=ax, label=label_of(da))
+    fig.tight_layout()
+    return fig
+
+
+def save_all(ds: xr.Dataset, directory, checks: dict | None = None) -> list:
+    """Write the standard figures of a run into ``directory`` (PNG); returns their paths."""
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    from cdtp.propositions import check_all
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    checks = check_all(ds) if checks is None else checks
+    figures = {"learning_curve": lambda: plot_learning_curve(ds)}
+    if "time" in ds.dims:
+        first = int(ds.cycle.values[0]) if "cycle" in ds.dims else 0
+        figures["cycle"] = lambda: plot_cycle(ds, cycle=first)
+    if checks:
+        figures["propositions"] = lambda: plot_residuals(checks)
+    if "weight" in ds:
+        figures["weight_change"] = lambda: plot_weight_change(ds)
+    paths = []
+    for name, make in figures.items():
+        fig = make()
+        path = directory / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -1,0 +1,78 @@
+"""Figures of a recorded run: each function draws what it says from the Dataset."""
+
+
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import xarray as xr
+
+from cdtp import plots
+from cdtp.circuit import circuit_from_dict
+from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
+from cdtp.propositions import check_all
+from cdtp.simulation import simulate
+
+
+@pytest.fixture(scope="module")
+def run():
+    circuit = circuit_from_dict({
+        "sizes": [3, 4, 4, 3], "nonlinearity": "tanh", "seed": 1,
+        "time_constants": {"tau_h": "0 ms", "tau_a": "1 ms", "tau_u": "1 ms", "tau_tau": "0 ms"},
+        "plasticity": {"eta_w": 0.05, "beta": 0.2},
+    })
+    rng = np.random.default_rng(0)
+    x, y = 0.3 * rng.normal(size=(25, 3)), 0.3 * rng.normal(size=(25, 3))
+    schedule = Schedule(GammaSchedule("square", frequency=50.0, duty=0.3), PlasticityGate())
+    return simulate(circuit, schedule, x, y, dt=1e-3, backend="map")
+
+
+def test_cycle_anatomy_draws_the_gates_and_the_traces(run):
+    fig = plots.plot_cycle(run, cycle=1)
+    top, bottom = fig.axes
+    gamma = top.lines[0].get_ydata()
+    # γ of a square wave with duty 0.3 over 20 steps: 6 ones then 14 zeros
+    np.testing.assert_array_equal(gamma, run.gamma.sel(gate_layer=3).values[20:40])
+    assert gamma.sum() == 6
+    assert len(bottom.lines) >= 6  # a, h, τ, u of two units (u exists on the top layer)
+    assert bottom.get_xlabel() == "time within the cycle [ms]"
+    plt.close(fig)
+
+
+def test_learning_curve_plots_the_loss_per_cycle(run):
+    fig = plots.plot_learning_curve(run, window=5)
+    ax = fig.axes[0]
+    np.testing.assert_array_equal(ax.lines[0].get_ydata(), run.loss.values)
+    assert ax.get_ylabel() == run.loss.attrs["long_name"]
+    plt.close(fig)
+
+
+def test_residual_and_weight_change_figures(run):
+    checks = check_all(run)
+    fig = plots.plot_residuals(checks)
+    assert sum(ax.get_visible() for ax in fig.axes) == len(checks)
+    plt.close(fig)
+    fig = plots.plot_weight_change(run)
+    x, y = fig.axes[0].lines[0].get_data()
+    # the discrete-limit circuit telescopes exactly (P5): recorded = predicted
+    np.testing.assert_allclose(y, x, atol=1e-12)
+    plt.close(fig)
+
+
+def test_sweep_heatmap_and_its_errors():
+    da = xr.DataArray(np.arange(6.0).reshape(2, 3), dims=("duty", "frequency"),
+                      coords={"duty": [0.2, 0.5], "frequency": [4.0, 8.0, 16.0]},
+                      name="loss", attrs={"long_name": "final loss", "units": "1"})
+    fig = plots.plot_sweep_heatmap(da, "frequency", "duty")
+    mesh = fig.axes[0].collections[0]
+    np.testing.assert_array_equal(np.asarray(mesh.get_array()).ravel(), da.values.ravel())
+    plt.close(fig)
+    with pytest.raises(ValueError, match="reduce"):
+        plots.plot_sweep_heatmap(da.expand_dims(seed=[0, 1]), "frequency", "duty")
+
+
+def test_save_all_writes_the_standard_figures(run, tmp_path):
+    paths = plots.save_all(run, tmp_path)
+    assert {p.name for p in paths} == {"learning_curve.png", "cycle.png", "propositions.png",
+                                       "weight_change.png"}
+    assert all(p.stat().st_size > 1000 for p in paths)
