@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m cdtp.demo --output-dir demo-output
+	$(BIN)/cdtp run scenarios/quickstart.toml -o demo-output/quickstart.nc
+	$(BIN)/python -m cdtp.demo --output-dir demo-output/reference
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

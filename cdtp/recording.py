@@ -329,7 +329,8 @@ class Recorder:
 
     # -- finishing --------------------------------------------------------------------------------
     def finish(self, attrs: dict | None = None) -> xr.Dataset:
-        """The Dataset; with a path, written atomically and returned opened from disk."""
+        """The Dataset; with a path, written atomically and returned opened lazily from the
+        file (close it, or use it in a ``with`` block, when done)."""
         all_attrs = _encode_attrs({**self.attrs, **(attrs or {})})
         static = xr.Dataset(coords=self._static_coords())
         try:
@@ -359,7 +360,8 @@ class Recorder:
             for part in opened:
                 part.close()
             os.replace(tmp, self.path)
-            return load(self.path)
+            # opened lazily: reading a long run back whole would undo the bounded memory
+            return xr.open_dataset(self.path, engine=ENGINE)
         finally:
             self.discard()
 

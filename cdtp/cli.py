@@ -1,0 +1,184 @@
+"""The ``cdtp`` command.
+
+    cdtp run SCENARIO [-o FILE] [--set key=value ...] [--figures DIR]
+    cdtp check FILE [--json]
+    cdtp plot FILE [-o DIR]
+    cdtp info FILE
+
+Exit codes: 0 done (``check``: every check passed), 1 a check failed or the run diverged,
+2 bad input (nothing is written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+class BadInput(Exception):
+    """A file or argument the command cannot use (exit code 2)."""
+
+
+class _Progress:
+    def __init__(self, label: str):
+        self.label = label
+
+    def __call__(self, done: int, total: int) -> None:
+        width = 30
+        filled = int(width * done / total)
+        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}]"
+                         f" {done}/{total} cycles")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _bad_input(message: str) -> int:
+    print(f"cdtp: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _open(path: str):
+    from cdtp.recording import load
+
+    p = Path(path)
+    if not p.is_file():
+        raise BadInput(f"{path}: no such results file")
+    try:
+        ds = load(p)
+    except Exception as exc:  # not NetCDF
+        raise BadInput(f"{path}: not a NetCDF results file ({exc})") from None
+    if "circuit" not in ds.attrs or "steps_per_cycle" not in ds.attrs:
+        raise BadInput(f"{path}: not a cdtp results file (no circuit in its attributes)")
+    return ds
+
+
+def cmd_run(args) -> int:
+    from cdtp import plots, propositions
+    from cdtp.scenario import load_scenario
+    from cdtp.simulation import simulate
+
+    scenario = load_scenario(args.scenario, args.set)
+    inputs, labels, task_info = scenario.stream()
+    out = Path(args.output or f"results/{scenario.name}.nc")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    attrs = {"scenario": scenario.raw, "scenario_file": str(scenario.source), "task": task_info}
+    ds = simulate(scenario.circuit, scenario.schedule, inputs, labels, dt=scenario.dt,
+                  device=scenario.device, record=scenario.record, path=out, attrs=attrs,
+                  progress=_Progress(f"run {scenario.name}"))
+    with ds:
+        ds = ds.load()
+    checks = propositions.check_all(ds)
+    text = propositions.report(checks)
+    failures = propositions.summary(checks)
+    report_path = out.with_suffix(".propositions.txt")
+    report_path.write_text(text + "\n\n" + ("\n".join(failures) or "every check passed") + "\n")
+    figures = Path(args.figures) if args.figures else out.with_suffix("")
+    paths = plots.save_all(ds, figures, checks)
+    loss = ds.loss.values
+    k = max(1, min(20, len(loss) // 5))
+    print(f"results: {out}")
+    print(f"propositions report: {report_path}")
+    print(f"figures: {', '.join(str(p) for p in paths)}")
+    print(f"loss, mean of the first {k} cycles: {np.mean(loss[:k]):.4g}; of the last {k}:"
+          f" {np.mean(loss[-k:]):.4g}")
+    print(text)
+    if ds.attrs["diverged"]:
+        print(f"the run diverged: {ds.attrs['diverged']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_check(args) -> int:
+    from cdtp import propositions
+
+    ds = _open(args.file)
+    checks = propositions.check_all(ds)
+    failures = propositions.summary(checks)
+    if args.json:
+        out = {}
+        for name, res in checks.items():
+            p = res.passed.values
+            out[name] = {
+                "claim": res.attrs["claim"], "tolerance": float(res.tolerance),
+                "applicable": int(np.sum(~np.isnan(p))), "failed": int(np.sum(p == 0)),
+                "worst_residual": float(np.nanmax(res.residual.values))
+                if np.any(~np.isnan(res.residual.values)) else None,
+            }
+        print(json.dumps({"file": args.file, "checks": out, "failures": failures}, indent=2))
+    else:
+        print(propositions.report(checks))
+        print("\n".join(failures) or "every check passed")
+    diverged = ds.attrs.get("diverged", "")
+    if diverged:
+        print(f"the run diverged: {diverged}", file=sys.stderr)
+    return 1 if failures or diverged else 0
+
+
+def cmd_plot(args) -> int:
+    from cdtp import plots
+
+    ds = _open(args.file)
+    directory = Path(args.output or Path(args.file).with_suffix(""))
+    for p in plots.save_all(ds, directory):
+        print(p)
+    return 0
+
+
+def cmd_info(args) -> int:
+    ds = _open(args.file)
+    a = ds.attrs
+    circuit = json.loads(a["circuit"])
+    print(f"file: {args.file}")
+    print(f"circuit: {circuit['name']} sizes {circuit['sizes']} {circuit['nonlinearity']}")
+    print(f"schedule: {a['schedule']}")
+    print(f"dt: {a['dt']} s, {a['steps_per_cycle']} steps per cycle, device {a['device']}")
+    print(f"cycles completed: {a['cycles_completed']}; diverged: {a['diverged'] or 'no'}")
+    if "loss" in ds:
+        print(f"loss: first cycle {float(ds.loss[0]):.4g}, last {float(ds.loss[-1]):.4g}")
+    print("variables: " + ", ".join(f"{k}{tuple(v.dims)}" for k, v in ds.data_vars.items()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cdtp", description="Continuous-time DTP circuits.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a scenario file")
+    run.add_argument("scenario")
+    run.add_argument("-o", "--output", help="results NetCDF file (default results/NAME.nc)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a scenario key by dotted path (repeatable)")
+    run.add_argument("--figures", help="folder for the figures (default: next to the file)")
+    run.set_defaults(func=cmd_run)
+    check = sub.add_parser("check", help="check the propositions on a results file")
+    check.add_argument("file")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(func=cmd_check)
+    plot = sub.add_parser("plot", help="draw the standard figures of a results file")
+    plot.add_argument("file")
+    plot.add_argument("-o", "--output")
+    plot.set_defaults(func=cmd_plot)
+    info = sub.add_parser("info", help="describe a results file")
+    info.add_argument("file")
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv=None) -> int:
+    from cdtp.circuit import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, BadInput) as exc:
+        return _bad_input(str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

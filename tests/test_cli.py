@@ -1,0 +1,89 @@
+"""The ``cdtp`` command: a scenario runs end to end; bad input exits 2 naming the file and the
+key, and writes nothing; ``check`` exits 1 when a check fails."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cdtp.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = ROOT / "scenarios" / "quickstart.toml"
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "quick.nc"
+    code = main(["run", str(QUICKSTART), "-o", str(out), "--set", "cycles=6",
+                 "--set", "record.trace_cycles=[0, 2]"])
+    return code, out
+
+
+def test_run_writes_results_report_and_figures(result):
+    code, out = result
+    assert code == 0
+    assert out.is_file()
+    report = out.with_suffix(".propositions.txt").read_text()
+    assert "P5" in report and "tolerance" in report
+    assert {p.name for p in out.with_suffix("").iterdir()} >= {"learning_curve.png",
+                                                               "propositions.png"}
+
+
+def test_info_plot_and_check(result, tmp_path, capsys):
+    _, out = result
+    assert main(["info", str(out)]) == 0
+    assert "cycles completed: 6" in capsys.readouterr().out
+    assert main(["plot", str(out), "-o", str(tmp_path / "figs")]) == 0
+    assert (tmp_path / "figs" / "cycle.png").is_file()
+    capsys.readouterr()
+    code = main(["check", str(out), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    # the quickstart circuit learns fast and its top layer is narrower than the hidden ones,
+    # so GN (and others) fail there: check must say so with exit code 1
+    assert report["checks"]["GN"]["failed"] > 0
+    assert code == 1
+    assert report["checks"]["P5"]["failed"] == 0  # the telescoping ΔW holds regardless
+
+
+def _scenario(tmp_path, text):
+    shutil.copy(ROOT / "circuits" / "teacher_student.toml", tmp_path / "c.toml")
+    path = tmp_path / "s.toml"
+    path.write_text(text)
+    return path
+
+
+GOOD = 'circuit = "c.toml"\ncycles = 2\n[gamma]\nfrequency = "25 Hz"\n'
+
+
+@pytest.mark.parametrize("text, key", [
+    ("circuit = \n", "<syntax>"),
+    (GOOD + "cylces = 3\n", "cylces"),
+    (GOOD.replace("cycles = 2", "cycles = \"two\""), "cycles"),
+    (GOOD.replace('"25 Hz"', '"25 furlongs"'), "gamma.frequency"),
+    (GOOD.replace("c.toml", "missing.toml"), "circuit"),
+    (GOOD + "[plasticity_gate]\nkind = \"sometimes\"\n", "plasticity_gate.kind"),
+    (GOOD.replace('"25 Hz"', '"30 Hz"'), "gamma.frequency"),  # 1/(f dt) not whole
+])
+def test_bad_scenarios_exit_2_naming_file_and_key(tmp_path, capsys, text, key):
+    path = _scenario(tmp_path, text)
+    out = tmp_path / "out" / "r.nc"
+    assert main(["run", str(path), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and key in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_key_suggests_the_right_one(tmp_path, capsys):
+    path = _scenario(tmp_path, GOOD.replace("frequency", "frequncy"))
+    assert main(["run", str(path)]) == 2
+    assert "did you mean 'frequency'" in capsys.readouterr().err
+
+
+def test_check_of_a_file_that_is_not_a_result_exits_2(tmp_path, capsys):
+    bogus = tmp_path / "x.nc"
+    bogus.write_text("not netcdf")
+    assert main(["check", str(bogus)]) == 2
+    assert "x.nc" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "none.nc")]) == 2
