@@ -1,6 +1,7 @@
 """The ``cdtp`` command.
 
     cdtp run SCENARIO [-o FILE] [--set key=value ...] [--figures DIR]
+    cdtp sweep SCENARIO [--workers N | --scheduler ADDRESS] [-o FILE] [--set key=value ...]
     cdtp check FILE [--json]
     cdtp plot FILE [-o DIR]
     cdtp info FILE
@@ -26,14 +27,14 @@ class BadInput(Exception):
 
 
 class _Progress:
-    def __init__(self, label: str):
-        self.label = label
+    def __init__(self, label: str, unit: str = "cycles"):
+        self.label, self.unit = label, unit
 
     def __call__(self, done: int, total: int) -> None:
         width = 30
         filled = int(width * done / total)
         sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}]"
-                         f" {done}/{total} cycles")
+                         f" {done}/{total} {self.unit}")
         if done >= total:
             sys.stderr.write("\n")
         sys.stderr.flush()
@@ -93,6 +94,27 @@ def cmd_run(args) -> int:
         print(f"the run diverged: {ds.attrs['diverged']}", file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_sweep(args) -> int:
+    from cdtp.recording import save
+    from cdtp.sweep import combine, grid, sweep
+
+    grid(args.scenario, args.set)  # validate every point before anything is written
+    out = Path(args.output or f"results/{Path(args.scenario).stem}_sweep.nc")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    points_dir = out.with_name(out.stem + "_points")
+    info = sweep(args.scenario, points_dir, overrides=args.set, workers=args.workers,
+                 scheduler=args.scheduler, progress=_Progress(f"sweep {out.stem}", "points"))
+    ds = combine(info["keys"], info["points"], points_dir)
+    save(ds, out)
+    status = ds.status.values.ravel().tolist()
+    print(f"results: {out} ({info['computed']} points computed, {info['skipped']} already done)")
+    print(f"points: {status.count('ok')} ok, {status.count('diverged')} diverged,"
+          f" {status.count('failed')} failed; point files in {points_dir}")
+    for err in sorted({str(e) for e in ds.error.values.ravel() if e}):
+        print(f"  {err}", file=sys.stderr)
+    return 0 if status.count("ok") == len(status) else 1
 
 
 def cmd_check(args) -> int:
@@ -156,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a scenario key by dotted path (repeatable)")
     run.add_argument("--figures", help="folder for the figures (default: next to the file)")
     run.set_defaults(func=cmd_run)
+    sw = sub.add_parser("sweep", help="run a scenario's [sweep] grid")
+    sw.add_argument("scenario")
+    sw.add_argument("-o", "--output", help="combined NetCDF file (default results/NAME_sweep.nc)")
+    where = sw.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=2,
+                       help="local Dask worker processes (0: run serially here)")
+    where.add_argument("--scheduler", help="address of a running Dask scheduler")
+    sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sw.set_defaults(func=cmd_sweep)
     check = sub.add_parser("check", help="check the propositions on a results file")
     check.add_argument("file")
     check.add_argument("--json", action="store_true")

@@ -325,7 +325,11 @@ class Recorder:
         part = Path(self._tmpdir) / f"{kind}_{self._n_parts:06d}.nc"
         self._n_parts += 1
         ds.to_netcdf(part, engine=ENGINE)
-        parts.append(part)
+        # keep only the layout; the values are read back one variable at a time when the
+        # result is written
+        parts.append((part, xr.Dataset(
+            {k: (v.dims, np.empty((0,) * v.ndim), v.attrs) for k, v in ds.data_vars.items()},
+        ), {k: (v.shape, v.dtype) for k, v in ds.data_vars.items()}, ds[kind].copy()))
 
     # -- finishing --------------------------------------------------------------------------------
     def finish(self, attrs: dict | None = None) -> xr.Dataset:
@@ -344,21 +348,17 @@ class Recorder:
                 ds.attrs = all_attrs
                 return ds
             pieces = [static]
-            opened = []
             for parts, dim in ((self._time_parts, "time"), (self._cycle_parts, "cycle")):
                 if parts:
-                    part = xr.open_mfdataset(
-                        parts, engine=ENGINE, combine="nested", concat_dim=dim,
-                        data_vars="minimal", coords="minimal", compat="override",
-                    )
-                    opened.append(part)
-                    pieces.append(part)
-            ds = xr.merge(pieces, combine_attrs="override")
+                    pieces.append(_lazy_concat(parts, dim))
+            ds = xr.merge(pieces, compat="override", join="outer", combine_attrs="override")
             ds.attrs = all_attrs
             tmp = Path(self._tmpdir) / "result.nc"
-            ds.to_netcdf(tmp, engine=ENGINE)
-            for part in opened:
-                part.close()
+            import dask
+
+            # one variable of one part file in memory at a time
+            with dask.config.set(scheduler="synchronous"):
+                ds.to_netcdf(tmp, engine=ENGINE)
             os.replace(tmp, self.path)
             # opened lazily: reading a long run back whole would undo the bounded memory
             return xr.open_dataset(self.path, engine=ENGINE)
@@ -370,6 +370,32 @@ class Recorder:
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
+
+
+def _read_variable(path: Path, name: str) -> np.ndarray:
+    with xr.open_dataset(path, engine=ENGINE) as ds:
+        return ds[name].values
+
+
+def _lazy_concat(parts: list, dim: str) -> xr.Dataset:
+    """Concatenate part files along ``dim`` as dask arrays that open, read and close one part
+    file per variable when computed (HDF5 caches of open files would otherwise keep every
+    part's data in memory)."""
+    import dask
+    import dask.array as dska
+
+    _, layout, shapes, _ = parts[0]
+    coord = xr.concat([c for *_, c in parts], dim=dim)
+    data = {}
+    for name, var in layout.data_vars.items():
+        blocks = [
+            dska.from_delayed(dask.delayed(_read_variable)(path, name), shape=sh[name][0],
+                              dtype=sh[name][1])
+            for path, _, sh, _ in parts
+        ]
+        data[name] = (var.dims, dska.concatenate(blocks, axis=var.dims.index(dim)), var.attrs)
+    del shapes
+    return xr.Dataset(data, coords={dim: coord})
 
 
 def _encode_attrs(attrs: dict) -> dict:

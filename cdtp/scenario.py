@@ -56,7 +56,7 @@ TASKS = ("teacher_student", "digits", "npz")
 DEVICES = ("numpy", "cython")
 _TOP = {"name": "str", "circuit": None, "cycles": "int", "epochs": "int", "dt": "time",
         "device": "str", "seed": "int", "task": None, "gamma": None, "plasticity_gate": None,
-        "record": None}
+        "record": None, "sweep": None}
 _GAMMA = {"shape": "str", "frequency": "rate", "duty": "float", "ramp": "float", "lag": "time",
           "values": None}
 _GATE = {"kind": "str", "start": "float", "end": "float"}

@@ -130,7 +130,8 @@ class _Snapshots:
     def collect(self, outputs: np.ndarray) -> tuple[np.ndarray, dict] | None:
         """Per-cycle arrays of all completed cycles not collected yet."""
         ready = sorted(c for c, e in self.pending.items()
-                       if len(e["time"]) == len(BOUNDARIES) and "change" in e)
+                       if len(e["time"]) == len(BOUNDARIES) and "change" in e
+                       and c < len(outputs))  # a cycle cut short by divergence is not kept
         if not ready:
             return None
         n_out = self.sizes[-1]

@@ -1,0 +1,254 @@
+"""Parameter sweeps: a scenario's ``[sweep]`` grid, one independent simulation per point,
+serially or on Dask distributed (DESIGN §7).
+
+A sweep is declared in the scenario file by dotted paths and lists of values (numbers, or
+strings with units)::
+
+    [sweep]
+    "gamma.frequency" = ["4 Hz", "8 Hz", "16 Hz"]
+    "gamma.duty" = [0.25, 0.5]
+
+Each grid point is the scenario with those keys set, validated like any scenario, simulated and
+written atomically to its own file ``<points>/point_<i>.nc``; a point that fails writes
+``point_<i>.failed.json`` with its error instead and the others go on. Running a sweep again
+skips the points whose file exists (an interrupted sweep resumes). The combined Dataset has one
+dimension per swept key (values in SI units) and holds the per-cycle records of every point
+(``loss``, ``output``, ``weight_change``, ``boundary_time``), each check's median residual and
+fraction of passing cells, a ``status`` (ok / diverged / failed) and the point file's path;
+the traces stay in the point files.
+
+On Dask, workers are processes with one thread each; brian2 is imported in a worker plugin's
+``setup`` (it installs a signal handler, which fails outside a process's main thread).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from cdtp.circuit import ConfigError
+from cdtp.units import UnitError, parse_quantity
+
+__all__ = ["SweepPoint", "combine", "grid", "run_point", "sweep"]
+
+SUMMARY_VARIABLES = ("loss", "output", "label", "weight_change", "boundary_time")
+
+
+class SweepPoint(dict):
+    """One grid point: ``index`` (int), ``coords`` ({key: SI value}), ``overrides``
+    (``key=value`` strings)."""
+
+
+def _numeric(source, key, value) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(source, f"sweep.{key}", f"{value!r} is not a number")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        for dim in ("time", "rate"):
+            try:
+                return parse_quantity(value, dim)
+            except UnitError:
+                continue
+    raise ConfigError(source, f"sweep.{key}",
+                      f"{value!r} is not numeric: sweep numbers or quantities like '8 Hz'")
+
+
+def grid(path: str | Path, overrides: list[str] | None = None) -> tuple[list[str], list]:
+    """The swept keys and the grid points of a scenario file (each point validated)."""
+    from cdtp.scenario import load_scenario
+
+    path = Path(path)
+    base = load_scenario(path, overrides)  # validates the scenario without the grid
+    table = base.raw.get("sweep")
+    source = str(path)
+    if not isinstance(table, dict) or not table:
+        raise ConfigError(source, "sweep", "no [sweep] table: list values for at least one key")
+    keys = list(table)
+    values = []
+    for key in keys:
+        v = table[key]
+        if not isinstance(v, list) or not v:
+            raise ConfigError(source, f"sweep.{key}", "empty grid: give a list of values")
+        values.append([(_numeric(source, key, x), x) for x in v])
+    points = []
+    for i, combo in enumerate(itertools.product(*values)):
+        sets = []
+        for key, (_, raw) in zip(keys, combo):
+            sets.append(f"{key}={json.dumps(raw)}")
+        point = SweepPoint(index=i, coords={k: c for k, (c, _) in zip(keys, combo)},
+                           overrides=[*(overrides or []), *sets])
+        try:
+            load_scenario(path, point["overrides"])
+        except ConfigError as exc:
+            raise ConfigError(source, f"sweep.{exc.key}", str(exc)) from None
+        points.append(point)
+    return keys, points
+
+
+def _point_file(directory: Path, index: int) -> Path:
+    return directory / f"point_{index:04d}.nc"
+
+
+def run_point(scenario_path: str, point: dict, directory: str) -> dict:
+    """Simulate one grid point into its own file; never raises (errors are recorded)."""
+    from cdtp.scenario import load_scenario
+    from cdtp.simulation import simulate
+
+    directory = Path(directory)
+    target = _point_file(directory, point["index"])
+    failed = target.with_suffix(".failed.json")
+    try:
+        scenario = load_scenario(scenario_path, point["overrides"])
+        inputs, labels, task = scenario.stream()
+        ds = simulate(scenario.circuit, scenario.schedule, inputs, labels, dt=scenario.dt,
+                      device=scenario.device, record=scenario.record, path=target,
+                      attrs={"scenario": scenario.raw, "task": task,
+                             "sweep_point": point["coords"]})
+        ds.close()
+        if failed.exists():
+            failed.unlink()
+        return {"index": point["index"], "status": "done"}
+    except Exception as exc:  # a failing point must not stop the others
+        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"index": point["index"], "coords": point["coords"],
+                       "error": f"{type(exc).__name__}: {exc}"}, fh)
+        os.replace(tmp, failed)
+        return {"index": point["index"], "status": "failed", "error": str(exc)}
+
+
+def _import_brian2_plugin():
+    """A Dask worker plugin that imports brian2 in each worker process's main thread."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class ImportBrian2(WorkerPlugin):
+        name = "cdtp-import-brian2"
+
+        def setup(self, worker):
+            import brian2  # noqa: F401
+
+    return ImportBrian2()
+
+
+def sweep(
+    scenario_path: str | Path,
+    directory: str | Path,
+    *,
+    overrides: list[str] | None = None,
+    workers: int = 0,
+    scheduler: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Run every grid point not finished yet; returns ``{"keys", "points", "computed",
+    "skipped"}``. ``workers = 0`` runs serially in this process; otherwise a Dask
+    LocalCluster of that many single-threaded processes, or the scheduler at ``scheduler``."""
+    keys, points = grid(scenario_path, overrides)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    todo = [p for p in points if not _point_file(directory, p["index"]).exists()]
+    skipped = len(points) - len(todo)
+    done = skipped
+    if progress:
+        progress(done, len(points))
+    results = []
+    if not todo:
+        pass
+    elif scheduler is None and workers == 0:
+        for p in todo:
+            results.append(run_point(str(scenario_path), p, str(directory)))
+            done += 1
+            if progress:
+                progress(done, len(points))
+    else:
+        from distributed import Client, LocalCluster, as_completed
+
+        cluster = None
+        if scheduler is None:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                   dashboard_address=None)
+        client = Client(scheduler or cluster)
+        try:
+            client.register_plugin(_import_brian2_plugin())
+            futures = client.map(run_point, [str(scenario_path)] * len(todo), todo,
+                                 [str(directory)] * len(todo), pure=False)
+            for fut in as_completed(futures):
+                results.append(fut.result())
+                done += 1
+                if progress:
+                    progress(done, len(points))
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    return {"keys": keys, "points": points, "computed": len(todo), "skipped": skipped,
+            "results": results}
+
+
+def combine(keys: list[str], points: list, directory: str | Path) -> xr.Dataset:
+    """One Dataset with a dimension per swept key from the point files (see the module doc)."""
+    from cdtp.propositions import check_all
+    from cdtp.recording import load
+
+    directory = Path(directory)
+    pieces = []
+    n_cycles = 0
+    loaded = {}
+    for p in points:
+        f = _point_file(directory, p["index"])
+        if f.exists():
+            loaded[p["index"]] = load(f)
+            n_cycles = max(n_cycles, loaded[p["index"]].sizes.get("cycle", 0))
+    template = next((d for d in loaded.values() if "loss" in d), None)
+    for p in points:
+        ds = loaded.get(p["index"])
+        data = {}
+        if ds is not None:
+            if "loss" in ds:
+                sub = ds[[v for v in SUMMARY_VARIABLES if v in ds]].reindex(
+                    cycle=range(n_cycles))
+                data.update(sub.data_vars)
+            elif template is not None:
+                data.update((template[list(SUMMARY_VARIABLES)].reindex(cycle=range(n_cycles))
+                             * np.nan).data_vars)
+            for name, res in check_all(ds).items():
+                pas = res.passed.values
+                data[f"{name}_median_residual"] = xr.DataArray(
+                    float(np.nanmedian(res.residual.values)) if np.any(
+                        ~np.isnan(res.residual.values)) else np.nan,
+                    attrs={"long_name": f"{name}: median residual", "units": "1"})
+                data[f"{name}_passed_fraction"] = xr.DataArray(
+                    float(np.nanmean(pas)) if np.any(~np.isnan(pas)) else np.nan,
+                    attrs={"long_name": f"{name}: fraction of cells passing", "units": "1"})
+            status = "diverged" if ds.attrs.get("diverged") else "ok"
+            error = ds.attrs.get("diverged", "")
+        else:
+            failed = _point_file(directory, p["index"]).with_suffix(".failed.json")
+            error = json.loads(failed.read_text())["error"] if failed.exists() else "not run"
+            status = "failed"
+            if template is not None:
+                sub = template[[v for v in SUMMARY_VARIABLES if v in template]]
+                sub = sub.reindex(cycle=range(n_cycles)) * np.nan
+                data.update(sub.data_vars)
+        data["status"] = xr.DataArray(status, attrs={"long_name": "point status"})
+        data["error"] = xr.DataArray(error, attrs={"long_name": "error or divergence"})
+        data["point_file"] = xr.DataArray(str(_point_file(directory, p["index"])))
+        piece = xr.Dataset(data)
+        piece = piece.expand_dims({k: [p["coords"][k]] for k in keys})
+        pieces.append(piece)
+    out = xr.combine_by_coords(pieces, compat="no_conflicts", join="outer",
+                               combine_attrs="drop_conflicts")
+    for k in keys:
+        out[k].attrs["long_name"] = k
+    if template is not None:
+        out.attrs = {k: template.attrs[k] for k in ("circuit", "cdtp_version", "dt",
+                                                    "steps_per_cycle") if k in template.attrs}
+    out.attrs["swept_keys"] = json.dumps(keys)
+    return out
