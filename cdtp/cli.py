@@ -60,11 +60,49 @@ def _open(path: str):
     return ds
 
 
+def _kind(path: str) -> str:
+    import tomllib
+
+    try:
+        return str(tomllib.loads(Path(path).read_text()).get("kind", "circuit"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return "circuit"  # the scenario loader reports the problem with file and key
+
+
+def _run_rnn(args) -> int:
+    from cdtp.recording import save
+    from cdtp.reference import rnn_experiment
+    from cdtp.scenario import apply_overrides
+
+    if args.set:
+        import tomllib
+
+        data = apply_overrides(tomllib.loads(Path(args.scenario).read_text()), args.set)
+        try:
+            config = rnn_experiment.RNNExperimentConfig.from_mapping(data)
+        except (TypeError, ValueError) as exc:
+            raise BadInput(f"{args.scenario}: {exc}") from None
+    else:
+        try:
+            config = rnn_experiment.load_config(args.scenario)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+    out = Path(args.output or f"results/{Path(args.scenario).stem}.nc")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ds = rnn_experiment.run(config)
+    save(ds, out)
+    print(f"results: {out}")
+    print(ds)
+    return 1 if ds.attrs.get("diverged") in (1, True, "1", "True") else 0
+
+
 def cmd_run(args) -> int:
     from cdtp import plots, propositions
     from cdtp.scenario import load_scenario
     from cdtp.simulation import simulate
 
+    if _kind(args.scenario) == "rnn":
+        return _run_rnn(args)
     scenario = load_scenario(args.scenario, args.set)
     inputs, labels, task_info = scenario.stream()
     out = Path(args.output or f"results/{scenario.name}.nc")

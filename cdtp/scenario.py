@@ -56,7 +56,7 @@ TASKS = ("teacher_student", "digits", "npz")
 DEVICES = ("numpy", "cython")
 _TOP = {"name": "str", "circuit": None, "cycles": "int", "epochs": "int", "dt": "time",
         "device": "str", "seed": "int", "task": None, "gamma": None, "plasticity_gate": None,
-        "record": None, "sweep": None}
+        "record": None, "sweep": None, "kind": "str"}
 _GAMMA = {"shape": "str", "frequency": "rate", "duty": "float", "ramp": "float", "lag": "time",
           "values": None}
 _GATE = {"kind": "str", "start": "float", "end": "float"}
@@ -184,6 +184,9 @@ def scenario_from_dict(data: dict, source: str = "<dict>") -> Scenario:
     _check_keys(source, "", data, list(_TOP))
     top = _values(source, "", {k: v for k, v in data.items() if _TOP[k]}, {
         k: v for k, v in _TOP.items() if v})
+    if top.get("kind", "circuit") != "circuit":
+        raise ConfigError(source, "kind", f"{top['kind']!r}: allowed: circuit, rnn (rnn files"
+                          " are run by cdtp run through cdtp.reference.rnn_experiment)")
     if "circuit" not in data:
         raise ConfigError(source, "circuit", "missing: a circuit file path or a [circuit] table")
     circ = data["circuit"]

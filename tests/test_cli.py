@@ -87,3 +87,23 @@ def test_check_of_a_file_that_is_not_a_result_exits_2(tmp_path, capsys):
     assert main(["check", str(bogus)]) == 2
     assert "x.nc" in capsys.readouterr().err
     assert main(["info", str(tmp_path / "none.nc")]) == 2
+
+
+def test_rnn_scenarios_run_through_the_command(tmp_path):
+    out = tmp_path / "rnn.nc"
+    code = main(["run", str(ROOT / "scenarios" / "rnn_temporal_order.toml"), "-o", str(out),
+                 "--set", "iterations=20", "--set", "eval_every=10", "--set", "eval_size=20",
+                 "--set", "T=10"])
+    assert code == 0
+    from cdtp.recording import load
+
+    ds = load(out)
+    assert ds.sizes["iteration"] >= 2 and "accuracy" in ds
+
+
+def test_an_rnn_file_with_an_unknown_key_exits_2(tmp_path, capsys):
+    path = tmp_path / "r.toml"
+    path.write_text('kind = "rnn"\ntask = "temporal_order"\nhiden = 10\n')
+    assert main(["run", str(path), "-o", str(tmp_path / "o.nc")]) == 2
+    assert "hiden" in capsys.readouterr().err
+    assert not (tmp_path / "o.nc").exists()

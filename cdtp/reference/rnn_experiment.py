@@ -156,6 +156,10 @@ class RNNExperimentConfig:
         """Build from a dict, rejecting unknown keys with the list of allowed ones."""
         if not isinstance(values, Mapping):
             raise ValueError(f"a config must be a table of keys, got {type(values).__name__}")
+        values = dict(values)
+        kind = values.pop("kind", "rnn")  # scenario files say kind = "rnn" for the cdtp command
+        if kind != "rnn":
+            raise ValueError(f"kind = {kind!r}: an RNN experiment file has kind = 'rnn'")
         allowed = [f.name for f in fields(cls)]
         unknown = sorted(set(values) - set(allowed))
         if unknown:
