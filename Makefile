@@ -26,7 +26,7 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest --slow
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.reference_digits
+	$(BIN)/python -m benchmarks.speed --write
 
 lint: $(STAMP)
 	$(BIN)/ruff check cdtp tests benchmarks

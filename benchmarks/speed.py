@@ -1,0 +1,280 @@
+"""Speed of the CDTP circuit: the engine vs a straightforward Brian2 build vs the numpy map.
+
+For the reference family (L = 3 computed layers, every layer n units, tanh, squared error, Δ1
+feedback learning, finite time constants so every variable is a real ODE), this measures in one
+process, for n in {32, 64, 128, 256, 512}:
+
+(a) ``engine``: :func:`cdtp.engine.build` on the cython target (code compiled once and cached;
+    compile time excluded, reported separately);
+(b) ``baseline``: the build a Brian2 user would write first — the same equations as
+    differential equations with ``method="euler"``, σ evaluated per synapse inside the summed
+    variables, plasticity and the normalization ‖σ(a)‖² computed per synapse every step,
+    parameters as plain namespace values (see :func:`baseline_network`);
+(c) ``numpy``: the reference map :func:`cdtp.reference.cdtp_map.step`, a vectorized numpy
+    Euler integrator of the same equations.
+
+Each is timed over whole γ cycles after a warm-up cycle (minimum of ``--repeats`` runs);
+peak memory is the resident set size of a fresh subprocess per (variant, n). Results: µs per
+simulated step, cycles per second, and the ratios engine/numpy and baseline/engine. With
+``--write`` the table goes to ``benchmarks/RESULTS.md``.
+
+Run ``python -m benchmarks.speed [--write] [--sizes 32 64 ...]`` (``make bench``; the first run
+compiles the cython code of both Brian2 builds, several minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SIZES = (32, 64, 128, 256, 512)
+DT = 1e-4
+FREQUENCY = 100.0  # 100 steps per γ cycle
+TAU = {"tau_h": 3e-4, "tau_a": 3e-4, "tau_u": 1e-3, "tau_tau": 3e-4}
+
+
+def circuit_of(n: int):
+    from cdtp.circuit import CircuitConfig
+
+    return CircuitConfig(
+        sizes=(n, n, n, n), name=f"bench_{n}", nonlinearity="tanh", loss="squared_error",
+        feedback_rule="delta1", feedback_init="pinv", eta_w=0.01, eta_omega=1.0, beta=0.1,
+        seed=0, **TAU,
+    )
+
+
+def schedule():
+    from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
+
+    return Schedule(GammaSchedule("square", frequency=FREQUENCY, duty=0.5),
+                    PlasticityGate("descending"))
+
+
+def stream(n: int, cycles: int):
+    rng = np.random.default_rng(0)
+    return 0.5 * rng.normal(size=(cycles, n)), 0.5 * rng.normal(size=(cycles, n))
+
+
+# -- (b) the straightforward Brian2 build ---------------------------------------------------------
+def baseline_network(n: int, cycles: int):
+    """Eqs 46–51 as a first Brian2 model: ODEs with ``method="euler"``, σ inside the synapses,
+    plasticity and normalization per synapse every step, parameters in the namespace."""
+    import brian2 as b2
+
+    from cdtp.engine import initial_network
+
+    circuit = circuit_of(n)
+    net0 = initial_network(circuit)
+    x, y = stream(n, cycles)
+    period = 1 / FREQUENCY
+    ns = {
+        "tau_h": TAU["tau_h"] * b2.second, "tau_a": TAU["tau_a"] * b2.second,
+        "tau_u": TAU["tau_u"] * b2.second, "tau_tau": TAU["tau_tau"] * b2.second,
+        "beta": circuit.beta, "eta_w": circuit.eta_w, "eta_omega": circuit.eta_omega * b2.Hz,
+        "period": period * b2.second, "duty": 0.5, "eps": 0.02,
+        "stim": b2.TimedArray(x, dt=period * b2.second),
+        "label": b2.TimedArray(y, dt=period * b2.second),
+    }
+    gamma = "gamma = int((t % period) < duty*period) : 1"
+    hold = "hold = int(gamma >= 1 - eps) : 1"
+    plast = "p = int((t % period) >= duty*period) : 1"
+    clock = b2.Clock(dt=DT * b2.second)
+    layers = [b2.NeuronGroup(n, "a = stim(t, i) : 1\nm = a : 1", clock=clock, namespace=ns,
+                             name="base_0")]
+    for l in range(1, 4):
+        top = l == 3
+        eqs = f"""
+        dh/dt = (h_in - h)/tau_h : 1
+        da/dt = hold*(h - a)/tau_a : 1
+        du/dt = (target - u + (1 - hold)*(u - h))/tau_u : 1
+        dtarget/dt = dtau_dt : 1
+        dtau_dt = ({'a - (1 - gamma)*beta*(a - label(t, i))' if top else
+                    'gamma*a + (1 - gamma)*fb'} - target)/tau_tau : 1/second
+        m = gamma*a + (1 - gamma)*fb : 1
+        h_in : 1
+        fb : 1
+        sq : 1
+        {gamma}
+        {hold}
+        {plast}
+        """
+        layers.append(b2.NeuronGroup(n, eqs, method="euler", clock=clock, namespace=ns,
+                                     name=f"base_{l}"))
+    syns = []
+    for l in range(1, 4):
+        ff = b2.Synapses(layers[l - 1], layers[l], """
+            W : 1
+            h_in_post = W*tanh(m_pre) + b_post_dummy : 1 (summed)
+            b_post_dummy : 1
+            """, clock=clock, namespace=ns, name=f"base_ff_{l}")
+        ff.connect()
+        ff.W = net0.weights[l][:, :n].T.ravel()
+        ff.b_post_dummy = np.repeat(net0.weights[l][:, n], 1)[np.asarray(ff.j[:])] / n
+        # normalization ‖σ(a_{l−1})‖² pooled per synapse, then the DTP rule every step
+        ff.run_regularly("W += eta_w*p_post*dtau_dt_post*dt*tanh(a_pre)/(sq_post + 1)",
+                         when="groups")
+        norm = b2.Synapses(layers[l - 1], layers[l], "sq_post = tanh(a_pre)**2 : 1 (summed)",
+                           clock=clock, namespace=ns, name=f"base_norm_{l}")
+        norm.connect()
+        syns += [ff, norm]
+    for l in range(2, 4):
+        fb = b2.Synapses(layers[l], layers[l - 1], """
+            Omega : 1
+            fb_post = Omega*tanh(u_pre) : 1 (summed)
+            """, clock=clock, namespace=ns, name=f"base_fb_{l}")
+        fb.connect()
+        fb.Omega = net0.feedback[l][:, :n].T.ravel()
+        fb.run_regularly("Omega += eta_omega*dt*(m_post - fb_post)*tanh(u_pre)", when="groups")
+        syns.append(fb)
+    return b2.Network(*layers, *syns)
+
+
+# -- timing ---------------------------------------------------------------------------------------
+def time_variant(variant: str, n: int, cycles: int, repeats: int) -> dict:
+    spc = round(1 / (FREQUENCY * DT))
+    total = cycles * (repeats + 1) + 1
+    t0 = time.perf_counter()
+    if variant == "engine":
+        from cdtp.engine import build
+
+        x, y = stream(n, total)
+        run = build(circuit_of(n), schedule(), x, y, dt=DT, device="cython")
+        run.run(1)
+        setup = time.perf_counter() - t0
+        times = []
+        for _ in range(repeats):
+            t1 = time.perf_counter()
+            run.run(cycles)
+            times.append(time.perf_counter() - t1)
+    elif variant == "baseline":
+        import brian2 as b2
+
+        b2.prefs.codegen.target = "cython"
+        net = baseline_network(n, total)
+        net.run(spc * DT * b2.second)
+        setup = time.perf_counter() - t0
+        times = []
+        for _ in range(repeats):
+            t1 = time.perf_counter()
+            net.run(cycles * spc * DT * b2.second)
+            times.append(time.perf_counter() - t1)
+    else:
+        from cdtp.engine import initial_network
+        from cdtp.reference import cdtp_map
+
+        c = circuit_of(n)
+        params = cdtp_map.CDTPParameters(
+            dt=DT, eta_w=c.eta_w, eta_omega=c.eta_omega, beta=c.beta,
+            feedback_rule=c.feedback_rule, hold=c.hold, loss=c.loss, **TAU,
+        )
+        state = cdtp_map.CDTPState.initial(initial_network(c))
+        gates = schedule().sample(spc, DT, 3, c.hold)
+        x, y = stream(n, total)
+        rows = [{k: gates[k][r] for k in ("gamma", "hold", "plasticity")} for r in range(spc)]
+
+        def cycle(k):
+            for r in range(spc):
+                cdtp_map.step(state, params, rows[r], x[k][None], y[k][None])
+
+        cycle(0)
+        setup = time.perf_counter() - t0
+        times = []
+        for rep in range(repeats):
+            t1 = time.perf_counter()
+            for k in range(cycles):
+                cycle(1 + rep * cycles + k)
+            times.append(time.perf_counter() - t1)
+    best = min(times)
+    steps = cycles * spc
+    return {"variant": variant, "n": n, "us_per_step": 1e6 * best / steps,
+            "cycles_per_s": cycles / best, "setup_s": setup}
+
+
+def _child(variant: str, n: int, cycles: int, repeats: int) -> dict:
+    """Time one (variant, n) in a fresh process and read its peak memory."""
+    code = (
+        "import json, resource, sys; from benchmarks.speed import time_variant;"
+        f" r = time_variant({variant!r}, {n}, {cycles}, {repeats});"
+        " r['peak_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024;"
+        " print(json.dumps(r))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=HERE.parent, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def table(rows: list[dict]) -> str:
+    by = {(r["variant"], r["n"]): r for r in rows}
+
+    def f(variant, n, key, fmt="{:.0f}"):
+        r = by.get((variant, n))
+        return fmt.format(r[key]) if r else "—"
+
+    def ratio(num, den, n):
+        a, b = by.get((num, n)), by.get((den, n))
+        return f"{a['us_per_step'] / b['us_per_step']:.2f}" if a and b else "—"
+
+    lines = [
+        "| n | engine µs/step | baseline µs/step | numpy µs/step | engine / numpy |"
+        " baseline / engine | engine cycles/s | peak MiB engine / baseline / numpy |"
+        " setup s engine / baseline |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for n in sorted({r["n"] for r in rows}):
+        lines.append(
+            f"| {n} | {f('engine', n, 'us_per_step')} | {f('baseline', n, 'us_per_step')}"
+            f" | {f('numpy', n, 'us_per_step')} | {ratio('engine', 'numpy', n)}"
+            f" | {ratio('baseline', 'engine', n)} | {f('engine', n, 'cycles_per_s', '{:.1f}')}"
+            f" | {f('engine', n, 'peak_mib')} / {f('baseline', n, 'peak_mib')}"
+            f" / {f('numpy', n, 'peak_mib')} | {f('engine', n, 'setup_s', '{:.1f}')}"
+            f" / {f('baseline', n, 'setup_s', '{:.1f}')} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--cycles", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args(argv)
+    rows = []
+    for n in args.sizes:
+        for variant in ("numpy", "engine", "baseline"):
+            r = _child(variant, n, args.cycles, args.repeats)
+            print(json.dumps(r), flush=True)
+            rows.append(r)
+    load = os.getloadavg()
+    text = "\n".join([
+        "# Speed: engine vs straightforward Brian2 vs numpy",
+        "",
+        f"Generated by `python -m benchmarks.speed --write` on {platform.platform()},"
+        f" {os.cpu_count()} CPUs, Python {platform.python_version()},"
+        f" {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average at the end"
+        f" {load[0]:.2f}. L = 3, all layers n units, tanh, Δ1 feedback learning, dt = 0.1 ms,"
+        f" {round(1 / (FREQUENCY * DT))} steps per γ cycle; minimum over {args.repeats} runs of"
+        f" {args.cycles} cycles after a warm-up cycle; setup = build + code generation +"
+        " compilation + the warm-up cycle.",
+        "",
+        table(rows),
+        "",
+        "Targets (issue 6): engine ≤ 1.0× numpy at n = 64 and ≤ 1.5× at n = 256; engine ≥ 3×"
+        " faster than the baseline at n = 128.",
+    ])
+    print(text)
+    if args.write:
+        (HERE / "RESULTS.md").write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
