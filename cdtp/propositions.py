@@ -19,12 +19,11 @@ P3     ρ(I − (1−γ) f′g′) < 1 ⇒ the u-loop converges → ρ of the lo
 P4     the u-increments shrink like αᵗ → fitted rate vs predicted ρ (needs u traces)
 P5     ΔW_l over the window = η_W (τ_l − a_l) n_{l−1}ᵀ (Eqs 43, 58) → relative error
 P6     Δ1Ω at γ = 1 is SGD on ½‖a_{l−1} − g_l(f_l(a_{l−1}))‖² → relative error of the drive
+P7     u converged ⇒ Δ1Ω descends ½‖f_l⁻¹(τ_l) − g_l(u_l)‖² → ‖m_{l−1} − f_l⁻¹(τ_l)‖ (traces)
 P8     Δ1Ω = γ Δ2Ω → relative error at every snapshot
 GN     DTP target change ≈ Gauss-Newton direction (Eq 22) → angle in radians
 INV    Lip(f∘g − I) = α < 1 ⇒ exponential inversion → α and fitted rate ≤ α
 =====  ===========================================================================
-
-P7 (Δ1Ω descends ½‖f_l⁻¹(τ_l) − g_l(u_l)‖²) is not checked yet.
 
 This module never imports brian2.
 """
@@ -334,6 +333,61 @@ def check_p6(ds: xr.Dataset, tolerance: float = 0.01) -> xr.Dataset:
                    ds.cycle.values)
 
 
+def check_p7(ds: xr.Dataset, tolerance: float = 0.05, converged: float = 1e-3) -> xr.Dataset:
+    """P7: with u converged, the Δ1 drive (m_{l−1} − g_l(u_l)) σ̃(u_l)ᵀ is the negative
+    gradient of ½‖f_l⁻¹(τ_l) − g_l(u_l)‖² with respect to Ω_l, i.e. m_{l−1} = f_l⁻¹(τ_l).
+
+    Measured on the traces, at every sample with 0.05 < γ_l < 0.95 (where Δ1Ω neither vanishes
+    nor is P6's case) and the loop at its equilibrium (‖τ_l − h_l‖ ≤ ``converged`` ‖τ_l‖, the
+    fixed point of the u-loop):
+    ‖m_{l−1} − f_l⁻¹(τ_l)‖ / ‖f_l⁻¹(τ_l) − g_l(u_l)‖, with f_l⁻¹(τ) = σ⁻¹(W⁻¹(τ − b)) computed
+    exactly (layers whose W_l is square and invertible; W_l from the cycle's plasticity_start
+    snapshot, so W_l must not move during the cycle: run the check with η_W = 0 or a gate that
+    keeps W fixed while γ is intermediate, or the drift of W adds to the residual); the largest
+    value of the cycle. It needs traces of h, u, target (layer l) and m,
+    fb (layer l − 1) of every neuron at every step. The limit Δ1Ω → 0 as γ → 0 is P8's identity
+    Δ1Ω = γ Δ2Ω.
+
+    Tolerance 0.05, as P1: with u converged the encoder input inverts the target up to the
+    loop's residual; larger values mean the drive is not the descent direction."""
+    _require(ds, ["h", "u", "target", "m", "fb", "gamma", "weight"], "P7")
+    circuit = circuit_of(ds)
+    sigma = get_nonlinearity(circuit.nonlinearity, slope=circuit.leaky_slope)
+    dt, spc = float(ds.attrs["dt"]), int(ds.attrs["steps_per_cycle"])
+    nets = _networks(ds, "plasticity_start")
+    layers = [l for l in range(2, circuit.depth + 1)
+              if circuit.sizes[l] == circuit.sizes[l - 1]]
+    res = np.full((ds.sizes["cycle"], len(layers)), np.nan)
+    steps = np.rint(ds.time.values / dt).astype(int) - 1
+    cycles = steps // spc
+    for j, l in enumerate(layers):
+        here = np.flatnonzero(ds.layer.values == l)
+        below = np.flatnonzero(ds.layer.values == l - 1)
+        if len(here) != circuit.sizes[l] or len(below) != circuit.sizes[l - 1]:
+            continue
+        h, tau = ds.h.values[:, here], ds.target.values[:, here]
+        m, fb = ds.m.values[:, below], ds.fb.values[:, below]
+        gamma = ds.gamma.sel(gate_layer=l).values
+        gap = np.linalg.norm(tau - h, axis=1)
+        ok = ((gamma > 0.05) & (gamma < 0.95)
+              & (gap <= converged * np.maximum(np.linalg.norm(tau, axis=1), _TINY)))
+        for ci, c in enumerate(ds.cycle.values):
+            idx = np.flatnonzero(ok & (cycles == c))
+            if not len(idx):
+                continue
+            w = nets[ci].weights[l]
+            lin, b = w[:, : circuit.sizes[l - 1]], w[:, circuit.sizes[l - 1]:].sum(axis=1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                inv = sigma.inverse(np.linalg.solve(lin, (tau[idx] - b).T).T)
+            num = np.linalg.norm(m[idx] - inv, axis=1)
+            den = np.linalg.norm(inv - fb[idx], axis=1)
+            r = np.where(den > _TINY, num / np.maximum(den, _TINY), np.nan)
+            if np.any(np.isfinite(r)):
+                res[ci, j] = float(np.nanmax(r))
+    return _result("P7", "u converged ⇒ Δ1Ω descends ½‖f_l⁻¹(τ_l) − g_l(u_l)‖²", res,
+                   tolerance, check_p7.__doc__, layers, ds.cycle.values)
+
+
 def check_p8(ds: xr.Dataset, tolerance: float = 1e-9) -> xr.Dataset:
     """P8: Δ1Ω = γ Δ2Ω, i.e. m_{l−1} − g_l(u_l) = γ_l (a_{l−1} − g_l(u_l)), l = 2..L.
 
@@ -420,7 +474,7 @@ def check_inv(ds: xr.Dataset, tolerance: float = 1.0) -> xr.Dataset:
 
 CHECKS = {
     "P1": check_p1, "P2": check_p2, "P3": check_p3, "P4": check_p4, "P5": check_p5,
-    "P6": check_p6, "P8": check_p8, "GN": check_gn, "INV": check_inv,
+    "P6": check_p6, "P7": check_p7, "P8": check_p8, "GN": check_gn, "INV": check_inv,
 }
 
 

@@ -10,14 +10,14 @@ import pytest
 
 from cdtp.circuit import circuit_from_dict
 from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
-from cdtp.propositions import CHECKS, check_all, report, summary
+from cdtp.propositions import check_all, report, summary
 from cdtp.recording import RecordSpec
 from cdtp.simulation import simulate
 
 DT = 1e-3
 
 
-def _run(gamma=None, gate="descending", scale=0.1, n=6, **circuit):
+def _run(gamma=None, gate="descending", scale=0.1, n=6, record=None, **circuit):
     """A square-sized (5, 5, 5, 5) tanh circuit, small activity (σ nearly linear, so the pinv
     decoder is a good inverse), τ_u = 2 dt (u-loop rate ≈ 0.5: slow enough to fit P4's rate,
     fast enough to converge in a 20-step feedback phase), small η_W, β = 0.1."""
@@ -35,7 +35,7 @@ def _run(gamma=None, gate="descending", scale=0.1, n=6, **circuit):
     rng = np.random.default_rng(0)
     x, y = scale * rng.normal(size=(n, 5)), scale * rng.normal(size=(n, 5))
     return simulate(circuit_from_dict(d), schedule, x, y, dt=DT, backend="map",
-                    record=RecordSpec(variables=("u",), layers=(2, 3)))
+                    record=record or RecordSpec(variables=("u",), layers=(2, 3)))
 
 
 @pytest.fixture(scope="module")
@@ -110,9 +110,28 @@ def test_p8_fails_on_a_corrupted_recording():
     assert _failed(res) == res.passed.size
 
 
+def _p7_run(**kw):
+    # a slow sinusoid (10 Hz, 100 steps per cycle) keeps the u-loop at its equilibrium while γ
+    # passes through intermediate values; η_W = 0 keeps W, and so f_l⁻¹, fixed
+    return _run(gamma={"shape": "sinusoid", "frequency": 10.0}, scale=0.3,
+                plasticity__eta_w=0.0, time_constants__tau_u="1 ms", n=4, **kw)
+
+
+def test_p7_passes_with_the_loop_at_equilibrium_and_fails_on_a_wrong_drive():
+    spec_vars = ("h", "u", "target", "m", "fb")
+    ds = _p7_run(record=RecordSpec(variables=spec_vars))
+    res = check_all(ds, ["P7"])["P7"]
+    assert np.sum(res.passed.values == 1) >= 4 and _failed(res) == 0
+    # measured ≤ 0.014: the one-step lag of the loop behind the moving γ, well under 5 %
+    assert np.nanmax(res.residual.values) < 0.05
+    bad = ds.copy(deep=True)
+    bad["m"] = bad.m * 1.2  # an encoder input that is not f⁻¹(τ)
+    assert _failed(check_all(bad, ["P7"])["P7"]) > 0
+
+
 def test_report_and_summary_name_every_check(good):
     text = report(good)
-    for name in CHECKS:
+    for name in good:
         assert name in text
     assert summary(good) == []  # nothing fails on the good run
     assert "FAIL" not in text
