@@ -5,7 +5,8 @@ feedback learning, finite time constants so every variable is a real ODE), this 
 process, for n in {32, 64, 128, 256, 512}:
 
 (a) ``engine``: :func:`cdtp.engine.build` on the cython target (code compiled once and cached;
-    compile time excluded, reported separately);
+    compile time excluded, reported separately), and ``standalone``: the same on
+    cpp_standalone, timed by the binary's own clock over all its cycles (one run per build);
 (b) ``baseline``: the build a Brian2 user would write first — the same equations as
     differential equations with ``method="euler"``, σ evaluated per synapse inside the summed
     variables, plasticity and the normalization ‖σ(a)‖² computed per synapse every step,
@@ -155,6 +156,22 @@ def time_variant(variant: str, n: int, cycles: int, repeats: int) -> dict:
             t1 = time.perf_counter()
             run.run(cycles)
             times.append(time.perf_counter() - t1)
+    elif variant == "standalone":
+        import tempfile
+
+        import brian2 as b2
+
+        from cdtp.engine import build
+
+        x, y = stream(n, total)
+        with tempfile.TemporaryDirectory() as tmp:
+            run = build(circuit_of(n), schedule(), x, y, dt=DT, device="cpp_standalone",
+                        standalone_directory=tmp)
+            run.run(total)
+            setup = time.perf_counter() - t0
+            # the simulation loop's own time, measured inside the binary (no build, no I/O)
+            times = [b2.get_device()._last_run_time]
+        cycles = total
     elif variant == "baseline":
         import brian2 as b2
 
@@ -224,18 +241,21 @@ def table(rows: list[dict]) -> str:
         return f"{a['us_per_step'] / b['us_per_step']:.2f}" if a and b else "—"
 
     lines = [
-        "| n | engine µs/step | baseline µs/step | numpy µs/step | engine / numpy |"
-        " baseline / engine | engine cycles/s | peak MiB engine / baseline / numpy |"
-        " setup s engine / baseline |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| n | engine (cython) µs/step | engine (standalone) µs/step | baseline µs/step |"
+        " numpy µs/step | cython / numpy | standalone / numpy | baseline / cython |"
+        " baseline / standalone | peak MiB cython / standalone / baseline / numpy |"
+        " setup s cython / standalone / baseline |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in sorted({r["n"] for r in rows}):
         lines.append(
-            f"| {n} | {f('engine', n, 'us_per_step')} | {f('baseline', n, 'us_per_step')}"
-            f" | {f('numpy', n, 'us_per_step')} | {ratio('engine', 'numpy', n)}"
-            f" | {ratio('baseline', 'engine', n)} | {f('engine', n, 'cycles_per_s', '{:.1f}')}"
-            f" | {f('engine', n, 'peak_mib')} / {f('baseline', n, 'peak_mib')}"
-            f" / {f('numpy', n, 'peak_mib')} | {f('engine', n, 'setup_s', '{:.1f}')}"
+            f"| {n} | {f('engine', n, 'us_per_step')} | {f('standalone', n, 'us_per_step')}"
+            f" | {f('baseline', n, 'us_per_step')} | {f('numpy', n, 'us_per_step')}"
+            f" | {ratio('engine', 'numpy', n)} | {ratio('standalone', 'numpy', n)}"
+            f" | {ratio('baseline', 'engine', n)} | {ratio('baseline', 'standalone', n)}"
+            f" | {f('engine', n, 'peak_mib')} / {f('standalone', n, 'peak_mib')}"
+            f" / {f('baseline', n, 'peak_mib')} / {f('numpy', n, 'peak_mib')}"
+            f" | {f('engine', n, 'setup_s', '{:.1f}')} / {f('standalone', n, 'setup_s', '{:.1f}')}"
             f" / {f('baseline', n, 'setup_s', '{:.1f}')} |"
         )
     return "\n".join(lines)
@@ -246,11 +266,13 @@ def main(argv=None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--cycles", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--variants", nargs="+",
+                        default=["numpy", "engine", "standalone", "baseline"])
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args(argv)
     rows = []
     for n in args.sizes:
-        for variant in ("numpy", "engine", "baseline"):
+        for variant in args.variants:
             r = _child(variant, n, args.cycles, args.repeats)
             print(json.dumps(r), flush=True)
             rows.append(r)
