@@ -268,15 +268,20 @@ def circuit_from_dict(data: dict, source: str = "<dict>") -> CircuitConfig:
     return CircuitConfig(**kwargs)
 
 
-def load_circuit(path: str | Path) -> CircuitConfig:
-    """Read and validate a circuit TOML file; errors name the file and the key."""
+def read_toml(path: str | Path, what: str) -> dict:
+    """The table of a TOML file; a missing file or a syntax error is a :class:`ConfigError`
+    naming the file (``what`` says which kind of file was expected)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(str(path), "<file>", "no such circuit file")
+        raise ConfigError(str(path), "<file>", f"no such {what} file")
     try:
-        data = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), "<syntax>", f"not valid TOML: {exc}") from None
-    return circuit_from_dict(data, source=str(path))
+
+
+def load_circuit(path: str | Path) -> CircuitConfig:
+    """Read and validate a circuit TOML file; errors name the file and the key."""
+    return circuit_from_dict(read_toml(path, "circuit"), source=str(path))
 
 

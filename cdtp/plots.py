@@ -114,15 +114,16 @@ def plot_residuals(checks: dict):
     fig, axes = _figure(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
     for ax, name in zip(axes.ravel(), names):
         res = checks[name]
+        floor = 1e-17  # exact zeros (identities such as P8) drawn on the axis floor
         for l in res.layer.values:
             r = res.residual.sel(layer=l).values
-            ax.plot(res.cycle.values, np.where(r > 0, r, np.nan), "o-", ms=3,
-                    label=f"layer {l}")
+            ax.plot(res.cycle.values, np.where(r > 0, r, np.where(r == 0, floor, np.nan)),
+                    "o-", ms=3, label=f"layer {l}")
         ax.axhline(float(res.tolerance), color="k", ls="--", lw=0.8)
         ax.set_yscale("log")
         ax.set_title(f"{name}: {res.attrs['claim']}", fontsize=7)
         ax.set_xlabel("cycle")
-        ax.set_ylabel("residual")
+        ax.set_ylabel("residual (0 drawn at 1e-17)")
         ax.legend(fontsize=6)
     for ax in axes.ravel()[len(names):]:
         ax.set_visible(False)

@@ -45,6 +45,7 @@ from cdtp.circuit import (
     _choice,
     _typed,
     circuit_from_dict,
+    read_toml,
 )
 from cdtp.gating import GAMMA_SHAPES, PLASTICITY_GATES, GammaSchedule, PlasticityGate, Schedule
 from cdtp.recording import RecordSpec
@@ -194,10 +195,7 @@ def scenario_from_dict(data: dict, source: str = "<dict>") -> Scenario:
         path = Path(source).parent / circ if source != "<dict>" else Path(circ)
         if not path.is_file():
             raise ConfigError(source, "circuit", f"no such circuit file: {path}")
-        try:
-            circ = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(str(path), "<syntax>", f"not valid TOML: {exc}") from None
+        circ = read_toml(path, "circuit")
         circuit_source = str(path)
     else:
         circ = _table(source, "circuit", circ)
@@ -248,17 +246,14 @@ def scenario_from_dict(data: dict, source: str = "<dict>") -> Scenario:
 def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
     """Read, override and validate a scenario file; errors name the file and the key."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(str(path), "<file>", "no such scenario file")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), "<syntax>", f"not valid TOML: {exc}") from None
-    if overrides and isinstance(data.get("circuit"), str):
-        circ_overrides = [o for o in overrides if o.startswith("circuit.")]
-        if circ_overrides:
-            cpath = path.parent / data["circuit"]
-            if cpath.is_file():
-                data["circuit"] = tomllib.loads(cpath.read_text())
+    data = read_toml(path, "scenario")
+    if isinstance(data.get("circuit"), str) and any(
+        o.startswith("circuit.") for o in overrides or []
+    ):
+        # overriding circuit keys: take the referenced file's table in, then override it
+        cpath = path.parent / data["circuit"]
+        if not cpath.is_file():
+            raise ConfigError(str(path), "circuit", f"no such circuit file: {cpath}")
+        data["circuit"] = read_toml(cpath, "circuit")
     apply_overrides(data, overrides or [])
     return scenario_from_dict(data, source=str(path))
