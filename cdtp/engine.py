@@ -98,7 +98,7 @@ def initial_network(circuit: CircuitConfig) -> Network:
     return net
 
 
-def _configure_device(device: str, directory: str | None):
+def _configure_device(device: str, directory: str | None, threads: int = 1):
     if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
     cache = os.environ.get("CDTP_BRIAN2_CACHE")
@@ -110,6 +110,8 @@ def _configure_device(device: str, directory: str | None):
         b2.set_device("cpp_standalone", directory=directory, build_on_run=False)
         b2.get_device().reinit()
         b2.get_device().activate(directory=directory, build_on_run=False)
+        # OpenMP threads of the standalone binary (0 or 1: none)
+        b2.prefs.devices.cpp_standalone.openmp_threads = threads if threads > 1 else 0
         return directory
     b2.set_device("runtime")
     b2.prefs.codegen.target = device
@@ -350,6 +352,7 @@ def build(
     network: Network | None = None,
     record: dict | None = None,
     standalone_directory: str | None = None,
+    threads: int = 1,
 ) -> CircuitRun:
     """Build the Brian2 network of ``circuit`` driven by ``schedule``.
 
@@ -372,6 +375,8 @@ def build(
         ``{"variables": [...], "every": n_steps, "gates": bool}``: StateMonitors of layer
         variables (recorded in the ``end`` slot, i.e. after each step's updates) and, with
         ``gates``, of γ_l, γ_{l+1}, c_l, p_l and φ_l.
+    threads : int
+        OpenMP threads of a cpp_standalone build (ignored by the runtime devices).
     """
     inputs = np.asarray(inputs, dtype=float)
     labels = np.asarray(labels, dtype=float)
@@ -388,7 +393,9 @@ def build(
     net0 = initial_network(circuit) if network is None else network
 
     standalone = device == "cpp_standalone"
-    standalone_directory = _configure_device(device, standalone_directory)
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads = {threads!r}: a positive integer")
+    standalone_directory = _configure_device(device, standalone_directory, threads)
     clock = b2.Clock(dt=dt * b2.second, name="cdtp_clock")
     sig = lambda v: _sigma(circuit, v)  # noqa: E731
     namespace = {}

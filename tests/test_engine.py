@@ -143,6 +143,23 @@ def test_standalone_device_agrees(tmp_path):
     assert run.cycle == 3 and run.diverged is None
 
 
+@pytest.mark.slow
+def test_standalone_openmp_threads_agree(tmp_path):
+    """threads=2 (OpenMP) reproduces the map like the single-threaded build: each neuron's
+    summed input is accumulated by one thread, so only the order of independent loops changes."""
+    circuit = _discrete_circuit("delta1")
+    diffs, _run, _ = _max_differences(circuit, SQUARE, device="cpp_standalone", threads=2,
+                                     standalone_directory=str(tmp_path / "omp"))
+    assert max(diffs.values()) < 1e-9, diffs
+
+
+def test_threads_must_be_positive():
+    circuit = _discrete_circuit("delta1")
+    x, y = _stream(circuit, 1)
+    with pytest.raises(ValueError, match="threads"):
+        build(circuit, SQUARE, x, y, dt=DT, device="numpy", threads=0)
+
+
 # -- continuous time ------------------------------------------------------------------------
 
 def _converged_dtp1(net, x, y, beta, loss="squared_error", iterations=3000):
