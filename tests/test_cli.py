@@ -107,3 +107,25 @@ def test_an_rnn_file_with_an_unknown_key_exits_2(tmp_path, capsys):
     assert main(["run", str(path), "-o", str(tmp_path / "o.nc")]) == 2
     assert "hiden" in capsys.readouterr().err
     assert not (tmp_path / "o.nc").exists()
+
+
+def test_a_task_from_the_users_npz(tmp_path, capsys):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "data.npz", x=rng.normal(size=(5, 6)), y=rng.normal(size=(5, 4)))
+    np.savez(tmp_path / "bad.npz", x=rng.normal(size=(5, 6)))
+    text = GOOD + '[task]\nname = "npz"\npath = "{}"\n'
+    path = _scenario(tmp_path, text.format("data.npz"))
+    out = tmp_path / "r.nc"
+    assert main(["run", str(path), "-o", str(out), "--set", "cycles=7"]) == 0
+    from cdtp.recording import load
+
+    ds = load(out)
+    # 7 cycles from 5 examples: every example once, then two again (seeded order)
+    assert ds.sizes["cycle"] == 7
+    assert {tuple(np.round(r, 12)) for r in ds.label.values} == {
+        tuple(np.round(r, 12)) for r in np.load(tmp_path / "data.npz")["y"]}
+    path = _scenario(tmp_path, text.format("bad.npz"))
+    assert main(["run", str(path), "-o", str(tmp_path / "b.nc")]) == 2
+    assert "task.path" in capsys.readouterr().err and not (tmp_path / "b.nc").exists()
