@@ -38,33 +38,36 @@ HERE = Path(__file__).resolve().parent
 INPUT_SCALE = 0.1
 TP = {
     "method": "tp",
-    "gamma_theta": 0.03,
-    "gamma_h": 1.0,
+    "gamma_theta": 10.0,
+    "gamma_h": 1e-3,
     "r": 1.0,
     "margin": 0.1,
     "rule": "linearized",
 }
-#: Same, with the library's default projection margin 1e-6 (π as close to tanh's range as float
-#: arithmetic allows) — shows why the benchmark uses 0.1.
-TP_TIGHT_PI = {**TP, "margin": 1e-6}
+#: Per-task TP changes: on the adding problem (linear readout, squared error) the readout's
+#: gradient step of γ_θ = 10 diverges at once; γ_θ = 0.3 was the largest of {0.3, 1, 3} that
+#: stayed finite in 3 000-iteration trials (all three stalled near 0.65).
+TP_TASK_OVERRIDES = {"adding": {"gamma_theta": 0.3}}
 BPTT = {"method": "bptt", "gamma_theta": 0.03}
 #: label → method settings; every variant runs on every task.
-VARIANTS = {"tp": TP, "tp_margin1e-6": TP_TIGHT_PI, "bptt": BPTT}
+VARIANTS = {"tp": TP, "bptt": BPTT}
 
-#: (label, task, batch size, full iteration budget, eval period)
+#: (label, task, sequence length (None: the task's default), batch size, full iteration
+#: budget, eval period)
 CURVE_TASKS = [
-    ("temporal order T = 60", "temporal_order", 20, 40000, 500),
-    ("adding T = 30", "adding", 20, 20000, 500),
-    ("digits pixel by pixel T = 64", "digits_pixel", 16, 10000, 250),
-    ("digits row by row T = 8", "digits_row", 16, 10000, 250),
+    ("temporal order T = 60", "temporal_order", 60, 20, 40000, 500),
+    ("adding T = 30", "adding", 30, 20, 20000, 500),
+    ("digits pixel by pixel T = 64", "digits_pixel", None, 16, 10000, 250),
+    ("digits row by row T = 8", "digits_row", None, 16, 10000, 250),
+    ("temporal order T = 120", "temporal_order", 120, 20, 40000, 1000),
 ]
 
-#: Fig 6a: seed 002 fixes γ_h = 1e-3 and runs 400 iterations; we add a panel at our TP γ_h.
+#: Fig 6a: seed 002 fixes γ_h = 1e-3 and runs 400 iterations over γ_θ × r.
 #: The task is digits pixel by pixel (MNIST-like, T = 64), where 400 iterations show learning.
 GRID_TASK = "digits_pixel"
-GRID_GAMMA_THETA = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
+GRID_GAMMA_THETA = [1e-1, 1.0, 1e1, 1e2, 1e3]
 GRID_R = [0.0, 1e-3, 1e-2, 1e-1, 1.0, 10.0]
-GRID_GAMMA_H = [1e-3, TP["gamma_h"]]
+GRID_GAMMA_H = [1e-3]
 GRID_ITERATIONS = 400
 #: Sequence lengths of the cost measurement (p = 100, so the last three have T ≥ p).
 COST_LENGTHS = (30, 100, 200, 400)
@@ -119,12 +122,15 @@ def _cost_job(job):
 def _jobs(quick):
     scale = 20 if quick else 1
     jobs = []
-    for label, task, batch, iters, every in CURVE_TASKS:
+    for label, task, length, batch, iters, every in CURVE_TASKS:
         n = iters // scale
         every = max(every // scale, 1) if quick else every
         for name, method_cfg in VARIANTS.items():
+            if method_cfg["method"] == "tp":
+                method_cfg = {**method_cfg, **TP_TASK_OVERRIDES.get(task, {})}
             cfg = dict(
                 task=task,
+                T=length,
                 batch_size=batch,
                 iterations=n - n % every,
                 eval_every=every,
@@ -195,7 +201,8 @@ def _plot_curves(curves, path):
             legend = (
                 "BPTT"
                 if name == "bptt"
-                else (f"TP r = {method_cfg['r']:g}, ε = {method_cfg['margin']:g}")
+                else (f"TP γ_h = {method_cfg['gamma_h']:g}, γ_θ = {method_cfg['gamma_theta']:g},"
+                      f" r = {method_cfg['r']:g}")
             )
             ax.plot(c["iteration"], c["accuracy"], color=color, label=legend)
         ax.set_title(label, fontsize=10)
@@ -279,6 +286,8 @@ def _report(curves, grid, area, cost, machine, elapsed, quick, path):
             f"{name}: " + ", ".join(f"{k} = {v}" for k, v in cfg.items() if k != "method") + "  "
             for name, cfg in VARIANTS.items()
         ],
+        *[f"tp on {task}: " + ", ".join(f"{k} = {v}" for k, v in o.items()) + "  "
+          for task, o in TP_TASK_OVERRIDES.items()],
         "Held-out sets: 1000 fresh sequences (synthetic tasks, own seed stream), "
         "the fixed 20 % stratified test split (digits).",
         "",
@@ -369,14 +378,17 @@ NOTES = [
     "weights), small Gaussian W_xh and W_hy, zero biases. Step sizes were picked by short "
     "exploratory runs (digits row by row, 2–3k iterations; temporal order, 6k and 40k "
     "iterations), not by the paper's grid search.",
-    "- The projection π onto tanh's open range needs a closed subset [−1 + ε, 1 − ε]. The "
-    "inverse's slope 1/(1 − h²) is then bounded by ≈ 1/(2ε): with ε = 1e-6 (the library "
-    "default, variant `tp_margin1e-6`) one nearly saturated unit multiplies its displacement "
-    "by up to ~5e5 and the update saturates more units. In the runs above this variant "
-    "diverged on temporal order, and collapsed without NaN on both digits tasks; on the "
-    "adding problem it is identical to ε = 0.1 because no unit exceeded |h| = 0.9 there. "
-    "The main TP variant uses ε = 0.1 (slope ≤ 5.3; units beyond |h| = 0.9 pass no target "
-    "back). ε is not specified by seed 002.",
+    "- Step sizes. The previous version of this benchmark used γ_h = 1, γ_θ = 0.03 and TP "
+    "reached only 0.522 on temporal order T = 60 (0.730 on adding). Seed 002's Fig 6a fixes "
+    "γ_h = 1e-3: a small output step keeps every target displacement in the range where the "
+    "linearized inverse (Eq 2) is accurate and no unit is pushed against tanh's bounds, and "
+    "γ_θ is scaled up so that γ_θ γ_h = 0.01. γ_θ = 10 was the first value tried, on temporal "
+    "order T = 20 (100 % test accuracy from iteration 1 000, where γ_h ∈ {0.1, 1, 10} with "
+    "γ_θ ∈ {0.01, 0.03} oscillated between 0.5 and 0.9 or stalled at chance); no further "
+    "tuning, and BPTT keeps its γ_θ = 0.03 (not re-tuned: its row is a reference point, not "
+    "a best effort).",
+    "- The projection π onto tanh's open range uses [−1 + ε, 1 − ε] with ε = 0.1 (slope of "
+    "the inverse ≤ 5.3); with γ_h = 1e-3 targets stay close to h and ε rarely matters.",
     "- Fig 6a grid: r = 0 uses the exact inverse (WᵀW)⁻¹Wᵀ; a run counts as diverged also "
     "when WᵀW + rI is not numerically positive definite. Divergence in this grid is not "
     "monotone in r or γ_θ (e.g. r = 1e-3 diverges where r = 0 stalls), so read it as "
@@ -394,24 +406,24 @@ NOTES = [
 
 def _acceptance(curves, grid, area, cost):
     out = ["## Acceptance checks (computed from the runs above)", ""]
-    label = CURVE_TASKS[0][0]
-    budget = curves[(label, "bptt")]["config"]["iterations"]
-    for name in VARIANTS:
-        c = curves[(label, name)]
-        hit = _first_reaching(c, 0.99)
-        acc = np.asarray(c["accuracy"], dtype=float)
-        final = acc[np.isfinite(acc)][-1] if np.isfinite(acc).any() else np.nan
-        state = (
-            f"reached ≥ 99 % at iteration {hit}"
-            if hit is not None
-            else f"did NOT reach 99 % within {budget} iterations "
-            f"(best {np.nanmax(acc):.3f}, final {final:.3f})"
-        )
-        out.append(
-            f"- Temporal order T = 60, {name}: {state}"
-            + (f"; diverged at {c['diverged_iteration']}" if c["diverged"] else "")
-            + "."
-        )
+    for label in (CURVE_TASKS[0][0], CURVE_TASKS[4][0]):
+        budget = curves[(label, "bptt")]["config"]["iterations"]
+        for name in VARIANTS:
+            c = curves[(label, name)]
+            hit = _first_reaching(c, 0.99)
+            acc = np.asarray(c["accuracy"], dtype=float)
+            final = acc[np.isfinite(acc)][-1] if np.isfinite(acc).any() else np.nan
+            state = (
+                f"reached ≥ 99 % at iteration {hit}"
+                if hit is not None
+                else f"did NOT reach 99 % within {budget} iterations "
+                f"(best {np.nanmax(acc):.3f}, final {final:.3f})"
+            )
+            out.append(
+                f"- {label[0].upper()}{label[1:]}, {name}: {state}"
+                + (f"; diverged at {c['diverged_iteration']}" if c["diverged"] else "")
+                + "."
+            )
     label = CURVE_TASKS[1][0]
     for name in VARIANTS:
         acc = np.asarray(curves[(label, name)]["accuracy"], dtype=float)

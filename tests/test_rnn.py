@@ -296,3 +296,16 @@ def test_divergence_is_recorded_not_raised():
     assert ds.attrs["diverged"] == 1
     assert 1 <= ds.attrs["diverged_iteration"] <= 50
     assert np.isnan(ds.train_loss.values[-1])
+
+
+def test_tp_learns_temporal_order_with_the_papers_small_output_step():
+    # Seed 002's γ_h = 1e-3 (Fig 6a) with γ_θ = 10 (γ_θ γ_h = 0.01): measured 100 % held-out
+    # accuracy from iteration 1 000 on T = 20 (chance is 25 %; with γ_h = 1, γ_θ = 0.03 the
+    # same budget oscillated between 0.5 and 0.9). 95 % leaves room for the held-out sample.
+    cfg = RNNExperimentConfig(
+        task="temporal_order", method="tp", T=20, iterations=1000, eval_every=500,
+        eval_size=200, gamma_theta=10.0, gamma_h=1e-3, r=1.0, margin=0.1, input_scale=0.1,
+    )
+    ds = run(cfg)
+    assert ds.attrs["diverged"] == 0
+    assert float(ds.accuracy[-1]) >= 0.95
