@@ -44,8 +44,8 @@ SUMMARY_VARIABLES = ("loss", "output", "label", "weight_change", "boundary_time"
 
 
 class SweepPoint(dict):
-    """One grid point: ``index`` (int), ``coords`` ({key: SI value}), ``overrides``
-    (``key=value`` strings)."""
+    """One grid point: ``index`` (int), ``coords`` ({key: SI value or name}), ``overrides``
+    (``key=value`` strings), ``units`` ({key: "s", "Hz" or "" for plain numbers and names})."""
 
 
 #: Keys whose swept values are names (the coordinate is then a string), with the names allowed.
@@ -85,6 +85,19 @@ def _coordinate(source, key, value) -> float | str:
     )
 
 
+_SI = {"time": "s", "rate": "Hz"}
+
+
+def _parses(value, dim: str) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        parse_quantity(value, dim)
+    except UnitError:
+        return False
+    return True
+
+
 def grid(path: str | Path, overrides: list[str] | None = None) -> tuple[list[str], list]:
     """The swept keys and the grid points of a scenario file (each point validated)."""
     from cdtp.scenario import load_scenario
@@ -97,11 +110,13 @@ def grid(path: str | Path, overrides: list[str] | None = None) -> tuple[list[str
         raise ConfigError(source, "sweep", "no [sweep] table: list values for at least one key")
     keys = list(table)
     values = []
+    units = {}
     for key in keys:
         v = table[key]
         if not isinstance(v, list) or not v:
             raise ConfigError(source, f"sweep.{key}", "empty grid: give a list of values")
         coords = [_coordinate(source, key, x) for x in v]
+        units[key] = next((_SI[d] for x in v for d in _SI if _parses(x, d)), "")
         repeated = sorted({c for c in coords if coords.count(c) > 1}, key=str)
         if repeated:
             raise ConfigError(
@@ -117,6 +132,7 @@ def grid(path: str | Path, overrides: list[str] | None = None) -> tuple[list[str
             index=i,
             coords={k: c for k, (c, _) in zip(keys, combo)},
             overrides=[*(overrides or []), *sets],
+            units=units,
         )
         try:
             load_scenario(path, point["overrides"])
@@ -310,6 +326,8 @@ def combine(keys: list[str], points: list, directory: str | Path) -> xr.Dataset:
     )
     for k in keys:
         out[k].attrs["long_name"] = k
+        if points and points[0].get("units", {}).get(k):
+            out[k].attrs["units"] = points[0]["units"][k]
     if template is not None:
         # only what every point shares: the circuit unless a circuit key is swept, dt unless
         # swept (steps per cycle change with the γ frequency and dt)
