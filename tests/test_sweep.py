@@ -209,3 +209,20 @@ def test_serial_and_parallel_sweeps_are_identical(tmp_path):
     a = combine(serial["keys"], serial["points"], tmp_path / "serial")
     b = combine(parallel["keys"], parallel["points"], tmp_path / "parallel")
     xr.testing.assert_identical(a.drop_vars("point_file"), b.drop_vars("point_file"))
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_on_an_existing_scheduler(tmp_path):
+    # --scheduler ADDRESS: the same points and numbers as a serial sweep
+    from distributed import LocalCluster
+
+    path = _write(tmp_path)
+    serial = sweep(path, tmp_path / "serial", workers=0)
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        remote = sweep(path, tmp_path / "remote", scheduler=cluster.scheduler_address)
+    assert remote["computed"] == 2
+    a = combine(serial["keys"], serial["points"], tmp_path / "serial")
+    b = combine(remote["keys"], remote["points"], tmp_path / "remote")
+    xr.testing.assert_identical(a.drop_vars("point_file"), b.drop_vars("point_file"))
