@@ -158,3 +158,13 @@ def test_a_task_from_the_users_npz(tmp_path, capsys):
     path = _scenario(tmp_path, text.format("bad.npz"))
     assert main(["run", str(path), "-o", str(tmp_path / "b.nc")]) == 2
     assert "task.path" in capsys.readouterr().err and not (tmp_path / "b.nc").exists()
+
+
+def test_check_of_a_run_with_nothing_checkable_exits_1(tmp_path, capsys):
+    # only the gates (no snapshots, traces or weights): no proposition can be evaluated
+    text = GOOD + "[record]\nvariables = []\nsnapshots = false\nweights = false\n"  # γ only
+    out = tmp_path / "r.nc"
+    assert main(["run", str(_scenario(tmp_path, text)), "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["check", str(out)]) == 1
+    assert "nothing was verified" in capsys.readouterr().err
