@@ -33,8 +33,9 @@ class _Progress:
     def __call__(self, done: int, total: int) -> None:
         width = 30
         filled = int(width * done / total)
-        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}]"
-                         f" {done}/{total} {self.unit}")
+        sys.stderr.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {self.unit}"
+        )
         if done >= total:
             sys.stderr.write("\n")
         sys.stderr.flush()
@@ -55,9 +56,102 @@ def _open(path: str):
         ds = load(p)
     except Exception as exc:  # not NetCDF
         raise BadInput(f"{path}: not a NetCDF results file ({exc})") from None
-    if "circuit" not in ds.attrs or "steps_per_cycle" not in ds.attrs:
+    if not _is_sweep(ds) and ("circuit" not in ds.attrs or "steps_per_cycle" not in ds.attrs):
         raise BadInput(f"{path}: not a cdtp results file (no circuit in its attributes)")
     return ds
+
+
+def _is_sweep(ds) -> bool:
+    """A combined sweep (:func:`cdtp.sweep.combine`) rather than one run."""
+    return "swept_keys" in ds.attrs
+
+
+def _points(ds):
+    """(coords, status, error, {check: (passed fraction, median residual)}) per grid point."""
+    keys = json.loads(ds.attrs["swept_keys"])
+    names = sorted({v.rsplit("_", 2)[0] for v in ds.data_vars if v.endswith("_passed_fraction")})
+    flat = ds[
+        [
+            "status",
+            "error",
+            *[f"{n}_passed_fraction" for n in names],
+            *[f"{n}_median_residual" for n in names],
+        ]
+    ].stack(point=keys)
+    out = []
+    for i in range(flat.sizes["point"]):
+        row = flat.isel(point=i)
+        coords = {k: row[k].item() for k in keys}
+        checks = {
+            n: (float(row[f"{n}_passed_fraction"]), float(row[f"{n}_median_residual"]))
+            for n in names
+        }
+        out.append((coords, str(row.status.item()), str(row.error.item()), checks))
+    return keys, out
+
+
+def _where(coords: dict) -> str:
+    return ", ".join(
+        f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in coords.items()
+    )
+
+
+def _check_sweep(args, ds) -> int:
+    keys, points = _points(ds)
+    failures = []
+    for coords, status, error, checks in points:
+        if status != "ok":
+            failures.append(f"{_where(coords)}: {status}: {error}")
+        for name, (fraction, _) in checks.items():
+            if np.isfinite(fraction) and fraction < 1:
+                failures.append(f"{_where(coords)}: {name} passes in {fraction:.0%} of its cells")
+    evaluated = any(np.isfinite(f) for *_, c in points for f, _ in c.values())
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "file": args.file,
+                    "swept_keys": keys,
+                    "points": [
+                        {
+                            "coords": coords,
+                            "status": status,
+                            "error": error,
+                            "checks": {
+                                n: {
+                                    "passed_fraction": None if np.isnan(f) else f,
+                                    "median_residual": None if np.isnan(r) else r,
+                                }
+                                for n, (f, r) in checks.items()
+                            },
+                        }
+                        for coords, status, error, checks in points
+                    ],
+                    "failures": failures,
+                },
+                indent=2,
+            )
+        )
+    else:
+        names = list(points[0][3]) if points else []
+        header = ["point", "status", *names]
+        rows = [
+            [_where(c), st, *("-" if np.isnan(ch[n][0]) else f"{ch[n][0]:.0%}" for n in names)]
+            for c, st, _, ch in points
+        ]
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        print("fraction of (cycle, layer) cells passing each check, per grid point:")
+        for r in [header, *rows]:
+            print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+        print("\n".join(failures) or "every point ran and every check passed")
+    if not evaluated:
+        print(
+            "no check could be evaluated on this file (nothing recorded that they need):"
+            " nothing was verified",
+            file=sys.stderr,
+        )
+        return 1
+    return 1 if failures else 0
 
 
 def _kind(path: str) -> str:
@@ -108,9 +202,18 @@ def cmd_run(args) -> int:
     out = Path(args.output or f"results/{scenario.name}.nc")
     out.parent.mkdir(parents=True, exist_ok=True)
     attrs = {"scenario": scenario.raw, "scenario_file": str(scenario.source), "task": task_info}
-    ds = simulate(scenario.circuit, scenario.schedule, inputs, labels, dt=scenario.dt,
-                  device=scenario.device, record=scenario.record, path=out, attrs=attrs,
-                  progress=_Progress(f"run {scenario.name}"))
+    ds = simulate(
+        scenario.circuit,
+        scenario.schedule,
+        inputs,
+        labels,
+        dt=scenario.dt,
+        device=scenario.device,
+        record=scenario.record,
+        path=out,
+        attrs=attrs,
+        progress=_Progress(f"run {scenario.name}"),
+    )
     with ds:
         ds = ds.load()
     checks = propositions.check_all(ds)
@@ -125,8 +228,10 @@ def cmd_run(args) -> int:
     print(f"results: {out}")
     print(f"propositions report: {report_path}")
     print(f"figures: {', '.join(str(p) for p in paths)}")
-    print(f"loss, mean of the first {k} cycles: {np.mean(loss[:k]):.4g}; of the last {k}:"
-          f" {np.mean(loss[-k:]):.4g}")
+    print(
+        f"loss, mean of the first {k} cycles: {np.mean(loss[:k]):.4g}; of the last {k}:"
+        f" {np.mean(loss[-k:]):.4g}"
+    )
     print(text)
     if ds.attrs["diverged"]:
         print(f"the run diverged: {ds.attrs['diverged']}", file=sys.stderr)
@@ -142,14 +247,22 @@ def cmd_sweep(args) -> int:
     out = Path(args.output or f"results/{Path(args.scenario).stem}_sweep.nc")
     out.parent.mkdir(parents=True, exist_ok=True)
     points_dir = out.with_name(out.stem + "_points")
-    info = sweep(args.scenario, points_dir, overrides=args.set, workers=args.workers,
-                 scheduler=args.scheduler, progress=_Progress(f"sweep {out.stem}", "points"))
+    info = sweep(
+        args.scenario,
+        points_dir,
+        overrides=args.set,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        progress=_Progress(f"sweep {out.stem}", "points"),
+    )
     ds = combine(info["keys"], info["points"], points_dir)
     save(ds, out)
     status = ds.status.values.ravel().tolist()
     print(f"results: {out} ({info['computed']} points computed, {info['skipped']} already done)")
-    print(f"points: {status.count('ok')} ok, {status.count('diverged')} diverged,"
-          f" {status.count('failed')} failed; point files in {points_dir}")
+    print(
+        f"points: {status.count('ok')} ok, {status.count('diverged')} diverged,"
+        f" {status.count('failed')} failed; point files in {points_dir}"
+    )
     for err in sorted({str(e) for e in ds.error.values.ravel() if e}):
         print(f"  {err}", file=sys.stderr)
     return 0 if status.count("ok") == len(status) else 1
@@ -159,6 +272,8 @@ def cmd_check(args) -> int:
     from cdtp import propositions
 
     ds = _open(args.file)
+    if _is_sweep(ds):
+        return _check_sweep(args, ds)
     checks = propositions.check_all(ds)
     failures = propositions.summary(checks)
     if args.json:
@@ -166,10 +281,13 @@ def cmd_check(args) -> int:
         for name, res in checks.items():
             p = res.passed.values
             out[name] = {
-                "claim": res.attrs["claim"], "tolerance": float(res.tolerance),
-                "applicable": int(np.sum(~np.isnan(p))), "failed": int(np.sum(p == 0)),
+                "claim": res.attrs["claim"],
+                "tolerance": float(res.tolerance),
+                "applicable": int(np.sum(~np.isnan(p))),
+                "failed": int(np.sum(p == 0)),
                 "worst_residual": float(np.nanmax(res.residual.values))
-                if np.any(~np.isnan(res.residual.values)) else None,
+                if np.any(~np.isnan(res.residual.values))
+                else None,
             }
         print(json.dumps({"file": args.file, "checks": out, "failures": failures}, indent=2))
     else:
@@ -178,6 +296,13 @@ def cmd_check(args) -> int:
     diverged = ds.attrs.get("diverged", "")
     if diverged:
         print(f"the run diverged: {diverged}", file=sys.stderr)
+    if not checks:
+        print(
+            "no check could be evaluated on this file (nothing recorded that they need):"
+            " nothing was verified",
+            file=sys.stderr,
+        )
+        return 1
     return 1 if failures or diverged else 0
 
 
@@ -186,13 +311,48 @@ def cmd_plot(args) -> int:
 
     ds = _open(args.file)
     directory = Path(args.output or Path(args.file).with_suffix(""))
-    for p in plots.save_all(ds, directory):
+    save = plots.save_sweep if _is_sweep(ds) else plots.save_all
+    for p in save(ds, directory):
         print(p)
+    return 0
+
+
+def _info_sweep(args, ds) -> int:
+    keys, points = _points(ds)
+    print(f"file: {args.file}")
+    if "circuit" in ds.attrs:
+        circuit = json.loads(ds.attrs["circuit"])
+        print(f"circuit: {circuit['name']} sizes {circuit['sizes']} {circuit['nonlinearity']}")
+    print(
+        "sweep over: "
+        + "; ".join(
+            f"{k} = "
+            + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in ds[k].values.tolist())
+            for k in keys
+        )
+    )
+    status = [st for _, st, _, _ in points]
+    print(
+        f"points: {len(points)} ({status.count('ok')} ok, {status.count('diverged')}"
+        f" diverged, {status.count('failed')} failed)"
+    )
+    if "loss" in ds:
+        final = (
+            ds.loss.isel(cycle=slice(-5, None)).mean("cycle", skipna=False).stack(point=keys).values
+        )
+        for (coords, st, err, _), loss in zip(points, final):
+            print(
+                f"  {_where(coords)}: {st}, loss of the last 5 cycles {loss:.4g}"
+                + (f" ({err})" if err else "")
+            )
+    print("variables: " + ", ".join(f"{k}{tuple(v.dims)}" for k, v in ds.data_vars.items()))
     return 0
 
 
 def cmd_info(args) -> int:
     ds = _open(args.file)
+    if _is_sweep(ds):
+        return _info_sweep(args, ds)
     a = ds.attrs
     circuit = json.loads(a["circuit"])
     print(f"file: {args.file}")
@@ -212,16 +372,22 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a scenario file")
     run.add_argument("scenario")
     run.add_argument("-o", "--output", help="results NetCDF file (default results/NAME.nc)")
-    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a scenario key by dotted path (repeatable)")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a scenario key by dotted path (repeatable)",
+    )
     run.add_argument("--figures", help="folder for the figures (default: next to the file)")
     run.set_defaults(func=cmd_run)
     sw = sub.add_parser("sweep", help="run a scenario's [sweep] grid")
     sw.add_argument("scenario")
     sw.add_argument("-o", "--output", help="combined NetCDF file (default results/NAME_sweep.nc)")
     where = sw.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, default=2,
-                       help="local Dask worker processes (0: run serially here)")
+    where.add_argument(
+        "--workers", type=int, default=2, help="local Dask worker processes (0: run serially here)"
+    )
     where.add_argument("--scheduler", help="address of a running Dask scheduler")
     sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     sw.set_defaults(func=cmd_sweep)

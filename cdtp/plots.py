@@ -18,8 +18,11 @@ __all__ = [
     "plot_learning_curve",
     "plot_residuals",
     "plot_sweep_heatmap",
+    "plot_sweep_learning_curves",
     "plot_weight_change",
     "save_all",
+    "save_sweep",
+    "sweep_summaries",
 ]
 
 
@@ -159,11 +162,94 @@ def plot_sweep_heatmap(da: xr.DataArray, x: str, y: str):
     data = da.transpose(y, x)
     mesh = ax.pcolormesh(np.arange(da.sizes[x] + 1), np.arange(da.sizes[y] + 1), data.values,
                          shading="flat")
-    ax.set_xticks(np.arange(da.sizes[x]) + 0.5, [f"{v:g}" for v in da[x].values])
-    ax.set_yticks(np.arange(da.sizes[y]) + 0.5, [f"{v:g}" for v in da[y].values])
+    ax.set_xticks(np.arange(da.sizes[x]) + 0.5, [_tick(v) for v in da[x].values])
+    ax.set_yticks(np.arange(da.sizes[y]) + 0.5, [_tick(v) for v in da[y].values])
     ax.set_xlabel(label_of(da[x]))
     ax.set_ylabel(label_of(da[y]))
     fig.colorbar(mesh, ax=ax, label=label_of(da))
+    fig.tight_layout()
+    return fig
+
+
+def _tick(value) -> str:
+    return f"{value:g}" if isinstance(value, int | float | np.number) else str(value)
+
+
+def _swept(ds: xr.Dataset) -> list[str]:
+    import json
+
+    return json.loads(ds.attrs["swept_keys"])
+
+
+def sweep_summaries(ds: xr.Dataset, window: int = 5) -> dict[str, xr.DataArray]:
+    """Per-point summaries of a combined sweep (:func:`cdtp.sweep.combine`): the mean loss of
+    the last ``window`` cycles and each check's median residual that was evaluated somewhere."""
+    out = {}
+    if "loss" in ds:
+        last = ds.loss.isel(cycle=slice(-window, None)).mean("cycle", skipna=False)
+        last.attrs = {"long_name": f"loss, mean of the last {window} cycles"}
+        out["final_loss"] = last
+    for name in ds.data_vars:
+        if name.endswith("_median_residual") and np.any(np.isfinite(ds[name].values)):
+            out[name] = ds[name]
+    return out
+
+
+def plot_sweep_learning_curves(ds: xr.Dataset, window: int = 5, max_lines: int = 24):
+    """Running-mean loss against cycle, one line per grid point (at most ``max_lines``)."""
+    keys = _swept(ds)
+    fig, ax = _figure(figsize=(6, 3.5))
+    stacked = ds.loss.stack(point=keys)
+    for i in range(min(stacked.sizes["point"], max_lines)):
+        loss = stacked.isel(point=i).values
+        coords = ", ".join(f"{k}={_tick(stacked[k].values[i])}" for k in keys)
+        w = min(window, len(loss))
+        ax.semilogy(ds.cycle.values[w - 1:], np.convolve(loss, np.ones(w) / w, "valid"),
+                    lw=1, label=coords)
+    ax.set_xlabel(label_of(ds.cycle))
+    ax.set_ylabel(f"{label_of(ds.loss)} (mean of {window})")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def save_sweep(ds: xr.Dataset, directory) -> list:
+    """Figures of a combined sweep (PNG): learning curves of every point and, per summary of
+    :func:`sweep_summaries`, a heatmap over the first two swept keys (other swept keys
+    reduced to their worst, i.e. largest, value) or a line over a single swept key."""
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    keys = _swept(ds)
+    figures = {}
+    if "loss" in ds:
+        figures["learning_curves"] = lambda: plot_sweep_learning_curves(ds)
+    for name, da in sweep_summaries(ds).items():
+        if len(keys) >= 2:
+            worst = da.max(keys[2:]) if len(keys) > 2 else da
+            worst.attrs = da.attrs
+            figures[name] = lambda d=worst: plot_sweep_heatmap(d, keys[1], keys[0])
+        else:
+            figures[name] = lambda d=da: _plot_sweep_line(d, keys[0])
+    paths = []
+    for name, make in figures.items():
+        fig = make()
+        path = directory / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _plot_sweep_line(da: xr.DataArray, x: str):
+    fig, ax = _figure(figsize=(5, 3.5))
+    ax.plot(np.arange(da.sizes[x]), da.values, "o-")
+    ax.set_xticks(np.arange(da.sizes[x]), [_tick(v) for v in da[x].values])
+    ax.set_xlabel(label_of(da[x]))
+    ax.set_ylabel(label_of(da))
     fig.tight_layout()
     return fig
 

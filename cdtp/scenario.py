@@ -55,16 +55,42 @@ __all__ = ["Scenario", "apply_overrides", "load_scenario", "scenario_from_dict"]
 
 TASKS = ("teacher_student", "digits", "npz")
 DEVICES = ("numpy", "cython")
-_TOP = {"name": "str", "circuit": None, "cycles": "int", "epochs": "int", "dt": "time",
-        "device": "str", "seed": "int", "task": None, "gamma": None, "plasticity_gate": None,
-        "record": None, "sweep": None, "kind": "str"}
-_GAMMA = {"shape": "str", "frequency": "rate", "duty": "float", "ramp": "float", "lag": "time",
-          "values": None}
+_TOP = {
+    "name": "str",
+    "circuit": None,
+    "cycles": "int",
+    "epochs": "int",
+    "dt": "time",
+    "device": "str",
+    "seed": "int",
+    "task": None,
+    "gamma": None,
+    "plasticity_gate": None,
+    "record": None,
+    "sweep": None,
+    "kind": "str",
+}
+_GAMMA = {
+    "shape": "str",
+    "frequency": "rate",
+    "duty": "float",
+    "ramp": "float",
+    "lag": "time",
+    "values": None,
+}
 _GATE = {"kind": "str", "start": "float", "end": "float"}
 _TASK = {"name": "str", "seed": "int", "n_test": "int", "scale": "float", "path": "str"}
-_RECORD = {"variables": None, "layers": None, "neurons": "int", "every": "int",
-           "trace_cycles": None, "gates": "bool", "snapshots": "bool", "weights": "bool",
-           "chunk_cycles": "int"}
+_RECORD = {
+    "variables": None,
+    "layers": None,
+    "neurons": "int",
+    "every": "int",
+    "trace_cycles": None,
+    "gates": "bool",
+    "snapshots": "bool",
+    "weights": "bool",
+    "chunk_cycles": "int",
+}
 
 
 @dataclass(frozen=True)
@@ -93,8 +119,12 @@ class Scenario:
         if kind == "teacher_student":
             n = self.cycles or 512
             task = tasks.teacher_student(
-                t.get("seed", self.seed), n_in=c.sizes[0], hidden=tuple(c.sizes[1:-1]),
-                n_out=c.sizes[-1], n_train=n, n_test=t.get("n_test", 256),
+                t.get("seed", self.seed),
+                n_in=c.sizes[0],
+                hidden=tuple(c.sizes[1:-1]),
+                n_out=c.sizes[-1],
+                n_train=n,
+                n_test=t.get("n_test", 256),
                 nonlinearity=c.nonlinearity,
             )
         elif kind == "digits":
@@ -106,23 +136,38 @@ class Scenario:
             with np.load(path) as data:
                 missing = {"x", "y"} - set(data.files)
                 if missing:
-                    raise ConfigError(self.source, "task.path",
-                                      f"{path} lacks arrays {sorted(missing)} (needs x and y)")
+                    raise ConfigError(
+                        self.source,
+                        "task.path",
+                        f"{path} lacks arrays {sorted(missing)} (needs x and y)",
+                    )
                 x, y = np.asarray(data["x"], float), np.asarray(data["y"], float)
             return (*self._repeat(x, y), {"task": "npz", "path": str(path)})
         if task.n_in != c.sizes[0] or task.n_out != c.sizes[-1]:
-            raise ConfigError(self.source, "task", f"{kind} has {task.n_in} inputs and"
-                              f" {task.n_out} outputs; the circuit has sizes {list(c.sizes)}")
-        info = {"task": kind, **{k: v for k, v in task.metadata.items()
-                                 if isinstance(v, str | int | float)}}
+            raise ConfigError(
+                self.source,
+                "task",
+                f"{kind} has {task.n_in} inputs and"
+                f" {task.n_out} outputs; the circuit has sizes {list(c.sizes)}",
+            )
+        info = {
+            "task": kind,
+            **{k: v for k, v in task.metadata.items() if isinstance(v, str | int | float)},
+        }
         return (*self._repeat(task.x_train, task.y_train), info)
 
     def _repeat(self, x, y):
-        if len(x) == 0 or x.shape[1] != self.circuit.sizes[0] or y.shape != (
-            len(x), self.circuit.sizes[-1]
+        if (
+            len(x) == 0
+            or x.shape[1] != self.circuit.sizes[0]
+            or y.shape != (len(x), self.circuit.sizes[-1])
         ):
-            raise ConfigError(self.source, "task", f"examples of shape {x.shape} → {y.shape}"
-                              f" do not fit a circuit of sizes {list(self.circuit.sizes)}")
+            raise ConfigError(
+                self.source,
+                "task",
+                f"examples of shape {x.shape} → {y.shape}"
+                f" do not fit a circuit of sizes {list(self.circuit.sizes)}",
+            )
         rng = np.random.default_rng(self.seed)
         if self.epochs:
             order = np.concatenate([rng.permutation(len(x)) for _ in range(self.epochs)])
@@ -168,7 +213,7 @@ def _values(source, section, table, spec):
     for key, kind in spec.items():
         if key not in table:
             continue
-        where, value = f"{section}.{key}", table[key]
+        where, value = (f"{section}.{key}" if section else key), table[key]
         if kind in ("time", "rate"):
             try:
                 value = parse_quantity(value, kind)
@@ -183,11 +228,16 @@ def _values(source, section, table, spec):
 def scenario_from_dict(data: dict, source: str = "<dict>") -> Scenario:
     """Validate a scenario table (the TOML layout) into a :class:`Scenario`."""
     _check_keys(source, "", data, list(_TOP))
-    top = _values(source, "", {k: v for k, v in data.items() if _TOP[k]}, {
-        k: v for k, v in _TOP.items() if v})
+    top = _values(
+        source, "", {k: v for k, v in data.items() if _TOP[k]}, {k: v for k, v in _TOP.items() if v}
+    )
     if top.get("kind", "circuit") != "circuit":
-        raise ConfigError(source, "kind", f"{top['kind']!r}: allowed: circuit, rnn (rnn files"
-                          " are run by cdtp run through cdtp.reference.rnn_experiment)")
+        raise ConfigError(
+            source,
+            "kind",
+            f"{top['kind']!r}: allowed: circuit, rnn (rnn files"
+            " are run by cdtp run through cdtp.reference.rnn_experiment)",
+        )
     if "circuit" not in data:
         raise ConfigError(source, "circuit", "missing: a circuit file path or a [circuit] table")
     circ = data["circuit"]
@@ -213,8 +263,12 @@ def scenario_from_dict(data: dict, source: str = "<dict>") -> Scenario:
         _choice(source, "gamma.shape", g["shape"], GAMMA_SHAPES)
     if "values" in g:
         g["values"] = tuple(g["values"])
-    p = _values(source, "plasticity_gate",
-                _table(source, "plasticity_gate", data.get("plasticity_gate", {})), _GATE)
+    p = _values(
+        source,
+        "plasticity_gate",
+        _table(source, "plasticity_gate", data.get("plasticity_gate", {})),
+        _GATE,
+    )
     if "kind" in p:
         _choice(source, "plasticity_gate.kind", p["kind"], PLASTICITY_GATES)
     try:
@@ -236,9 +290,17 @@ def scenario_from_dict(data: dict, source: str = "<dict>") -> Scenario:
     except ValueError as exc:
         raise ConfigError(source, "gamma.frequency", str(exc)) from None
     return Scenario(
-        name=top.get("name", Path(source).stem), source=source, circuit=circuit,
-        schedule=schedule, record=record, task=task, dt=dt, device=device,
-        seed=top.get("seed", 0), cycles=top.get("cycles"), epochs=top.get("epochs"),
+        name=top.get("name", Path(source).stem),
+        source=source,
+        circuit=circuit,
+        schedule=schedule,
+        record=record,
+        task=task,
+        dt=dt,
+        device=device,
+        seed=top.get("seed", 0),
+        cycles=top.get("cycles"),
+        epochs=top.get("epochs"),
         raw=data,
     )
 

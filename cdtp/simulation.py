@@ -101,7 +101,10 @@ class _Snapshots:
             hits += [(c, b) for b, s in self.bsteps.items() if s == r]
         if r == 0 and c >= 1:
             hits += [(c - 1, b) for b, s in self.bsteps.items() if s == self.spc]
-        if not hits:
+        if not hits and not (r == 0 and c >= 1):
+            # (at a cycle's end the weights are read even without a boundary there: the
+            # cycle's ‖ΔW‖ needs them, e.g. for the last cycle of a run whose plasticity
+            # window closes before the cycle ends)
             return
         state = self._read_state(reader) if self.spec.snapshots else None
         weights = self._read_weights(reader) if (self.spec.weights or self.last_weights is None

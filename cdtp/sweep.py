@@ -2,11 +2,12 @@
 serially or on Dask distributed (DESIGN §7).
 
 A sweep is declared in the scenario file by dotted paths and lists of values (numbers, or
-strings with units)::
+strings with units; names only for the keys of :data:`CATEGORICAL_KEYS`)::
 
     [sweep]
     "gamma.frequency" = ["4 Hz", "8 Hz", "16 Hz"]
     "gamma.duty" = [0.25, 0.5]
+    "gamma.shape" = ["square", "sinusoid"]
 
 Each grid point is the scenario with those keys set, validated like any scenario, simulated and
 written atomically to its own file ``<points>/point_<i>.nc``; a point that fails writes
@@ -33,22 +34,41 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from cdtp.circuit import ConfigError
+from cdtp.circuit import ConfigError, _choice
+from cdtp.gating import GAMMA_SHAPES, PLASTICITY_GATES
 from cdtp.units import UnitError, parse_quantity
 
-__all__ = ["SweepPoint", "combine", "grid", "run_point", "sweep"]
+__all__ = ["CATEGORICAL_KEYS", "SweepPoint", "combine", "grid", "run_point", "sweep"]
 
 SUMMARY_VARIABLES = ("loss", "output", "label", "weight_change", "boundary_time")
 
 
 class SweepPoint(dict):
-    """One grid point: ``index`` (int), ``coords`` ({key: SI value}), ``overrides``
-    (``key=value`` strings)."""
+    """One grid point: ``index`` (int), ``coords`` ({key: SI value or name}), ``overrides``
+    (``key=value`` strings), ``units`` ({key: "s", "Hz" or "" for plain numbers and names})."""
 
 
-def _numeric(source, key, value) -> float:
+#: Keys whose swept values are names (the coordinate is then a string), with the names allowed.
+CATEGORICAL_KEYS = {
+    "gamma.shape": tuple(s for s in GAMMA_SHAPES if s != "array"),
+    "plasticity_gate.kind": PLASTICITY_GATES,
+}
+
+
+def _coordinate(source, key, value) -> float | str:
+    """The coordinate of one swept value: SI number, or the name for a categorical key."""
+    where = f"sweep.{key}"
+    if key in CATEGORICAL_KEYS:
+        if not isinstance(value, str):
+            raise ConfigError(
+                source,
+                where,
+                f"{value!r} is not a name; allowed: " + ", ".join(CATEGORICAL_KEYS[key]),
+            )
+        _choice(source, where, value, CATEGORICAL_KEYS[key])
+        return value
     if isinstance(value, bool):
-        raise ConfigError(source, f"sweep.{key}", f"{value!r} is not a number")
+        raise ConfigError(source, where, f"{value!r} is not a number")
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
@@ -57,8 +77,25 @@ def _numeric(source, key, value) -> float:
                 return parse_quantity(value, dim)
             except UnitError:
                 continue
-    raise ConfigError(source, f"sweep.{key}",
-                      f"{value!r} is not numeric: sweep numbers or quantities like '8 Hz'")
+    raise ConfigError(
+        source,
+        where,
+        f"{value!r} is not numeric: sweep numbers or quantities"
+        " like '8 Hz' (names only for " + ", ".join(CATEGORICAL_KEYS) + ")",
+    )
+
+
+_SI = {"time": "s", "rate": "Hz"}
+
+
+def _parses(value, dim: str) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        parse_quantity(value, dim)
+    except UnitError:
+        return False
+    return True
 
 
 def grid(path: str | Path, overrides: list[str] | None = None) -> tuple[list[str], list]:
@@ -73,18 +110,30 @@ def grid(path: str | Path, overrides: list[str] | None = None) -> tuple[list[str
         raise ConfigError(source, "sweep", "no [sweep] table: list values for at least one key")
     keys = list(table)
     values = []
+    units = {}
     for key in keys:
         v = table[key]
         if not isinstance(v, list) or not v:
             raise ConfigError(source, f"sweep.{key}", "empty grid: give a list of values")
-        values.append([(_numeric(source, key, x), x) for x in v])
+        coords = [_coordinate(source, key, x) for x in v]
+        units[key] = next((_SI[d] for x in v for d in _SI if _parses(x, d)), "")
+        repeated = sorted({c for c in coords if coords.count(c) > 1}, key=str)
+        if repeated:
+            raise ConfigError(
+                source, f"sweep.{key}", f"{repeated[0]!r} appears twice; each value once"
+            )
+        values.append(list(zip(coords, v)))
     points = []
     for i, combo in enumerate(itertools.product(*values)):
         sets = []
         for key, (_, raw) in zip(keys, combo):
             sets.append(f"{key}={json.dumps(raw)}")
-        point = SweepPoint(index=i, coords={k: c for k, (c, _) in zip(keys, combo)},
-                           overrides=[*(overrides or []), *sets])
+        point = SweepPoint(
+            index=i,
+            coords={k: c for k, (c, _) in zip(keys, combo)},
+            overrides=[*(overrides or []), *sets],
+            units=units,
+        )
         try:
             load_scenario(path, point["overrides"])
         except ConfigError as exc:
@@ -108,10 +157,17 @@ def run_point(scenario_path: str, point: dict, directory: str) -> dict:
     try:
         scenario = load_scenario(scenario_path, point["overrides"])
         inputs, labels, task = scenario.stream()
-        ds = simulate(scenario.circuit, scenario.schedule, inputs, labels, dt=scenario.dt,
-                      device=scenario.device, record=scenario.record, path=target,
-                      attrs={"scenario": scenario.raw, "task": task,
-                             "sweep_point": point["coords"]})
+        ds = simulate(
+            scenario.circuit,
+            scenario.schedule,
+            inputs,
+            labels,
+            dt=scenario.dt,
+            device=scenario.device,
+            record=scenario.record,
+            path=target,
+            attrs={"scenario": scenario.raw, "task": task, "sweep_point": point["coords"]},
+        )
         ds.close()
         if failed.exists():
             failed.unlink()
@@ -119,8 +175,14 @@ def run_point(scenario_path: str, point: dict, directory: str) -> dict:
     except Exception as exc:  # a failing point must not stop the others
         fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
         with os.fdopen(fd, "w") as fh:
-            json.dump({"index": point["index"], "coords": point["coords"],
-                       "error": f"{type(exc).__name__}: {exc}"}, fh)
+            json.dump(
+                {
+                    "index": point["index"],
+                    "coords": point["coords"],
+                    "error": f"{type(exc).__name__}: {exc}",
+                },
+                fh,
+            )
         os.replace(tmp, failed)
         return {"index": point["index"], "status": "failed", "error": str(exc)}
 
@@ -172,13 +234,19 @@ def sweep(
 
         cluster = None
         if scheduler is None:
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None)
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
         client = Client(scheduler or cluster)
         try:
             client.register_plugin(_import_brian2_plugin())
-            futures = client.map(run_point, [str(scenario_path)] * len(todo), todo,
-                                 [str(directory)] * len(todo), pure=False)
+            futures = client.map(
+                run_point,
+                [str(scenario_path)] * len(todo),
+                todo,
+                [str(directory)] * len(todo),
+                pure=False,
+            )
             for fut in as_completed(futures):
                 results.append(fut.result())
                 done += 1
@@ -188,8 +256,13 @@ def sweep(
             client.close()
             if cluster is not None:
                 cluster.close()
-    return {"keys": keys, "points": points, "computed": len(todo), "skipped": skipped,
-            "results": results}
+    return {
+        "keys": keys,
+        "points": points,
+        "computed": len(todo),
+        "skipped": skipped,
+        "results": results,
+    }
 
 
 def combine(keys: list[str], points: list, directory: str | Path) -> xr.Dataset:
@@ -212,21 +285,26 @@ def combine(keys: list[str], points: list, directory: str | Path) -> xr.Dataset:
         data = {}
         if ds is not None:
             if "loss" in ds:
-                sub = ds[[v for v in SUMMARY_VARIABLES if v in ds]].reindex(
-                    cycle=range(n_cycles))
+                sub = ds[[v for v in SUMMARY_VARIABLES if v in ds]].reindex(cycle=range(n_cycles))
                 data.update(sub.data_vars)
             elif template is not None:
-                data.update((template[list(SUMMARY_VARIABLES)].reindex(cycle=range(n_cycles))
-                             * np.nan).data_vars)
+                data.update(
+                    (
+                        template[list(SUMMARY_VARIABLES)].reindex(cycle=range(n_cycles)) * np.nan
+                    ).data_vars
+                )
             for name, res in check_all(ds).items():
                 pas = res.passed.values
                 data[f"{name}_median_residual"] = xr.DataArray(
-                    float(np.nanmedian(res.residual.values)) if np.any(
-                        ~np.isnan(res.residual.values)) else np.nan,
-                    attrs={"long_name": f"{name}: median residual", "units": "1"})
+                    float(np.nanmedian(res.residual.values))
+                    if np.any(~np.isnan(res.residual.values))
+                    else np.nan,
+                    attrs={"long_name": f"{name}: median residual", "units": "1"},
+                )
                 data[f"{name}_passed_fraction"] = xr.DataArray(
                     float(np.nanmean(pas)) if np.any(~np.isnan(pas)) else np.nan,
-                    attrs={"long_name": f"{name}: fraction of cells passing", "units": "1"})
+                    attrs={"long_name": f"{name}: fraction of cells passing", "units": "1"},
+                )
             status = "diverged" if ds.attrs.get("diverged") else "ok"
             error = ds.attrs.get("diverged", "")
         else:
@@ -243,12 +321,21 @@ def combine(keys: list[str], points: list, directory: str | Path) -> xr.Dataset:
         piece = xr.Dataset(data)
         piece = piece.expand_dims({k: [p["coords"][k]] for k in keys})
         pieces.append(piece)
-    out = xr.combine_by_coords(pieces, compat="no_conflicts", join="outer",
-                               combine_attrs="drop_conflicts")
+    out = xr.combine_by_coords(
+        pieces, compat="no_conflicts", join="outer", combine_attrs="drop_conflicts"
+    )
     for k in keys:
         out[k].attrs["long_name"] = k
+        if points and points[0].get("units", {}).get(k):
+            out[k].attrs["units"] = points[0]["units"][k]
     if template is not None:
-        out.attrs = {k: template.attrs[k] for k in ("circuit", "cdtp_version", "dt",
-                                                    "steps_per_cycle") if k in template.attrs}
+        # only what every point shares: the circuit unless a circuit key is swept, dt unless
+        # swept (steps per cycle change with the γ frequency and dt)
+        shared = ["cdtp_version"]
+        if not any(k.startswith("circuit.") for k in keys):
+            shared.append("circuit")
+        if "dt" not in keys:
+            shared.append("dt")
+        out.attrs = {k: template.attrs[k] for k in shared if k in template.attrs}
     out.attrs["swept_keys"] = json.dumps(keys)
     return out

@@ -16,8 +16,18 @@ QUICKSTART = ROOT / "scenarios" / "quickstart.toml"
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "quick.nc"
-    code = main(["run", str(QUICKSTART), "-o", str(out), "--set", "cycles=6",
-                 "--set", "record.trace_cycles=[0, 2]"])
+    code = main(
+        [
+            "run",
+            str(QUICKSTART),
+            "-o",
+            str(out),
+            "--set",
+            "cycles=6",
+            "--set",
+            "record.trace_cycles=[0, 2]",
+        ]
+    )
     return code, out
 
 
@@ -27,8 +37,10 @@ def test_run_writes_results_report_and_figures(result):
     assert out.is_file()
     report = out.with_suffix(".propositions.txt").read_text()
     assert "P5" in report and "tolerance" in report
-    assert {p.name for p in out.with_suffix("").iterdir()} >= {"learning_curve.png",
-                                                               "propositions.png"}
+    assert {p.name for p in out.with_suffix("").iterdir()} >= {
+        "learning_curve.png",
+        "propositions.png",
+    }
 
 
 def test_info_plot_and_check(result, tmp_path, capsys):
@@ -57,15 +69,18 @@ def _scenario(tmp_path, text):
 GOOD = 'circuit = "c.toml"\ncycles = 2\n[gamma]\nfrequency = "25 Hz"\n'
 
 
-@pytest.mark.parametrize("text, key", [
-    ("circuit = \n", "<syntax>"),
-    (GOOD + "cylces = 3\n", "cylces"),
-    (GOOD.replace("cycles = 2", "cycles = \"two\""), "cycles"),
-    (GOOD.replace('"25 Hz"', '"25 furlongs"'), "gamma.frequency"),
-    (GOOD.replace("c.toml", "missing.toml"), "circuit"),
-    (GOOD + "[plasticity_gate]\nkind = \"sometimes\"\n", "plasticity_gate.kind"),
-    (GOOD.replace('"25 Hz"', '"30 Hz"'), "gamma.frequency"),  # 1/(f dt) not whole
-])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("circuit = \n", "<syntax>"),
+        (GOOD + "cylces = 3\n", "cylces"),
+        (GOOD.replace("cycles = 2", 'cycles = "two"'), "cycles"),
+        (GOOD.replace('"25 Hz"', '"25 furlongs"'), "gamma.frequency"),
+        (GOOD.replace("c.toml", "missing.toml"), "circuit"),
+        (GOOD + '[plasticity_gate]\nkind = "sometimes"\n', "plasticity_gate.kind"),
+        (GOOD.replace('"25 Hz"', '"30 Hz"'), "gamma.frequency"),  # 1/(f dt) not whole
+    ],
+)
 def test_bad_scenarios_exit_2_naming_file_and_key(tmp_path, capsys, text, key):
     path = _scenario(tmp_path, text)
     out = tmp_path / "out" / "r.nc"
@@ -91,9 +106,22 @@ def test_check_of_a_file_that_is_not_a_result_exits_2(tmp_path, capsys):
 
 def test_rnn_scenarios_run_through_the_command(tmp_path):
     out = tmp_path / "rnn.nc"
-    code = main(["run", str(ROOT / "scenarios" / "rnn_temporal_order.toml"), "-o", str(out),
-                 "--set", "iterations=20", "--set", "eval_every=10", "--set", "eval_size=20",
-                 "--set", "T=10"])
+    code = main(
+        [
+            "run",
+            str(ROOT / "scenarios" / "rnn_temporal_order.toml"),
+            "-o",
+            str(out),
+            "--set",
+            "iterations=20",
+            "--set",
+            "eval_every=10",
+            "--set",
+            "eval_size=20",
+            "--set",
+            "T=10",
+        ]
+    )
     assert code == 0
     from cdtp.recording import load
 
@@ -125,7 +153,18 @@ def test_a_task_from_the_users_npz(tmp_path, capsys):
     # 7 cycles from 5 examples: every example once, then two again (seeded order)
     assert ds.sizes["cycle"] == 7
     assert {tuple(np.round(r, 12)) for r in ds.label.values} == {
-        tuple(np.round(r, 12)) for r in np.load(tmp_path / "data.npz")["y"]}
+        tuple(np.round(r, 12)) for r in np.load(tmp_path / "data.npz")["y"]
+    }
     path = _scenario(tmp_path, text.format("bad.npz"))
     assert main(["run", str(path), "-o", str(tmp_path / "b.nc")]) == 2
     assert "task.path" in capsys.readouterr().err and not (tmp_path / "b.nc").exists()
+
+
+def test_check_of_a_run_with_nothing_checkable_exits_1(tmp_path, capsys):
+    # only the gates (no snapshots, traces or weights): no proposition can be evaluated
+    text = GOOD + "[record]\nvariables = []\nsnapshots = false\nweights = false\n"  # γ only
+    out = tmp_path / "r.nc"
+    assert main(["run", str(_scenario(tmp_path, text)), "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["check", str(out)]) == 1
+    assert "nothing was verified" in capsys.readouterr().err

@@ -6,8 +6,11 @@ import pytest
 
 from cdtp.scenario import load_scenario
 
-SCENARIOS = [p for p in sorted((Path(__file__).resolve().parent.parent / "scenarios")
-                               .glob("*.toml")) if not p.stem.startswith("rnn_")]
+SCENARIOS = [
+    p
+    for p in sorted((Path(__file__).resolve().parent.parent / "scenarios").glob("*.toml"))
+    if not p.stem.startswith("rnn_")
+]
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)

@@ -50,21 +50,42 @@ def test_grid_is_the_product_of_the_swept_values_in_si_units(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("extra, key", [
-    ('"gamma.frequency" = []', "sweep.gamma.frequency"),
-    ('"gamma.shape" = ["square", "sinusoid"]', "sweep.gamma.shape"),
-    ('"gamma.frequency" = ["33 Hz"]', "sweep.gamma.frequency"),  # not a whole number of steps
-])
-def test_bad_grids_are_refused(tmp_path, extra, key):
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        grid(_write(tmp_path, extra))
+def test_names_are_swept_for_categorical_keys(tmp_path):
+    keys, points = grid(_write(tmp_path, '"gamma.shape" = ["square", "sinusoid"]'))
+    assert keys == ["gamma.duty", "gamma.shape"]
+    assert [p["coords"]["gamma.shape"] for p in points] == ["square", "sinusoid"] * 2
 
 
-def test_bad_sweep_files_exit_2_and_write_nothing(tmp_path, capsys):
-    path = _write(tmp_path, '"gamma.frequency" = []')
+@pytest.mark.parametrize(
+    "extra, key, says",
+    [
+        ('"gamma.frequency" = []', "sweep.gamma.frequency", "empty grid"),
+        ('"gamma.frequency" = ["fast", "slow"]', "sweep.gamma.frequency", "is not numeric"),
+        ('"gamma.frequency" = [true]', "sweep.gamma.frequency", "is not a number"),
+        ('"gamma.shape" = ["square", "squarish"]', "sweep.gamma.shape", "did you mean 'square'"),
+        ('"gamma.shape" = [1, 2]', "sweep.gamma.shape", "is not a name"),
+        ('"gamma.frequency" = ["25 Hz", "25 Hz"]', "sweep.gamma.frequency", "appears twice"),
+        ('"gamma.frequency" = ["33 Hz"]', "sweep.gamma.frequency", "steps"),  # 1/(f dt) not whole
+        ('"gamma.frequncy" = ["25 Hz"]', "sweep.gamma.frequncy", "did you mean 'frequency'"),
+    ],
+)
+def test_bad_grids_exit_2_naming_file_and_key_and_write_nothing(tmp_path, capsys, extra, key, says):
+    path = _write(tmp_path, extra)
     out = tmp_path / "out" / "sweep.nc"
     assert main(["sweep", str(path), "-o", str(out), "--workers", "0"]) == 2
-    assert "empty grid" in capsys.readouterr().err and not out.parent.exists()
+    err = capsys.readouterr().err
+    assert f"{path}: {key}" in err and says in err, err
+    assert not out.parent.exists()
+    with pytest.raises(ConfigError):
+        grid(path)
+
+
+def test_a_scenario_without_a_sweep_table_is_refused(tmp_path, capsys):
+    path = _write(
+        tmp_path, text=SCENARIO.format(extra="").replace('[sweep]\n"gamma.duty" = [0.3, 0.5]', "")
+    )
+    assert main(["sweep", str(path), "-o", str(tmp_path / "o" / "s.nc"), "--workers", "0"]) == 2
+    assert f"{path}: sweep" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
@@ -99,6 +120,86 @@ def test_a_failing_point_is_recorded_and_the_others_run(tmp_path):
     assert set(ok.ravel()) == {"ok"}
 
 
+def test_a_point_that_raises_is_recorded_with_its_error_and_rerun_later(tmp_path, monkeypatch):
+    import cdtp.simulation
+
+    real = cdtp.simulation.simulate
+
+    def flaky(circuit, schedule, *args, **kwargs):
+        if schedule.gamma.duty == 0.3:
+            raise RuntimeError("injected failure at duty 0.3")
+        return real(circuit, schedule, *args, **kwargs)
+
+    path = _write(tmp_path)
+    monkeypatch.setattr(cdtp.simulation, "simulate", flaky)
+    info = sweep(path, tmp_path / "points")
+    ds = combine(info["keys"], info["points"], tmp_path / "points")
+    assert ds.status.sel({"gamma.duty": 0.3}).item() == "failed"
+    assert "injected failure" in ds.error.sel({"gamma.duty": 0.3}).item()
+    assert np.all(np.isnan(ds.loss.sel({"gamma.duty": 0.3}).values))
+    assert ds.status.sel({"gamma.duty": 0.5}).item() == "ok"
+    assert np.all(np.isfinite(ds.loss.sel({"gamma.duty": 0.5}).values))
+    # a failed point is not finished: the next run computes it (and only it)
+    monkeypatch.setattr(cdtp.simulation, "simulate", real)
+    again = sweep(path, tmp_path / "points")
+    assert (again["computed"], again["skipped"]) == (1, 1)
+    ds = combine(again["keys"], again["points"], tmp_path / "points")
+    assert set(ds.status.values.ravel()) == {"ok"}
+    assert not list((tmp_path / "points").glob("*.failed.json"))
+
+
+@pytest.fixture(scope="module")
+def gate_sweep(tmp_path_factory):
+    """The cdtp command on a sweep of names: the paper's vs the descending gate, sinusoid γ."""
+    tmp_path = tmp_path_factory.mktemp("gates")
+    text = SCENARIO.format(extra="").replace(
+        '"gamma.duty" = [0.3, 0.5]', '"plasticity_gate.kind" = ["paper", "descending"]'
+    )
+    path = _write(tmp_path, text=text.replace("duty = 0.5", 'shape = "sinusoid"'))
+    out = tmp_path / "out" / "gates.nc"
+    code = main(["sweep", str(path), "-o", str(out), "--workers", "0"])
+    return code, out
+
+
+def test_sweep_of_names_runs_and_combines(gate_sweep):
+    code, out = gate_sweep
+    from cdtp.recording import load
+
+    ds = load(out)
+    assert code == 0  # every point ran without diverging
+    assert list(ds["plasticity_gate.kind"].values) == ["descending", "paper"]
+    assert set(ds.status.values) == {"ok"}
+    assert ds.loss.shape == (2, 3) and np.all(np.isfinite(ds.loss.values))
+    for kind in ("descending", "paper"):  # each slice is that point's own file, unchanged
+        f = ds.point_file.sel({"plasticity_gate.kind": kind}).item()
+        np.testing.assert_array_equal(
+            ds.loss.sel({"plasticity_gate.kind": kind}).values, load(f).loss.values
+        )
+        assert load(f).attrs["schedule"].count(f'"kind": "{kind}"') == 1
+
+
+def test_info_check_and_plot_read_a_sweep_file(gate_sweep, tmp_path, capsys):
+    import json
+
+    _, out = gate_sweep
+    assert main(["info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "plasticity_gate.kind = descending, paper" in text and "2 ok" in text
+    code = main(["check", str(out), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert [p["coords"]["plasticity_gate.kind"] for p in report["points"]] == [
+        "descending",
+        "paper",
+    ]
+    fractions = [c["passed_fraction"] for p in report["points"] for c in p["checks"].values()]
+    # exit 1 iff some check fails somewhere (or a point did not run)
+    assert code == (1 if report["failures"] else 0)
+    assert bool(report["failures"]) == any(f is not None and f < 1 for f in fractions)
+    assert main(["plot", str(out), "-o", str(tmp_path / "figs")]) == 0
+    names = {p.name for p in (tmp_path / "figs").iterdir()}
+    assert {"learning_curves.png", "final_loss.png", "P8_median_residual.png"} <= names
+
+
 @pytest.mark.slow
 def test_serial_and_parallel_sweeps_are_identical(tmp_path):
     # each point is an independent deterministic simulation: the same numbers bit for bit
@@ -107,4 +208,21 @@ def test_serial_and_parallel_sweeps_are_identical(tmp_path):
     parallel = sweep(path, tmp_path / "parallel", workers=2)
     a = combine(serial["keys"], serial["points"], tmp_path / "serial")
     b = combine(parallel["keys"], parallel["points"], tmp_path / "parallel")
+    xr.testing.assert_identical(a.drop_vars("point_file"), b.drop_vars("point_file"))
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_on_an_existing_scheduler(tmp_path):
+    # --scheduler ADDRESS: the same points and numbers as a serial sweep
+    from distributed import LocalCluster
+
+    path = _write(tmp_path)
+    serial = sweep(path, tmp_path / "serial", workers=0)
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        remote = sweep(path, tmp_path / "remote", scheduler=cluster.scheduler_address)
+    assert remote["computed"] == 2
+    a = combine(serial["keys"], serial["points"], tmp_path / "serial")
+    b = combine(remote["keys"], remote["points"], tmp_path / "remote")
     xr.testing.assert_identical(a.drop_vars("point_file"), b.drop_vars("point_file"))
