@@ -162,6 +162,8 @@ def run_digits(device: str, epochs: int = 3, overrides: dict | None = None) -> d
     steps = run.cycle * run.steps_per_cycle
     return {
         "circuit": circuit,
+        "n_train": task.n_train,
+        "n_test": task.n_test,
         "test_accuracy": test_acc,
         "online_accuracy": train_acc,
         "wall": wall,
@@ -242,8 +244,9 @@ def table(ts: dict | None, dg: dict | None, device: str) -> str:
             f"Circuit (first row): {describe(main['circuit'])}. Other rows change only what"
             " their label says.",
             "",
-            "Test accuracy of the circuit's weights after each epoch (1 437 training examples,"
-            " 360 test examples); online accuracy = the cycles' own outputs over the last"
+            "Test accuracy of the circuit's weights after each epoch"
+            f" ({main['n_train']} training examples, {main['n_test']} test examples); online"
+            " accuracy = the cycles' own outputs over the last"
             " epoch, before each cycle's weight change.",
             "",
             "| variant | "

@@ -158,9 +158,9 @@ def main(argv=None) -> int:
         f"`python -m benchmarks.reference_digits` — {list(SIZES)} leaky-ReLU (slope 0.1) network "
         f"with biases, {args.epochs} epochs, batch size {BATCH_SIZE}, initialization seed "
         f"{INIT_SEED} (same initial weights for every method), stratified split seed "
-        f"{SPLIT_SEED} (1437 train / 360 test, inputs pixel/16 in [0, 1]), mini-batch/noise "
+        f"{SPLIT_SEED} (1438 train / 359 test, inputs pixel/16 in [0, 1]), mini-batch/noise "
         f"seed {TRAIN_SEED}. Methods as documented in `cdtp/reference/trainer.py`; accuracies "
-        "are fractions of the 360 test images, evaluated after every epoch; wall time is "
+        "are fractions of the 359 test images, evaluated after every epoch; wall time is "
         "training only.\n\n"
         f"{table}\n\n{verdict}\n\n## Machine\n\n{_machine()}"
     )
