@@ -387,6 +387,11 @@ NOTES = [
     "γ_θ ∈ {0.01, 0.03} oscillated between 0.5 and 0.9 or stalled at chance); no further "
     "tuning, and BPTT keeps its γ_θ = 0.03 (not re-tuned: its row is a reference point, not "
     "a best effort).",
+    "- Temporal order T = 60 with these settings is not stable over 40 000 iterations: TP "
+    "holds ≥ 99 % from about iteration 2 500 to 9 000, then oscillates and falls to 0.3–0.7 "
+    "after iteration 21 000 (plain SGD at a fixed γ_θ = 10, no decay). T = 120 does not learn "
+    "(chance level, as BPTT); seed 002 reports 100 % there, so its settings (Appendix D) must "
+    "differ from ours.",
     "- The projection π onto tanh's open range uses [−1 + ε, 1 − ε] with ε = 0.1 (slope of "
     "the inverse ≤ 5.3); with γ_h = 1e-3 targets stay close to h and ε rarely matters.",
     "- Fig 6a grid: r = 0 uses the exact inverse (WᵀW)⁻¹Wᵀ; a run counts as diverged also "
