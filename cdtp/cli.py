@@ -193,27 +193,13 @@ def _run_rnn(args) -> int:
 def cmd_run(args) -> int:
     from cdtp import plots, propositions
     from cdtp.scenario import load_scenario
-    from cdtp.simulation import simulate
 
     if _kind(args.scenario) == "rnn":
         return _run_rnn(args)
     scenario = load_scenario(args.scenario, args.set)
-    inputs, labels, task_info = scenario.stream()
     out = Path(args.output or f"results/{scenario.name}.nc")
     out.parent.mkdir(parents=True, exist_ok=True)
-    attrs = {"scenario": scenario.raw, "scenario_file": str(scenario.source), "task": task_info}
-    ds = simulate(
-        scenario.circuit,
-        scenario.schedule,
-        inputs,
-        labels,
-        dt=scenario.dt,
-        device=scenario.device,
-        record=scenario.record,
-        path=out,
-        attrs=attrs,
-        progress=_Progress(f"run {scenario.name}"),
-    )
+    ds = scenario.simulate(path=out, progress=_Progress(f"run {scenario.name}"))
     with ds:
         ds = ds.load()
     checks = propositions.check_all(ds)

@@ -213,13 +213,26 @@ def plot_sweep_learning_curves(ds: xr.Dataset, window: int = 5, max_lines: int =
     return fig
 
 
+def _save_figures(figures: dict, directory) -> list:
+    """Draw each ``name → make()`` figure into ``directory/name.png``; returns the paths."""
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for name, make in figures.items():
+        fig = make()
+        path = directory / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
 def save_sweep(ds: xr.Dataset, directory) -> list:
     """Figures of a combined sweep (PNG): learning curves of every point and, per summary of
     :func:`sweep_summaries`, a heatmap over the first two swept keys (other swept keys
     reduced to their worst, i.e. largest, value) or a line over a single swept key."""
     from pathlib import Path
 
-    import matplotlib.pyplot as plt
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -234,14 +247,7 @@ def save_sweep(ds: xr.Dataset, directory) -> list:
             figures[name] = lambda d=worst: plot_sweep_heatmap(d, keys[1], keys[0])
         else:
             figures[name] = lambda d=da: _plot_sweep_line(d, keys[0])
-    paths = []
-    for name, make in figures.items():
-        fig = make()
-        path = directory / f"{name}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
-    return paths
+    return _save_figures(figures, directory)
 
 
 def _plot_sweep_line(da: xr.DataArray, x: str):
@@ -258,8 +264,6 @@ def save_all(ds: xr.Dataset, directory, checks: dict | None = None) -> list:
     """Write the standard figures of a run into ``directory`` (PNG); returns their paths."""
     from pathlib import Path
 
-    import matplotlib.pyplot as plt
-
     from cdtp.propositions import check_all
 
     directory = Path(directory)
@@ -273,11 +277,4 @@ def save_all(ds: xr.Dataset, directory, checks: dict | None = None) -> list:
         figures["propositions"] = lambda: plot_residuals(checks)
     if "weight" in ds:
         figures["weight_change"] = lambda: plot_weight_change(ds)
-    paths = []
-    for name, make in figures.items():
-        fig = make()
-        path = directory / f"{name}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
-    return paths
+    return _save_figures(figures, directory)

@@ -110,6 +110,19 @@ class Scenario:
     epochs: int | None
     raw: dict
 
+    def simulate(self, path=None, attrs: dict | None = None, progress=None):
+        """Run the scenario with :func:`cdtp.simulation.simulate` (the scenario and its task
+        go into the Dataset's attributes); see there for ``path`` and ``progress``."""
+        from cdtp.simulation import simulate
+
+        inputs, labels, task = self.stream()
+        return simulate(
+            self.circuit, self.schedule, inputs, labels, dt=self.dt, device=self.device,
+            record=self.record, path=path, progress=progress,
+            attrs={"scenario": self.raw, "scenario_file": str(self.source), "task": task,
+                   **(attrs or {})},
+        )
+
     def stream(self) -> tuple[np.ndarray, np.ndarray, dict]:
         """The example stream (one example per γ cycle) and a description of the task."""
         from cdtp import tasks

@@ -149,25 +149,13 @@ def _point_file(directory: Path, index: int) -> Path:
 def run_point(scenario_path: str, point: dict, directory: str) -> dict:
     """Simulate one grid point into its own file; never raises (errors are recorded)."""
     from cdtp.scenario import load_scenario
-    from cdtp.simulation import simulate
 
     directory = Path(directory)
     target = _point_file(directory, point["index"])
     failed = target.with_suffix(".failed.json")
     try:
         scenario = load_scenario(scenario_path, point["overrides"])
-        inputs, labels, task = scenario.stream()
-        ds = simulate(
-            scenario.circuit,
-            scenario.schedule,
-            inputs,
-            labels,
-            dt=scenario.dt,
-            device=scenario.device,
-            record=scenario.record,
-            path=target,
-            attrs={"scenario": scenario.raw, "task": task, "sweep_point": point["coords"]},
-        )
+        ds = scenario.simulate(path=target, attrs={"sweep_point": point["coords"]})
         ds.close()
         if failed.exists():
             failed.unlink()
