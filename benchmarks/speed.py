@@ -43,6 +43,13 @@ FREQUENCY = 100.0  # 100 steps per γ cycle
 TAU = {"tau_h": 3e-4, "tau_a": 3e-4, "tau_u": 1e-3, "tau_tau": 3e-4}
 
 
+# engine run options of the variants beyond the defaults
+VARIANT_OPTIONS = {
+    "standalone_p10": {"plasticity_every": 10},
+    "engine_p10": {"plasticity_every": 10},
+}
+
+
 def circuit_of(n: int):
     from cdtp.circuit import CircuitConfig
 
@@ -144,11 +151,12 @@ def time_variant(variant: str, n: int, cycles: int, repeats: int) -> dict:
     spc = round(1 / (FREQUENCY * DT))
     total = cycles * (repeats + 1) + 1
     t0 = time.perf_counter()
-    if variant == "engine":
+    if variant.startswith("engine"):
         from cdtp.engine import build
 
         x, y = stream(n, total)
-        run = build(circuit_of(n), schedule(), x, y, dt=DT, device="cython")
+        run = build(circuit_of(n), schedule(), x, y, dt=DT, device="cython",
+                    **VARIANT_OPTIONS.get(variant, {}))
         run.run(1)
         setup = time.perf_counter() - t0
         times = []
@@ -156,7 +164,7 @@ def time_variant(variant: str, n: int, cycles: int, repeats: int) -> dict:
             t1 = time.perf_counter()
             run.run(cycles)
             times.append(time.perf_counter() - t1)
-    elif variant == "standalone":
+    elif variant.startswith("standalone"):
         import tempfile
 
         import brian2 as b2
@@ -166,7 +174,7 @@ def time_variant(variant: str, n: int, cycles: int, repeats: int) -> dict:
         x, y = stream(n, total)
         with tempfile.TemporaryDirectory() as tmp:
             run = build(circuit_of(n), schedule(), x, y, dt=DT, device="cpp_standalone",
-                        standalone_directory=tmp)
+                        standalone_directory=tmp, **VARIANT_OPTIONS.get(variant, {}))
             run.run(total)
             setup = time.perf_counter() - t0
             # the simulation loop's own time, measured inside the binary (no build, no I/O)

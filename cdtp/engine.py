@@ -31,6 +31,15 @@ Within each time step the objects run in the order of :mod:`cdtp.reference.cdtp_
 (feedback sums → targets → feedback plasticity and error pools → feedforward sums →
 feedforward plasticity → dynamics → normalization pools), fixed by explicit ``order`` values in
 the ``groups`` slot, so the circuit reproduces the reference map step for step.
+
+Speed (DESIGN §6, issue 6): σ is computed once per neuron (``sm``, ``sa``, ``su``) and read by
+the synapses; parameters are ``(shared, constant)`` variables, so a new value never recompiles;
+the all-to-all synapses are stored presynaptic-major, so consecutive iterations of a summed
+updater add into *different* postsynaptic neurons (stored postsynaptic-major, every iteration
+waited for the previous one's store to the same ``h_in``: 3× slower at n = 256). Each neuron's
+sum still runs over its presynaptic partners in increasing order, as before. The weight
+updates can run on a slower clock (``plasticity_every``); cpp_standalone can use OpenMP
+threads (``threads``).
 """
 
 from __future__ import annotations
@@ -67,6 +76,8 @@ ORDER = {
     "feedforward_sum": 40,
     "influence": 45,
     "feedforward_plasticity": 50,
+    "drive_reset": 52,
+    "drive_accumulate": 55,
     "dynamics": 60,
     "norm_pool": 70,
     "norm_broadcast": 80,
@@ -197,6 +208,7 @@ class CircuitRun:
     monitors: dict = field(default_factory=dict)
     cycle: int = 0
     diverged: str | None = None
+    plasticity_every: int = 1
     _clamp: object = None
 
     @property
@@ -264,6 +276,12 @@ class CircuitRun:
         n_pre = self.circuit.sizes[l - 1] + int(self.circuit.bias)
         w = np.zeros((n_post, n_pre))
         w[np.asarray(syn.j[:]), np.asarray(syn.i[:])] = np.asarray(syn.W[:])
+        if self.plasticity_every > 1 and self.circuit.eta_w != 0:
+            # the drive summed since the last slow-clock update, applied as that update will
+            # apply it (σ(a_pre) and its norm as they are now, which the next update reads)
+            pre, post = self.layers[l - 1], self.layers[l]
+            sa = np.asarray(pre.sa[:]) * np.asarray(pre.inv_norm[:])
+            w += self.circuit.eta_w * np.outer(np.asarray(post.w_drive[:n_post]), sa)
         return w
 
     def feedback_weights(self, l: int) -> np.ndarray:
@@ -353,6 +371,7 @@ def build(
     record: dict | None = None,
     standalone_directory: str | None = None,
     threads: int = 1,
+    plasticity_every: int = 1,
 ) -> CircuitRun:
     """Build the Brian2 network of ``circuit`` driven by ``schedule``.
 
@@ -377,6 +396,16 @@ def build(
         ``gates``, of γ_l, γ_{l+1}, c_l, p_l and φ_l.
     threads : int
         OpenMP threads of a cpp_standalone build (ignored by the runtime devices).
+    plasticity_every : int
+        Run the O(n²) weight updates every this many steps instead of every step (a run
+        option; 1, the default, is the reference map's order). Each neuron sums its own drive
+        p_l·Δτ_l (or p_l·Δe_l with the influence factor) every step, and the synapses add
+        η_W · (that sum) · σ(a_pre)/‖σ(a_pre)‖² when their slower clock fires: the sum of the
+        per-step updates, exactly, whenever σ(a_pre) is constant within each window (a held
+        phase), so Prop 5's telescoping is kept. W seen by the feedforward sums lags by fewer
+        than ``plasticity_every`` steps. The feedback rules (Eqs 51/52) do not telescope
+        (both factors change as u converges) and stay on every step. Must divide the steps
+        per γ cycle.
     """
     inputs = np.asarray(inputs, dtype=float)
     labels = np.asarray(labels, dtype=float)
@@ -390,6 +419,12 @@ def build(
         if 0 < v < dt * (1 - 1e-9):
             raise ValueError(f"{name} = {v} s is shorter than dt = {dt} s: use 0 or ≥ dt")
     spc = schedule.steps_per_cycle(dt)
+    if not isinstance(plasticity_every, int) or plasticity_every < 1 or spc % plasticity_every:
+        raise ValueError(
+            f"plasticity_every = {plasticity_every!r}: a positive integer dividing the"
+            f" {spc} steps per γ cycle"
+        )
+    slow = plasticity_every > 1
     net0 = initial_network(circuit) if network is None else network
 
     standalone = device == "cpp_standalone"
@@ -422,7 +457,8 @@ def build(
     objects = []
     for l in range(L + 1):
         n = sizes[l] + bias
-        group = b2.NeuronGroup(n, _LAYER_EQS, clock=clock, name=f"layer_{l}", namespace=namespace)
+        eqs = _LAYER_EQS + ("w_drive : 1\n" if slow else "")
+        group = b2.NeuronGroup(n, eqs, clock=clock, name=f"layer_{l}", namespace=namespace)
         group.is_bias = np.r_[np.zeros(sizes[l]), np.ones(bias)]
         group.tau_h = max(circuit.tau_h, dt) * b2.second
         group.tau_a = max(circuit.tau_a, dt) * b2.second
@@ -547,12 +583,27 @@ def build(
                   "eta_w : 1 (shared, constant)",
             clock=clock, name=f"feedforward_{l}",
         )
-        pre_i, post_j = np.meshgrid(np.arange(n_pre), np.arange(n_post), indexing="xy")
+        pre_i, post_j = np.meshgrid(np.arange(n_pre), np.arange(n_post), indexing="ij")
         ff.connect(i=pre_i.ravel(), j=post_j.ravel())
         ff.W = net0.weights[l][post_j.ravel(), pre_i.ravel()]
         ff.eta_w = circuit.eta_w
         ff.summed_updaters["h_in_post"].order = ORDER["feedforward_sum"]
-        if circuit.eta_w != 0:
+        if circuit.eta_w != 0 and slow:
+            post = layers[l]
+            objects.append(ff.run_regularly(
+                "W += eta_w*w_drive_post*sa_pre*inv_norm_pre", dt=plasticity_every * dt * b2.second,
+                when="groups", order=ORDER["feedforward_plasticity"],
+                name=f"feedforward_{l}_plasticity",
+            ))
+            objects.append(post.run_regularly(
+                "w_drive = 0", dt=plasticity_every * dt * b2.second, when="groups",
+                order=ORDER["drive_reset"], name=f"layer_{l}_drive_reset",
+            ))
+            objects.append(post.run_regularly(
+                f"w_drive += plasticity*{drive.removesuffix('_post')}", when="groups",
+                order=ORDER["drive_accumulate"], name=f"layer_{l}_drive_accumulate",
+            ))
+        elif circuit.eta_w != 0:
             objects.append(ff.run_regularly(
                 f"W += eta_w*plasticity_post*{drive}*sa_pre*inv_norm_pre",
                 when="groups", order=ORDER["feedforward_plasticity"],
@@ -567,7 +618,7 @@ def build(
                   "eta_omega : Hz (shared, constant)",
             clock=clock, name=f"feedback_{l}",
         )
-        pre_i, post_j = np.meshgrid(np.arange(n_pre), np.arange(n_post), indexing="xy")
+        pre_i, post_j = np.meshgrid(np.arange(n_pre), np.arange(n_post), indexing="ij")
         fbs.connect(i=pre_i.ravel(), j=post_j.ravel())
         fbs.Omega = net0.feedback[l][post_j.ravel(), pre_i.ravel()]
         fbs.eta_omega = circuit.eta_omega * b2.Hz
@@ -641,7 +692,7 @@ def build(
     result = CircuitRun(
         circuit=circuit, schedule=schedule, network=network, layers=layers, norms=norms,
         feedforward=feedforward, feedback=feedback, inputs=inputs, labels=labels, dt=dt,
-        device=device, monitors=monitors, _clamp=clamp,
+        device=device, monitors=monitors, plasticity_every=plasticity_every, _clamp=clamp,
     )
     result.standalone_directory = standalone_directory
     result._run_state = run_state
