@@ -134,6 +134,21 @@ def _sigma(circuit: CircuitConfig, var: str) -> str:
     return nl.brian2_expr.format(x=var)
 
 
+# Per-circuit γ and plasticity-gate constants ((shared, constant) in a single circuit; one value
+# per neuron in a batch, where each block of neurons is one circuit) with their Brian2 units.
+_SCHEDULE_CONSTANTS = {
+    "gamma_freq": "Hz",
+    "gamma_duty": "1",
+    "gamma_ramp": "1",
+    "gamma_lag": "second",
+    "gamma_t0": "second",
+    "gamma_lag_above": "second",
+    "plasticity_start": "1",
+    "plasticity_end": "1",
+}
+_GATE_VARIABLES = ("gamma", "gamma_above", "hold", "plasticity", "gamma_phase",
+                   "gamma_phase_above")
+
 _LAYER_EQS = """
 a : 1
 h : 1
@@ -155,28 +170,37 @@ err_self : 1
 err_top : 1
 exp_sum : 1
 is_bias : 1 (constant)
-gamma : 1 (shared)
-gamma_above : 1 (shared)
-hold : 1 (shared)
-plasticity : 1 (shared)
-gamma_phase : 1 (shared)
-gamma_phase_above : 1 (shared)
-gamma_freq : Hz (shared, constant)
-gamma_duty : 1 (shared, constant)
-gamma_ramp : 1 (shared, constant)
-gamma_lag : second (shared, constant)
-gamma_t0 : second (shared, constant)
-gamma_lag_above : second (shared, constant)
 hold_epsilon : 1 (shared, constant)
 hold_width : 1 (shared, constant)
-plasticity_start : 1 (shared, constant)
-plasticity_end : 1 (shared, constant)
 tau_h : second (shared, constant)
 tau_a : second (shared, constant)
 tau_u : second (shared, constant)
 tau_tau : second (shared, constant)
 beta : 1 (shared, constant)
 """
+
+# a batch's blocks stop at their own last step: ``running`` is 1 until then, 0 after, and every
+# state update is multiplied by it (``dt_run`` = dt·running), so a block's final state is the
+# state a separate run of that circuit ends in
+_BATCH_EQS = """
+running : 1
+dt_run : second
+t_last : second (constant)
+"""
+
+
+def _layer_equations(batched: bool, slow: bool) -> str:
+    gate_flag = "" if batched else " (shared)"
+    const_flag = " (constant)" if batched else " (shared, constant)"
+    lines = [_LAYER_EQS]
+    lines += [f"{v} : 1{gate_flag}" for v in _GATE_VARIABLES]
+    lines += [f"{v} : {unit}{const_flag}" for v, unit in _SCHEDULE_CONSTANTS.items()]
+    if batched:
+        lines.append(_BATCH_EQS)
+    if slow:
+        lines.append("w_drive : 1")
+    return "\n".join(lines) + "\n"
+
 
 _NORM_EQS = """
 sq_norm : 1
@@ -271,27 +295,11 @@ class CircuitRun:
 
     def weights(self, l: int) -> np.ndarray:
         """W_l as an (n_l, n_{l−1} [+1]) matrix (bias column last)."""
-        syn = self.feedforward[l]
-        n_post = self.circuit.sizes[l]
-        n_pre = self.circuit.sizes[l - 1] + int(self.circuit.bias)
-        w = np.zeros((n_post, n_pre))
-        w[np.asarray(syn.j[:]), np.asarray(syn.i[:])] = np.asarray(syn.W[:])
-        if self.plasticity_every > 1 and self.circuit.eta_w != 0:
-            # the drive summed since the last slow-clock update, applied as that update will
-            # apply it (σ(a_pre) and its norm as they are now, which the next update reads)
-            pre, post = self.layers[l - 1], self.layers[l]
-            sa = np.asarray(pre.sa[:]) * np.asarray(pre.inv_norm[:])
-            w += self.circuit.eta_w * np.outer(np.asarray(post.w_drive[:n_post]), sa)
-        return w
+        return _feedforward_matrix(self, l, 0)
 
     def feedback_weights(self, l: int) -> np.ndarray:
         """Ω_l as an (n_{l−1}, n_l [+1]) matrix (bias column last)."""
-        syn = self.feedback[l]
-        n_post = self.circuit.sizes[l - 1]
-        n_pre = self.circuit.sizes[l] + int(self.circuit.bias)
-        w = np.zeros((n_post, n_pre))
-        w[np.asarray(syn.j[:]), np.asarray(syn.i[:])] = np.asarray(syn.Omega[:])
-        return w
+        return _feedback_matrix(self, l, 0)
 
     def state(self, var: str, l: int) -> np.ndarray:
         """Current values of ``var`` (``a``, ``h``, ``u``, ``target``, …) of layer l, without
@@ -302,20 +310,18 @@ class CircuitRun:
         """Change γ / plasticity-gate *parameters* (frequency, duty cycle, ramp, lag, window)
         in place, from the current time on: the new schedule's first cycle starts now. The
         shape kinds must stay the same; nothing is rebuilt or recompiled."""
-        old, new = self.schedule, schedule
-        if (old.gamma.shape, old.plasticity.kind == "paper") != (
-            new.gamma.shape, new.plasticity.kind == "paper"
-        ):
-            raise ValueError("set_schedule changes parameters only; rebuild to change a shape kind")
+        if compiled_kind(self.schedule) != compiled_kind(schedule):
+            raise ValueError(
+                "set_schedule changes parameters only; rebuild to change a shape kind, the values"
+                " of an 'array' γ or whether the plasticity gate is the paper's"
+            )
         spc = schedule.steps_per_cycle(self.dt)
         state = self._run_state
         now = round(float(self.network.t / b2.second) / self.dt)
         if now != state["next_step"] and state["cycle"]:
             raise ValueError("set_schedule must be called between whole cycles")
-        if old.gamma.values != new.gamma.values:
-            raise ValueError("the values of an 'array' γ are compiled in: rebuild to change them")
         self.schedule = schedule
-        _set_schedule_constants(self.layers, schedule, self.circuit, t0=now * self.dt)
+        _set_schedule_constants(self.layers, [schedule], self.circuit, t0=now * self.dt)
         state["spc"] = spc
         state["next_step"] = now
         # the clamp fires on every common divisor step of the old time and the new period
@@ -324,39 +330,352 @@ class CircuitRun:
         )
 
 
-def _set_schedule_constants(layers, schedule: Schedule, circuit: CircuitConfig, t0=0.0):
+_UNITS = {"Hz": b2.Hz, "second": b2.second, "1": 1.0}
+
+
+def _schedule_values(schedule: Schedule, circuit: CircuitConfig, l: int, t0: float) -> dict:
+    """The γ and plasticity-gate constants of layer l under ``schedule``, in SI units."""
     g, L = schedule.gamma, circuit.depth
     lo, hi = schedule.plasticity.window(g)
-    for l, group in enumerate(layers):
-        group.gamma_freq = g.frequency * b2.Hz
-        group.gamma_duty = g.duty
-        group.gamma_ramp = g.ramp
-        group.gamma_t0 = t0 * b2.second
-        group.gamma_lag = g.layer_lag(max(l, 1)) * b2.second
-        group.gamma_lag_above = g.layer_lag(min(l + 1, L)) * b2.second
+    return {
+        "gamma_freq": g.frequency, "gamma_duty": g.duty, "gamma_ramp": g.ramp, "gamma_t0": t0,
+        "gamma_lag": g.layer_lag(max(l, 1)), "gamma_lag_above": g.layer_lag(min(l + 1, L)),
+        "plasticity_start": lo, "plasticity_end": hi,
+    }
+
+
+def _schedule_constants(layers, schedules, circuit, block_sizes=None, t0=0.0) -> dict:
+    """{(layer, name): value} for ``schedules``: one shared value when ``block_sizes`` is None
+    (a single circuit), else one value per neuron, repeated over each circuit's block."""
+    out = {}
+    for l in range(len(layers)):
+        per_circuit = [_schedule_values(s, circuit, l, t0) for s in schedules]
+        for name, unit in _SCHEDULE_CONSTANTS.items():
+            values = np.array([v[name] for v in per_circuit])
+            value = values[0] if block_sizes is None else np.repeat(values, block_sizes[l])
+            out[l, name] = value * _UNITS[unit]
+    return out
+
+
+def _set_schedule_constants(layers, schedules, circuit, block_sizes=None, t0=0.0):
+    for (l, name), value in _schedule_constants(layers, schedules, circuit, block_sizes,
+                                                t0).items():
+        setattr(layers[l], name, value)
+    for group in layers:
         group.hold_epsilon = circuit.hold.epsilon
         group.hold_width = circuit.hold.width
-        group.plasticity_start = lo
-        group.plasticity_end = hi
 
 
-def _gate_code(schedule: Schedule, circuit: CircuitConfig) -> str:
+def compiled_kind(schedule: Schedule) -> tuple:
+    """What of a schedule is compiled into the generated code: the γ shape (and an ``array``
+    γ's values) and whether the plasticity gate is the paper's 1_{γ<1}. Schedules that agree on
+    this share one build (:meth:`CircuitRun.set_schedule`, :func:`cdtp.batch.build_batch`)."""
+    return (schedule.gamma.shape, tuple(schedule.gamma.values or ()),
+            schedule.plasticity.kind == "paper")
+
+
+def _gate_code(schedule: Schedule, circuit: CircuitConfig, batched: bool = False) -> str:
     g_expr = schedule.gamma.brian2_expression()
     above = g_expr.replace("gamma_phase", "gamma_phase_above")
     phase = (
         "(t - gamma_t0 + 0.5*dt - {lag})*gamma_freq"
         " - floor((t - gamma_t0 + 0.5*dt - {lag})*gamma_freq)"
     )
-    return "\n".join(
-        [
-            "gamma_phase = " + phase.format(lag="gamma_lag"),
-            "gamma_phase_above = " + phase.format(lag="gamma_lag_above"),
-            "gamma = " + g_expr,
-            "gamma_above = " + above,
-            "hold = " + circuit.hold.brian2_expression(),
-            "plasticity = " + schedule.plasticity.brian2_expression(),
+    plasticity = schedule.plasticity.brian2_expression()
+    lines = [
+        "gamma_phase = " + phase.format(lag="gamma_lag"),
+        "gamma_phase_above = " + phase.format(lag="gamma_lag_above"),
+        "gamma = " + g_expr,
+        "gamma_above = " + above,
+        "hold = " + circuit.hold.brian2_expression(),
+    ]
+    if batched:
+        lines += ["running = 1.0*int(t < t_last + 0.5*dt)", "dt_run = dt*running"]
+        plasticity = f"running*({plasticity})"
+    lines.append("plasticity = " + plasticity)
+    return "\n".join(lines)
+
+
+def _validate(circuit: CircuitConfig, schedules, dt: float, plasticity_every: int,
+              threads: int) -> list[int]:
+    """Checks shared by :func:`build` and :func:`cdtp.batch.build_batch`; the steps per γ cycle
+    of each schedule."""
+    for name in ("tau_h", "tau_a", "tau_u", "tau_tau"):
+        v = getattr(circuit, name)
+        if 0 < v < dt * (1 - 1e-9):
+            raise ValueError(f"{name} = {v} s is shorter than dt = {dt} s: use 0 or ≥ dt")
+    spcs = [s.steps_per_cycle(dt) for s in schedules]
+    if not isinstance(plasticity_every, int) or plasticity_every < 1 or any(
+        spc % plasticity_every for spc in spcs
+    ):
+        raise ValueError(
+            f"plasticity_every = {plasticity_every!r}: a positive integer dividing the"
+            f" {' / '.join(map(str, sorted(set(spcs))))} steps per γ cycle"
+        )
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads = {threads!r}: a positive integer")
+    return spcs
+
+
+def _check_stream(circuit: CircuitConfig, inputs, labels):
+    sizes = circuit.sizes
+    inputs = np.asarray(inputs, dtype=float)
+    labels = np.asarray(labels, dtype=float)
+    if inputs.ndim != 2 or inputs.shape[1] != sizes[0]:
+        raise ValueError(f"inputs must have shape (n_examples, {sizes[0]}), got {inputs.shape}")
+    if labels.shape != (len(inputs), sizes[-1]):
+        raise ValueError(f"labels must have shape ({len(inputs)}, {sizes[-1]}), got {labels.shape}")
+    return inputs, labels
+
+
+@dataclass
+class _Assembly:
+    """The Brian2 objects of K ≥ 1 circuits (K blocks of neurons per group)."""
+
+    clock: object
+    layers: list
+    norms: list
+    pools: list
+    broadcasts: list
+    feedforward: list
+    feedback: list
+    namespace: dict
+    block_sizes: list
+
+
+def _stream_arrays(circuit: CircuitConfig, inputs: list, labels: list):
+    """Inputs and labels of K circuits as the rows of the ``stimulus`` / ``label_stream``
+    TimedArrays: row k holds example k of every circuit, each in its own block."""
+    sizes, bias = circuit.sizes, int(circuit.bias)
+    n_rows = max(len(x) for x in inputs)
+    blocks = []
+    for stream, n in ((inputs, sizes[0]), (labels, sizes[-1])):
+        arr = np.zeros((n_rows, len(stream), n + bias))
+        for k, s in enumerate(stream):
+            arr[: len(s), k, :n] = s
+            arr[len(s):, k, :n] = s[-1]  # past its end a stream repeats its last example
+        blocks.append(arr.reshape(n_rows, -1))
+    return blocks
+
+
+def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_stream,
+              inputs=None, labels=None) -> _Assembly:
+    """Create the groups and synapses of ``len(schedules)`` circuits of the structure
+    ``circuit``. ``batched``: per-neuron gate constants and block-diagonal connectivity (each
+    circuit one block of every group, one normalization neuron per block); otherwise one
+    circuit with shared constants. ``timed_stream``: examples come from TimedArrays indexed by
+    the cycle number (cpp_standalone, batches) instead of a per-cycle NetworkOperation."""
+    sizes, L, bias = circuit.sizes, circuit.depth, int(circuit.bias)
+    K = len(schedules)
+    slow = plasticity_every > 1
+    nb = [n + bias for n in sizes]  # neurons per block, bias unit last
+    clock = b2.Clock(dt=dt * b2.second, name="cdtp_clock")
+    sig = lambda v: _sigma(circuit, v)  # noqa: E731
+    dt_var = "dt_run" if batched else "dt"
+    omega_dt = "dt_run_post" if batched else "dt"
+    run_factor = "running*" if batched else ""
+    namespace = {}
+    if schedules[0].gamma.shape == "array":
+        n = len(schedules[0].gamma.values)
+        namespace["gamma_values"] = b2.TimedArray(
+            np.asarray(schedules[0].gamma.values, dtype=float), dt=b2.second / n,
+            name="gamma_values"
+        )
+    label_code = cycle_time = ""
+    if timed_stream:
+        # dt = 1 s per row, so the γ period is not compiled in; a batch's block holds its
+        # last example after its own last step
+        now = "clip(t, 0*second, t_last)" if batched else "t"
+        cycle_time = f"(floor(({now} - gamma_t0 + 0.5*dt)*gamma_freq) + 0.5)*second"
+        stim, lab = _stream_arrays(circuit, inputs, labels)
+        namespace["stimulus"] = b2.TimedArray(stim, dt=b2.second, name="stimulus")
+        namespace["label_stream"] = b2.TimedArray(lab, dt=b2.second, name="label_stream")
+        label_code = f"y = label_stream({cycle_time}, i)\n"
+
+    layers, norms = [], []
+    eqs = _layer_equations(batched, slow)
+    for l in range(L + 1):
+        is_bias = np.tile(np.r_[np.zeros(sizes[l]), np.ones(bias)], K)
+        group = b2.NeuronGroup(K * nb[l], eqs, clock=clock, name=f"layer_{l}",
+                               namespace=namespace)
+        group.is_bias = is_bias
+        group.tau_h = max(circuit.tau_h, dt) * b2.second
+        group.tau_a = max(circuit.tau_a, dt) * b2.second
+        group.tau_u = max(circuit.tau_u, dt) * b2.second
+        group.tau_tau = max(circuit.tau_tau, dt) * b2.second
+        group.beta = circuit.beta
+        group.influence_eps = circuit.influence_eps
+        # σ of the bias unit is 1 in every phase
+        group.sm = is_bias
+        group.sa = is_bias
+        group.su = is_bias
+        group.inv_norm = 1.0 / (bias + 1e-12)
+        group.exp_sum = float(sizes[l])
+        if batched:
+            group.running = 1.0
+            group.dt_run = dt * b2.second
+        layers.append(group)
+        norms.append(b2.NeuronGroup(K, _NORM_EQS, clock=clock, name=f"norm_{l}"))
+    _set_schedule_constants(layers, schedules, circuit, nb if batched else None)
+    gate_code = _gate_code(schedules[0], circuit, batched)
+
+    def keep_bias(expr):
+        return f"({expr})*(1 - is_bias) + is_bias"
+
+    # -- layer code --------------------------------------------------------------------------
+    inp = layers[0]
+    input_code = f"m = a\nsm = {keep_bias(sig('a'))}\nsa = sm"
+    if timed_stream:
+        input_code = f"a = stimulus({cycle_time}, i)\n" + input_code
+    inp.run_regularly(input_code, when="groups", order=ORDER["input"], name="layer_0_input")
+    for l in range(1, L + 1):
+        group = layers[l]
+        group.run_regularly(gate_code, when="groups", order=ORDER["gates"],
+                            name=f"layer_{l}_gates")
+        if l < L:
+            code = (
+                "m = (gamma_above*a + (1 - gamma_above)*fb)*(1 - is_bias)\n"
+                f"dtau = {dt_var}/tau_tau*(m - target)\n"
+                "target += dtau\n"
+                f"sm = {keep_bias(sig('m'))}"
+            )
+        else:
+            grad = "(a - y)" if circuit.loss == "squared_error" else "(exp(a)/exp_sum - y)"
+            code = (
+                label_code
+                + f"dtau = {dt_var}/tau_tau*(a - (1 - gamma)*beta*{grad} - target)*(1 - is_bias)\n"
+                "target += dtau"
+            )
+        group.run_regularly(code, when="groups", order=ORDER["targets"],
+                            name=f"layer_{l}_targets")
+        if circuit.influence:
+            group.run_regularly(
+                "d_scaled_error = err_top/(err_self + influence_eps)*(target - a)"
+                f" - scaled_error\nscaled_error += {run_factor}d_scaled_error",
+                when="groups", order=ORDER["influence"], name=f"layer_{l}_influence",
+            )
+        dyn = [
+            f"h += {dt_var}/tau_h*(h_in - h)",
+            f"a += {dt_var}/tau_a*hold*(h - a)",
         ]
-    )
+        if l >= 2:
+            dyn.append(f"u += {dt_var}/tau_u*(target - u + (1 - hold)*(u - h))")
+            dyn.append(f"su = {keep_bias(sig('u'))}")
+        dyn.append(f"sa = {keep_bias(sig('a'))}")
+        group.run_regularly("\n".join(dyn), when="groups", order=ORDER["dynamics"],
+                            name=f"layer_{l}_dynamics")
+    # layer 0's gates are needed for nothing but γ_1 on layer 0 (m_0 = x is not gated)
+
+    # -- normalization neurons: one per circuit and layer, pooling its own block -------------
+    pools, broadcasts = [], []
+    for l in range(L + 1):
+        members = np.arange(K * nb[l])
+        block_of = members // nb[l]
+        pool_model = ["sq_norm_post = sa_pre**2 : 1 (summed)"]
+        if circuit.influence and l >= 1:
+            pool_model.append("err_post = (a_pre - target_pre)**2 : 1 (summed)")
+        if l == L and circuit.loss == "softmax_cross_entropy":
+            pool_model.append("exp_total_post = exp(a_pre)*(1 - is_bias_pre) : 1 (summed)")
+        pool = b2.Synapses(layers[l], norms[l], model="\n".join(pool_model), clock=clock,
+                           name=f"pool_{l}")
+        pool.connect(i=members, j=block_of)
+        back_model = ["inv_norm_post = 1/(sq_norm_pre + 1e-12) : 1 (summed)"]
+        if circuit.influence and l >= 1:
+            back_model.append("err_self_post = err_pre : 1 (summed)")
+        if l == L and circuit.loss == "softmax_cross_entropy":
+            back_model.append("exp_sum_post = exp_total_pre : 1 (summed)")
+        back = b2.Synapses(norms[l], layers[l], model="\n".join(back_model), clock=clock,
+                           name=f"broadcast_{l}")
+        back.connect(i=block_of, j=members)
+        first = l == 0
+        pool.summed_updaters["sq_norm_post"].order = ORDER["input_pool" if first else "norm_pool"]
+        back.summed_updaters["inv_norm_post"].order = ORDER[
+            "input_broadcast" if first else "norm_broadcast"
+        ]
+        if "err_post" in pool.summed_updaters:
+            pool.summed_updaters["err_post"].order = ORDER["error_pool"]
+            back.summed_updaters["err_self_post"].order = ORDER["error_broadcast"]
+        if "exp_total_post" in pool.summed_updaters:
+            pool.summed_updaters["exp_total_post"].order = ORDER["norm_pool"]
+            back.summed_updaters["exp_sum_post"].order = ORDER["norm_broadcast"]
+        pools.append(pool)
+        broadcasts.append(back)
+    if circuit.influence:
+        for l in range(1, L + 1):
+            members = np.arange(K * nb[l])
+            top = b2.Synapses(norms[L], layers[l], model="err_top_post = err_pre : 1 (summed)",
+                              clock=clock, name=f"broadcast_top_{l}")
+            top.connect(i=members // nb[l], j=members)
+            top.summed_updaters["err_top_post"].order = ORDER["error_broadcast"]
+            broadcasts.append(top)
+
+    # -- feedforward and feedback synapses: all-to-all within each circuit's block -----------
+    def connect_blocks(syn, l_pre, l_post, n_post, matrices):
+        # presynaptic-major (see the module docstring); post runs over the block's non-bias units
+        k, pre, post = np.meshgrid(np.arange(K), np.arange(nb[l_pre]), np.arange(n_post),
+                                   indexing="ij")
+        syn.connect(i=(k * nb[l_pre] + pre).ravel(), j=(k * nb[l_post] + post).ravel())
+        return np.stack(matrices)[k.ravel(), post.ravel(), pre.ravel()]
+
+    feedforward, feedback = [None], [None, None]
+    drive = "d_scaled_error" if circuit.influence else "dtau"
+    for l in range(1, L + 1):
+        ff = b2.Synapses(
+            layers[l - 1], layers[l],
+            model="W : 1\nh_in_post = W*sm_pre : 1 (summed)\neta_w : 1 (shared, constant)",
+            clock=clock, name=f"feedforward_{l}",
+        )
+        ff.W = connect_blocks(ff, l - 1, l, sizes[l], [net.weights[l] for net in nets])
+        ff.eta_w = circuit.eta_w
+        ff.summed_updaters["h_in_post"].order = ORDER["feedforward_sum"]
+        if circuit.eta_w != 0 and slow:
+            every = plasticity_every * dt * b2.second
+            post = layers[l]
+            ff.run_regularly("W += eta_w*w_drive_post*sa_pre*inv_norm_pre", dt=every,
+                             when="groups", order=ORDER["feedforward_plasticity"],
+                             name=f"feedforward_{l}_plasticity")
+            post.run_regularly("w_drive = 0", dt=every, when="groups",
+                               order=ORDER["drive_reset"], name=f"layer_{l}_drive_reset")
+            post.run_regularly(f"w_drive += plasticity*{drive}", when="groups",
+                               order=ORDER["drive_accumulate"],
+                               name=f"layer_{l}_drive_accumulate")
+        elif circuit.eta_w != 0:
+            ff.run_regularly(f"W += eta_w*plasticity_post*{drive}_post*sa_pre*inv_norm_pre",
+                             when="groups", order=ORDER["feedforward_plasticity"],
+                             name=f"feedforward_{l}_plasticity")
+        feedforward.append(ff)
+    for l in range(2, L + 1):
+        fbs = b2.Synapses(
+            layers[l], layers[l - 1],
+            model="Omega : 1\nfb_post = Omega*su_pre : 1 (summed)\n"
+                  "eta_omega : Hz (shared, constant)",
+            clock=clock, name=f"feedback_{l}",
+        )
+        fbs.Omega = connect_blocks(fbs, l, l - 1, sizes[l - 1], [net.feedback[l] for net in nets])
+        fbs.eta_omega = circuit.eta_omega * b2.Hz
+        fbs.summed_updaters["fb_post"].order = ORDER["feedback_sum"]
+        if circuit.feedback_rule != "fixed" and circuit.eta_omega != 0:
+            target = "m_post" if circuit.feedback_rule == "delta1" else "a_post"
+            fbs.run_regularly(
+                f"Omega += eta_omega*{omega_dt}*({target} - fb_post)*su_pre",
+                when="groups", order=ORDER["feedback_plasticity"], name=f"feedback_{l}_plasticity",
+            )
+        feedback.append(fbs)
+    # run_regularly operations are contained in their groups and join the network with them
+    return _Assembly(clock=clock, layers=layers, norms=norms, pools=pools,
+                     broadcasts=broadcasts, feedforward=feedforward, feedback=feedback,
+                     namespace=namespace, block_sizes=nb)
+
+
+def _block_matrix(syn, var, n_post_block, n_pre_block, n_rows, n_cols, k=0):
+    """Synaptic variable ``var`` of circuit k (block k) of an all-to-all-per-block Synapses
+    object as an (n_rows, n_cols) matrix."""
+    i, j = np.asarray(syn.i[:]), np.asarray(syn.j[:])
+    mine = i // n_pre_block == k
+    w = np.zeros((n_rows, n_cols))
+    values = np.asarray(getattr(syn, var)[:])
+    w[j[mine] - k * n_post_block, i[mine] - k * n_pre_block] = values[mine]
+    return w
 
 
 def build(
@@ -394,6 +713,8 @@ def build(
         ``{"variables": [...], "every": n_steps, "gates": bool}``: StateMonitors of layer
         variables (recorded in the ``end`` slot, i.e. after each step's updates) and, with
         ``gates``, of γ_l, γ_{l+1}, c_l, p_l and φ_l.
+    standalone_directory : str, optional
+        Project directory of a cpp_standalone build (default: a new temporary directory).
     threads : int
         OpenMP threads of a cpp_standalone build (ignored by the runtime devices).
     plasticity_every : int
@@ -406,230 +727,19 @@ def build(
         than ``plasticity_every`` steps. The feedback rules (Eqs 51/52) do not telescope
         (both factors change as u converges) and stay on every step. Must divide the steps
         per γ cycle.
+
+    Several circuits that differ in their schedules (and initial weights) are simulated
+    together by :func:`cdtp.batch.build_batch`.
     """
-    inputs = np.asarray(inputs, dtype=float)
-    labels = np.asarray(labels, dtype=float)
-    sizes, L, bias = circuit.sizes, circuit.depth, int(circuit.bias)
-    if inputs.ndim != 2 or inputs.shape[1] != sizes[0]:
-        raise ValueError(f"inputs must have shape (n_examples, {sizes[0]}), got {inputs.shape}")
-    if labels.shape != (len(inputs), sizes[-1]):
-        raise ValueError(f"labels must have shape ({len(inputs)}, {sizes[-1]}), got {labels.shape}")
-    for name in ("tau_h", "tau_a", "tau_u", "tau_tau"):
-        v = getattr(circuit, name)
-        if 0 < v < dt * (1 - 1e-9):
-            raise ValueError(f"{name} = {v} s is shorter than dt = {dt} s: use 0 or ≥ dt")
-    spc = schedule.steps_per_cycle(dt)
-    if not isinstance(plasticity_every, int) or plasticity_every < 1 or spc % plasticity_every:
-        raise ValueError(
-            f"plasticity_every = {plasticity_every!r}: a positive integer dividing the"
-            f" {spc} steps per γ cycle"
-        )
-    slow = plasticity_every > 1
+    inputs, labels = _check_stream(circuit, inputs, labels)
+    sizes, L = circuit.sizes, circuit.depth
+    (spc,) = _validate(circuit, [schedule], dt, plasticity_every, threads)
     net0 = initial_network(circuit) if network is None else network
-
     standalone = device == "cpp_standalone"
-    if not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads = {threads!r}: a positive integer")
     standalone_directory = _configure_device(device, standalone_directory, threads)
-    clock = b2.Clock(dt=dt * b2.second, name="cdtp_clock")
-    sig = lambda v: _sigma(circuit, v)  # noqa: E731
-    namespace = {}
-    if schedule.gamma.shape == "array":
-        n = len(schedule.gamma.values)
-        namespace["gamma_values"] = b2.TimedArray(
-            np.asarray(schedule.gamma.values, dtype=float), dt=b2.second / n, name="gamma_values"
-        )
-
-    label_code = ""
-    if standalone:
-        # no Python during a standalone run: examples come from TimedArrays indexed by the
-        # cycle number (dt = 1 s per row, so the γ period is not compiled in)
-        cycle_time = "(floor((t - gamma_t0 + 0.5*dt)*gamma_freq) + 0.5)*second"
-        padded = np.zeros((len(inputs), sizes[0] + bias))
-        padded[:, : sizes[0]] = inputs
-        namespace["stimulus"] = b2.TimedArray(padded, dt=b2.second, name="stimulus")
-        padded_y = np.zeros((len(labels), sizes[-1] + bias))
-        padded_y[:, : sizes[-1]] = labels
-        namespace["label_stream"] = b2.TimedArray(padded_y, dt=b2.second, name="label_stream")
-        label_code = f"y = label_stream({cycle_time}, i)\n"
-
-    layers, norms = [], []
-    objects = []
-    for l in range(L + 1):
-        n = sizes[l] + bias
-        eqs = _LAYER_EQS + ("w_drive : 1\n" if slow else "")
-        group = b2.NeuronGroup(n, eqs, clock=clock, name=f"layer_{l}", namespace=namespace)
-        group.is_bias = np.r_[np.zeros(sizes[l]), np.ones(bias)]
-        group.tau_h = max(circuit.tau_h, dt) * b2.second
-        group.tau_a = max(circuit.tau_a, dt) * b2.second
-        group.tau_u = max(circuit.tau_u, dt) * b2.second
-        group.tau_tau = max(circuit.tau_tau, dt) * b2.second
-        group.beta = circuit.beta
-        group.influence_eps = circuit.influence_eps
-        # σ of the bias unit is 1 in every phase
-        group.sm = group.is_bias[:]
-        group.sa = group.is_bias[:]
-        group.su = group.is_bias[:]
-        group.inv_norm = 1.0 / (bias + 1e-12)
-        group.exp_sum = float(sizes[l])
-        layers.append(group)
-        norms.append(b2.NeuronGroup(1, _NORM_EQS, clock=clock, name=f"norm_{l}"))
-    _set_schedule_constants(layers, schedule, circuit)
-    gate_code = _gate_code(schedule, circuit)
-
-    def keep_bias(expr):
-        return f"({expr})*(1 - is_bias) + is_bias"
-
-    # -- layer code --------------------------------------------------------------------------
-    inp = layers[0]
-    input_code = f"m = a\nsm = {keep_bias(sig('a'))}\nsa = sm"
-    if standalone:
-        input_code = f"a = stimulus({cycle_time}, i)\n" + input_code
-    objects.append(
-        inp.run_regularly(input_code, when="groups", order=ORDER["input"],
-                          name="layer_0_input")
-    )
-    for l in range(1, L + 1):
-        group = layers[l]
-        objects.append(
-            group.run_regularly(gate_code, when="groups", order=ORDER["gates"],
-                                name=f"layer_{l}_gates")
-        )
-        if l < L:
-            code = (
-                "m = (gamma_above*a + (1 - gamma_above)*fb)*(1 - is_bias)\n"
-                "dtau = dt/tau_tau*(m - target)\n"
-                "target += dtau\n"
-                f"sm = {keep_bias(sig('m'))}"
-            )
-        else:
-            if circuit.loss == "squared_error":
-                grad = "(a - y)"
-            else:
-                grad = "(exp(a)/exp_sum - y)"
-            code = (
-                label_code
-                + f"dtau = dt/tau_tau*(a - (1 - gamma)*beta*{grad} - target)*(1 - is_bias)\n"
-                "target += dtau"
-            )
-        objects.append(group.run_regularly(code, when="groups", order=ORDER["targets"],
-                                           name=f"layer_{l}_targets"))
-        if circuit.influence:
-            objects.append(group.run_regularly(
-                "d_scaled_error = err_top/(err_self + influence_eps)*(target - a)"
-                " - scaled_error\nscaled_error += d_scaled_error",
-                when="groups", order=ORDER["influence"], name=f"layer_{l}_influence",
-            ))
-        dyn = [
-            "h += dt/tau_h*(h_in - h)",
-            "a += dt/tau_a*hold*(h - a)",
-        ]
-        if l >= 2:
-            dyn.append("u += dt/tau_u*(target - u + (1 - hold)*(u - h))")
-            dyn.append(f"su = {keep_bias(sig('u'))}")
-        dyn.append(f"sa = {keep_bias(sig('a'))}")
-        objects.append(group.run_regularly("\n".join(dyn), when="groups", order=ORDER["dynamics"],
-                                           name=f"layer_{l}_dynamics"))
-    # layer 0's gates are needed for nothing but γ_1 on layer 0 (m_0 = x is not gated)
-
-    # -- normalization neurons ---------------------------------------------------------------
-    pools, broadcasts = [], []
-    for l in range(L + 1):
-        pool_model = ["sq_norm_post = sa_pre**2 : 1 (summed)"]
-        if circuit.influence and l >= 1:
-            pool_model.append("err_post = (a_pre - target_pre)**2 : 1 (summed)")
-        if l == L and circuit.loss == "softmax_cross_entropy":
-            pool_model.append("exp_total_post = exp(a_pre)*(1 - is_bias_pre) : 1 (summed)")
-        pool = b2.Synapses(layers[l], norms[l], model="\n".join(pool_model), clock=clock,
-                           name=f"pool_{l}")
-        pool.connect()
-        back_model = ["inv_norm_post = 1/(sq_norm_pre + 1e-12) : 1 (summed)"]
-        if circuit.influence and l >= 1:
-            back_model.append("err_self_post = err_pre : 1 (summed)")
-        if l == L and circuit.loss == "softmax_cross_entropy":
-            back_model.append("exp_sum_post = exp_total_pre : 1 (summed)")
-        back = b2.Synapses(norms[l], layers[l], model="\n".join(back_model), clock=clock,
-                           name=f"broadcast_{l}")
-        back.connect()
-        first = l == 0
-        pool.summed_updaters["sq_norm_post"].order = ORDER["input_pool" if first else "norm_pool"]
-        back.summed_updaters["inv_norm_post"].order = ORDER[
-            "input_broadcast" if first else "norm_broadcast"
-        ]
-        if "err_post" in pool.summed_updaters:
-            pool.summed_updaters["err_post"].order = ORDER["error_pool"]
-            back.summed_updaters["err_self_post"].order = ORDER["error_broadcast"]
-        if "exp_total_post" in pool.summed_updaters:
-            pool.summed_updaters["exp_total_post"].order = ORDER["norm_pool"]
-            back.summed_updaters["exp_sum_post"].order = ORDER["norm_broadcast"]
-        pools.append(pool)
-        broadcasts.append(back)
-    if circuit.influence:
-        for l in range(1, L + 1):
-            top = b2.Synapses(norms[L], layers[l], model="err_top_post = err_pre : 1 (summed)",
-                              clock=clock, name=f"broadcast_top_{l}")
-            top.connect()
-            top.summed_updaters["err_top_post"].order = ORDER["error_broadcast"]
-            broadcasts.append(top)
-
-    # -- feedforward and feedback synapses ---------------------------------------------------
-    feedforward, feedback = [None], [None, None]
-    for l in range(1, L + 1):
-        n_pre, n_post = sizes[l - 1] + bias, sizes[l]
-        drive = "d_scaled_error_post" if circuit.influence else "dtau_post"
-        ff = b2.Synapses(
-            layers[l - 1], layers[l],
-            model="W : 1\nh_in_post = W*sm_pre : 1 (summed)\n"
-                  "eta_w : 1 (shared, constant)",
-            clock=clock, name=f"feedforward_{l}",
-        )
-        pre_i, post_j = np.meshgrid(np.arange(n_pre), np.arange(n_post), indexing="ij")
-        ff.connect(i=pre_i.ravel(), j=post_j.ravel())
-        ff.W = net0.weights[l][post_j.ravel(), pre_i.ravel()]
-        ff.eta_w = circuit.eta_w
-        ff.summed_updaters["h_in_post"].order = ORDER["feedforward_sum"]
-        if circuit.eta_w != 0 and slow:
-            post = layers[l]
-            objects.append(ff.run_regularly(
-                "W += eta_w*w_drive_post*sa_pre*inv_norm_pre", dt=plasticity_every * dt * b2.second,
-                when="groups", order=ORDER["feedforward_plasticity"],
-                name=f"feedforward_{l}_plasticity",
-            ))
-            objects.append(post.run_regularly(
-                "w_drive = 0", dt=plasticity_every * dt * b2.second, when="groups",
-                order=ORDER["drive_reset"], name=f"layer_{l}_drive_reset",
-            ))
-            objects.append(post.run_regularly(
-                f"w_drive += plasticity*{drive.removesuffix('_post')}", when="groups",
-                order=ORDER["drive_accumulate"], name=f"layer_{l}_drive_accumulate",
-            ))
-        elif circuit.eta_w != 0:
-            objects.append(ff.run_regularly(
-                f"W += eta_w*plasticity_post*{drive}*sa_pre*inv_norm_pre",
-                when="groups", order=ORDER["feedforward_plasticity"],
-                name=f"feedforward_{l}_plasticity",
-            ))
-        feedforward.append(ff)
-    for l in range(2, L + 1):
-        n_pre, n_post = sizes[l] + bias, sizes[l - 1]
-        fbs = b2.Synapses(
-            layers[l], layers[l - 1],
-            model="Omega : 1\nfb_post = Omega*su_pre : 1 (summed)\n"
-                  "eta_omega : Hz (shared, constant)",
-            clock=clock, name=f"feedback_{l}",
-        )
-        pre_i, post_j = np.meshgrid(np.arange(n_pre), np.arange(n_post), indexing="ij")
-        fbs.connect(i=pre_i.ravel(), j=post_j.ravel())
-        fbs.Omega = net0.feedback[l][post_j.ravel(), pre_i.ravel()]
-        fbs.eta_omega = circuit.eta_omega * b2.Hz
-        fbs.summed_updaters["fb_post"].order = ORDER["feedback_sum"]
-        if circuit.feedback_rule != "fixed" and circuit.eta_omega != 0:
-            drive = "m_post" if circuit.feedback_rule == "delta1" else "a_post"
-            objects.append(fbs.run_regularly(
-                f"Omega += eta_omega*dt*({drive} - fb_post)*su_pre",
-                when="groups", order=ORDER["feedback_plasticity"], name=f"feedback_{l}_plasticity",
-            ))
-        feedback.append(fbs)
+    parts = _assemble(circuit, [schedule], [net0], dt=dt, plasticity_every=plasticity_every,
+                      batched=False, timed_stream=standalone, inputs=[inputs], labels=[labels])
+    layers, clock = parts.layers, parts.clock
 
     # -- example clamping and divergence checks, once per γ cycle -----------------------------
     # per-cycle summaries, taken when the next cycle starts: a_L then still holds the output
@@ -682,29 +792,54 @@ def build(
         monitors["outputs"] = b2.StateMonitor(layers[L], "a", record=np.arange(nL),
                                               when="start", clock=cycle_clock,
                                               name="output_monitor")
-    # run_regularly operations are contained in their groups and join the network with them
-    del objects
     network = b2.Network(
-        *layers, *norms, *pools, *broadcasts, *feedforward[1:], *feedback[2:],
-        *([clamp] if clamp is not None else []),
+        *layers, *parts.norms, *parts.pools, *parts.broadcasts, *parts.feedforward[1:],
+        *parts.feedback[2:], *([clamp] if clamp is not None else []),
         *monitors.values(), name="cdtp_network",
     )
     result = CircuitRun(
-        circuit=circuit, schedule=schedule, network=network, layers=layers, norms=norms,
-        feedforward=feedforward, feedback=feedback, inputs=inputs, labels=labels, dt=dt,
-        device=device, monitors=monitors, plasticity_every=plasticity_every, _clamp=clamp,
+        circuit=circuit, schedule=schedule, network=network, layers=layers, norms=parts.norms,
+        feedforward=parts.feedforward, feedback=parts.feedback, inputs=inputs, labels=labels,
+        dt=dt, device=device, monitors=monitors, plasticity_every=plasticity_every,
+        _clamp=clamp,
     )
     result.standalone_directory = standalone_directory
     result._run_state = run_state
     return result
 
 
-def _check_divergence(layers, sizes, bound, cycle, run_state):
+def _feedforward_matrix(run, l: int, k: int) -> np.ndarray:
+    """W_l of circuit k of a built run (a :class:`CircuitRun` or a batch), with the drive a
+    slow plasticity clock has summed but not yet applied added as that update will apply it
+    (σ(a_pre) and its norm as they are now, which the next update reads)."""
+    sizes, bias = run.circuit.sizes, int(run.circuit.bias)
+    nb_pre, nb_post = sizes[l - 1] + bias, sizes[l] + bias
+    w = _block_matrix(run.feedforward[l], "W", nb_post, nb_pre, sizes[l], nb_pre, k)
+    if run.plasticity_every > 1 and run.circuit.eta_w != 0:
+        pre, post = run.layers[l - 1], run.layers[l]
+        sl_pre = slice(k * nb_pre, (k + 1) * nb_pre)
+        sa = np.asarray(pre.sa[sl_pre]) * np.asarray(pre.inv_norm[sl_pre])
+        drive = np.asarray(post.w_drive[k * nb_post: k * nb_post + sizes[l]])
+        w += run.circuit.eta_w * np.outer(drive, sa)
+    return w
+
+
+def _feedback_matrix(run, l: int, k: int) -> np.ndarray:
+    """Ω_l of circuit k of a built run."""
+    sizes, bias = run.circuit.sizes, int(run.circuit.bias)
+    nb_pre, nb_post = sizes[l] + bias, sizes[l - 1] + bias
+    return _block_matrix(run.feedback[l], "Omega", nb_post, nb_pre, sizes[l - 1], nb_pre, k)
+
+
+def _check_divergence(layers, sizes, bound, cycle, run_state, block=0, bias=0):
+    """Record in ``run_state["diverged"]`` why circuit ``block`` has left the bound (a batch's
+    blocks are ``sizes[l] + bias`` neurons long)."""
     for l, group in enumerate(layers):
         if l == 0:
             continue
+        start = block * (sizes[l] + bias)
         for var in ("a", "u", "target"):
-            v = np.asarray(getattr(group, var)[: sizes[l]])
+            v = np.asarray(getattr(group, var)[start:start + sizes[l]])
             if not np.all(np.isfinite(v)):
                 run_state["diverged"] = f"cycle {cycle}: layer {l}: {var} is not finite"
                 return
