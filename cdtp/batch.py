@@ -280,6 +280,7 @@ def build_batch(
     standalone_directory: str | None = None,
     threads: int = 1,
     plasticity_every: int = 1,
+    output_every: int | None = None,
 ) -> BatchRun:
     """Build K = ``len(schedules)`` copies of ``circuit`` as blocks of one Brian2 network.
 
@@ -298,6 +299,11 @@ def build_batch(
         Initial weights per circuit (default: the circuit's seed, the same for all).
     dt, device, standalone_directory, threads, plasticity_every
         As for :func:`cdtp.engine.build`.
+    output_every : int, optional
+        Steps between samples of a_L, from which each circuit's per-cycle outputs are read:
+        every γ period must be a multiple of it. Default: the greatest common divisor of the
+        periods (in steps). A cpp_standalone batch to be rerun with other frequencies needs a
+        grid that fits those too.
     """
     schedules = list(schedules)
     K = len(schedules)
@@ -324,7 +330,13 @@ def build_batch(
     for l, group in enumerate(parts.layers):
         group.t_last = np.repeat((np.asarray(steps) - 1) * dt, nb[l]) * b2.second
     # outputs: a_L at the start of every output_every-th step (each cycle's end lies on it)
-    output_every = math.gcd(*spcs)
+    if output_every is None:
+        output_every = math.gcd(*spcs)
+    if not isinstance(output_every, int) or output_every < 1 or any(
+        spc % output_every for spc in spcs
+    ):
+        raise ValueError(f"output_every = {output_every!r}: a positive integer dividing every"
+                         f" γ period ({', '.join(map(str, spcs))} steps)")
     nL = circuit.sizes[-1]
     out_cols = (np.arange(K)[:, None] * nb[-1] + np.arange(nL)[None, :]).ravel()
     monitor = b2.StateMonitor(
