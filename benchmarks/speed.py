@@ -14,10 +14,13 @@ process, for n in {32, 64, 128, 256, 512}:
 (c) ``numpy``: the reference map :func:`cdtp.reference.cdtp_map.step`, a vectorized numpy
     Euler integrator of the same equations.
 
-Each is timed over whole γ cycles after a warm-up cycle (minimum of ``--repeats`` runs);
-peak memory is the resident set size of a fresh subprocess per (variant, n). Results: µs per
-simulated step, cycles per second, and the ratios engine/numpy and baseline/engine. With
-``--write`` the table goes to ``benchmarks/RESULTS.md``.
+Each is timed over whole γ cycles after a warm-up cycle. The runtime variants report the marginal
+cost of a step (a long run minus a short one, minimum of ``--repeats``), and the fixed cost of a
+``run()`` call separately: Brian2 prepares its code objects on every call, ~0.1–0.2 s, which
+over a 300-step run would triple the apparent cost of a step. Peak memory is the resident set
+size of a fresh subprocess per (variant, n). Results: µs per simulated step, cycles per second,
+and the ratios engine/numpy and baseline/engine. With ``--write`` the table goes to
+``benchmarks/RESULTS.md``.
 
 Run ``python -m benchmarks.speed [--write] [--sizes 32 64 ...]`` (``make bench``; the first run
 compiles the cython code of both Brian2 builds, several minutes).
@@ -147,10 +150,28 @@ def baseline_network(n: int, cycles: int):
 
 
 # -- timing ---------------------------------------------------------------------------------------
+def _marginal(run_cycles, cycles: int, repeats: int) -> tuple[float, float]:
+    """Seconds per cycle and per call of ``run_cycles(k)`` (simulate k more cycles): each
+    repeat times a 1-cycle call and a (1 + cycles)-cycle call; the difference is the cost of
+    ``cycles`` cycles without the fixed cost of a call (Brian2's ``Network.run`` prepares its
+    code objects on every call, ~0.1–0.2 s), which is reported separately."""
+    short, long = [], []
+    for _ in range(repeats):
+        t1 = time.perf_counter()
+        run_cycles(1)
+        short.append(time.perf_counter() - t1)
+        t1 = time.perf_counter()
+        run_cycles(1 + cycles)
+        long.append(time.perf_counter() - t1)
+    per_cycle = (min(long) - min(short)) / cycles
+    return per_cycle, min(short) - per_cycle
+
+
 def time_variant(variant: str, n: int, cycles: int, repeats: int) -> dict:
     spc = round(1 / (FREQUENCY * DT))
-    total = cycles * (repeats + 1) + 1
+    total = (cycles + 2) * (repeats + 1) + 1
     t0 = time.perf_counter()
+    call = float("nan")
     if variant.startswith("engine"):
         from cdtp.engine import build
 
@@ -159,11 +180,7 @@ def time_variant(variant: str, n: int, cycles: int, repeats: int) -> dict:
                     **VARIANT_OPTIONS.get(variant, {}))
         run.run(1)
         setup = time.perf_counter() - t0
-        times = []
-        for _ in range(repeats):
-            t1 = time.perf_counter()
-            run.run(cycles)
-            times.append(time.perf_counter() - t1)
+        per_cycle, call = _marginal(run.run, cycles, repeats)
     elif variant.startswith("standalone"):
         import tempfile
 
@@ -178,8 +195,7 @@ def time_variant(variant: str, n: int, cycles: int, repeats: int) -> dict:
             run.run(total)
             setup = time.perf_counter() - t0
             # the simulation loop's own time, measured inside the binary (no build, no I/O)
-            times = [b2.get_device()._last_run_time]
-        cycles = total
+            per_cycle = b2.get_device()._last_run_time / total
     elif variant == "baseline":
         import brian2 as b2
 
@@ -187,11 +203,7 @@ def time_variant(variant: str, n: int, cycles: int, repeats: int) -> dict:
         net = baseline_network(n, total)
         net.run(spc * DT * b2.second)
         setup = time.perf_counter() - t0
-        times = []
-        for _ in range(repeats):
-            t1 = time.perf_counter()
-            net.run(cycles * spc * DT * b2.second)
-            times.append(time.perf_counter() - t1)
+        per_cycle, call = _marginal(lambda k: net.run(k * spc * DT * b2.second), cycles, repeats)
     else:
         from cdtp.engine import initial_network
         from cdtp.reference import cdtp_map
@@ -205,23 +217,19 @@ def time_variant(variant: str, n: int, cycles: int, repeats: int) -> dict:
         gates = schedule().sample(spc, DT, 3, c.hold)
         x, y = stream(n, total)
         rows = [{k: gates[k][r] for k in ("gamma", "hold", "plasticity")} for r in range(spc)]
+        done = [0]
 
-        def cycle(k):
-            for r in range(spc):
-                cdtp_map.step(state, params, rows[r], x[k][None], y[k][None])
+        def run_cycles(k):
+            for _ in range(k):
+                for r in range(spc):
+                    cdtp_map.step(state, params, rows[r], x[done[0]][None], y[done[0]][None])
+                done[0] += 1
 
-        cycle(0)
+        run_cycles(1)
         setup = time.perf_counter() - t0
-        times = []
-        for rep in range(repeats):
-            t1 = time.perf_counter()
-            for k in range(cycles):
-                cycle(1 + rep * cycles + k)
-            times.append(time.perf_counter() - t1)
-    best = min(times)
-    steps = cycles * spc
-    return {"variant": variant, "n": n, "us_per_step": 1e6 * best / steps,
-            "cycles_per_s": cycles / best, "setup_s": setup}
+        per_cycle, call = _marginal(run_cycles, cycles, repeats)
+    return {"variant": variant, "n": n, "us_per_step": 1e6 * per_cycle / spc,
+            "cycles_per_s": 1 / per_cycle, "setup_s": setup, "call_overhead_s": call}
 
 
 def _child(variant: str, n: int, cycles: int, repeats: int) -> dict:
@@ -254,8 +262,8 @@ def table(rows: list[dict]) -> str:
         " numpy µs/step | cython / numpy | standalone / numpy | standalone W/10 / numpy |"
         " baseline / cython | baseline / standalone |"
         " peak MiB cython / standalone / baseline / numpy |"
-        " setup s cython / standalone / baseline |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " setup s cython / standalone / baseline | per run() call s cython / baseline |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for n in sorted({r["n"] for r in rows}):
         lines.append(
@@ -268,7 +276,9 @@ def table(rows: list[dict]) -> str:
             f" | {f('engine', n, 'peak_mib')} / {f('standalone', n, 'peak_mib')}"
             f" / {f('baseline', n, 'peak_mib')} / {f('numpy', n, 'peak_mib')}"
             f" | {f('engine', n, 'setup_s', '{:.1f}')} / {f('standalone', n, 'setup_s', '{:.1f}')}"
-            f" / {f('baseline', n, 'setup_s', '{:.1f}')} |"
+            f" / {f('baseline', n, 'setup_s', '{:.1f}')}"
+            f" | {f('engine', n, 'call_overhead_s', '{:.2f}')}"
+            f" / {f('baseline', n, 'call_overhead_s', '{:.2f}')} |"
         )
     return "\n".join(lines)
 
@@ -276,7 +286,7 @@ def table(rows: list[dict]) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
-    parser.add_argument("--cycles", type=int, default=3)
+    parser.add_argument("--cycles", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", nargs="+",
                         default=["numpy", "engine", "standalone", "standalone_p10", "baseline"])
@@ -296,9 +306,13 @@ def main(argv=None) -> None:
         f" {os.cpu_count()} CPUs, Python {platform.python_version()},"
         f" {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average at the end"
         f" {load[0]:.2f}. L = 3, all layers n units, tanh, Δ1 feedback learning, dt = 0.1 ms,"
-        f" {round(1 / (FREQUENCY * DT))} steps per γ cycle; minimum over {args.repeats} runs of"
-        f" {args.cycles} cycles after a warm-up cycle; setup = build + code generation +"
-        " compilation + the warm-up cycle.",
+        f" {round(1 / (FREQUENCY * DT))} steps per γ cycle. Runtime variants (cython, baseline,"
+        " numpy): after a warm-up cycle, the marginal cost of a step — (min over"
+        f" {args.repeats} repeats of a {1 + args.cycles}-cycle run − min of a 1-cycle run) /"
+        f" {args.cycles} cycles — so the fixed cost of each `run()` call (Brian2 prepares its"
+        " code objects on every call) is not spread over the steps; it is its own column."
+        " Standalone: the binary's own clock over all its cycles. Setup = build + code"
+        " generation + compilation + the warm-up cycle.",
         "",
         table(rows),
         "",
