@@ -61,8 +61,8 @@ __all__ = ["BatchRun", "build_batch"]
 @dataclass
 class BatchRun:
     """K built circuits in one network. :meth:`run` simulates every circuit's ``n_cycles``;
-    :meth:`outputs`, :meth:`weights`, :meth:`feedback_weights`, :meth:`state` and
-    :attr:`diverged` then answer per circuit k."""
+    :meth:`outputs`, :meth:`weights`, :meth:`feedback_weights`, :meth:`state`,
+    :attr:`diverged` (None or why) and :attr:`cycles_completed` then answer per circuit k."""
 
     circuit: CircuitConfig
     schedules: list
@@ -82,6 +82,7 @@ class BatchRun:
     namespace: dict
     standalone_directory: str | None = None
     diverged: list = field(default_factory=list)
+    cycles_completed: list = field(default_factory=list)
     runs: int = 0
 
     @property
@@ -177,7 +178,7 @@ class BatchRun:
         self.runs += 1
         self._outputs = None
         bound, L = self.circuit.activity_bound, self.circuit.depth
-        self.diverged = []
+        self.diverged, self.cycles_completed = [], []
         for k in range(self.size):
             state = {"diverged": None}
             out = self.outputs(k)
@@ -189,6 +190,9 @@ class BatchRun:
                 _check_divergence(self.layers, self.circuit.sizes, bound, self.n_cycles[k] - 1,
                                   state, block=k, bias=int(self.circuit.bias))
             self.diverged.append(state["diverged"])
+            # cycles up to and including the one whose output left the bound (as a separate
+            # run, which stops there); a block whose final state left it completed them all
+            self.cycles_completed.append(bad[0] + 1 if bad else self.n_cycles[k])
 
     def outputs(self, k: int) -> np.ndarray:
         """a_L of circuit k at the end of each of its cycles (n_cycles_k, n_L): its output for

@@ -1,7 +1,8 @@
 """The ``cdtp`` command.
 
     cdtp run SCENARIO [-o FILE] [--set key=value ...] [--figures DIR]
-    cdtp sweep SCENARIO [--workers N | --scheduler ADDRESS] [-o FILE] [--set key=value ...]
+    cdtp sweep SCENARIO [--workers N | --scheduler ADDRESS] [--batch] [-o FILE]
+               [--set key=value ...]
     cdtp check FILE [--json]
     cdtp plot FILE [-o DIR]
     cdtp info FILE
@@ -239,6 +240,7 @@ def cmd_sweep(args) -> int:
         overrides=args.set,
         workers=args.workers,
         scheduler=args.scheduler,
+        batch=args.batch,
         progress=_Progress(f"sweep {out.stem}", "points"),
     )
     ds = combine(info["keys"], info["points"], points_dir)
@@ -376,6 +378,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument("--scheduler", help="address of a running Dask scheduler")
     sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sw.add_argument(
+        "--batch", action="store_true",
+        help="simulate points that differ only in gamma / plasticity_gate parameters together,"
+             " as one Brian2 network (faster; records per-cycle output, label and loss only:"
+             " no traces, snapshots or proposition checks)",
+    )
     sw.set_defaults(func=cmd_sweep)
     check = sub.add_parser("check", help="check the propositions on a results file")
     check.add_argument("file")

@@ -112,6 +112,9 @@ class RecordSpec:
         Snapshot W and Ω at the phase boundaries (needed by P5 and P6).
     chunk_cycles : int
         Cycles simulated, converted and (with a path) written per chunk; bounds memory.
+
+    The per-cycle output, label and loss are always recorded; with no variables, gates,
+    snapshots or weights they are all there is (what a batched sweep point holds).
     """
 
     variables: tuple = ("a", "h", "u", "target")
@@ -149,8 +152,6 @@ class RecordSpec:
                     " 0 ≤ start < stop"
                 )
             object.__setattr__(self, "trace_cycles", tc)
-        if not (self.variables or self.gates or self.snapshots or self.weights):
-            raise ValueError("record: nothing to record (no variables, gates, snapshots, weights)")
 
     def traced(self, sizes) -> list[tuple[int, int]]:
         """(layer, unit) of every traced neuron, in order."""

@@ -118,10 +118,13 @@ class Scenario:
         inputs, labels, task = self.stream()
         return simulate(
             self.circuit, self.schedule, inputs, labels, dt=self.dt, device=self.device,
-            record=self.record, path=path, progress=progress,
-            attrs={"scenario": self.raw, "scenario_file": str(self.source), "task": task,
-                   **(attrs or {})},
+            record=self.record, path=path, progress=progress, attrs=self.attributes(task, attrs),
         )
+
+    def attributes(self, task: dict, attrs: dict | None = None) -> dict:
+        """What a results file of this scenario says about it (besides the run's own)."""
+        return {"scenario": self.raw, "scenario_file": str(self.source), "task": task,
+                **(attrs or {})}
 
     def stream(self) -> tuple[np.ndarray, np.ndarray, dict]:
         """The example stream (one example per γ cycle) and a description of the task."""

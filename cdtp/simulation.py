@@ -219,8 +219,6 @@ def simulate(
     xarray.Dataset
         The layout of :mod:`cdtp.recording`.
     """
-    from cdtp import __version__
-
     record = RecordSpec() if record is None else record
     inputs = np.asarray(inputs, dtype=float)
     labels = np.asarray(labels, dtype=float)
@@ -233,20 +231,9 @@ def simulate(
         raise ValueError("recording needs a runtime device (cython or numpy), not cpp_standalone")
     spc = schedule.steps_per_cycle(dt)
     bsteps = boundary_steps(schedule, circuit, dt)
-    base_attrs = {
-        "title": f"CDTP run of circuit {circuit.name!r}",
-        "circuit": circuit.to_dict(),
-        "schedule": {"gamma": asdict(schedule.gamma), "plasticity": asdict(schedule.plasticity)},
-        "record": record.to_dict(),
-        "cdtp_version": __version__,
-        "seed": circuit.seed,
-        "dt": dt,
-        "steps_per_cycle": spc,
-        "boundary_steps": bsteps,
-        "device": device if backend == "brian2" else "numpy reference map",
-        "backend": backend,
-        **(attrs or {}),
-    }
+    base_attrs = run_attributes(circuit, schedule, record, dt,
+                                device if backend == "brian2" else "numpy reference map",
+                                backend, attrs)
     recorder = Recorder(record, circuit.sizes, circuit.bias, base_attrs, path=path)
     snaps = _Snapshots(circuit, record, bsteps, spc, inputs, labels, get_loss(circuit.loss))
     try:
@@ -276,6 +263,26 @@ def simulate(
     except BaseException:
         recorder.discard()
         raise
+
+
+def run_attributes(circuit, schedule, record, dt, device, backend, attrs=None) -> dict:
+    """The global attributes of a recorded run (see :mod:`cdtp.recording`)."""
+    from cdtp import __version__
+
+    return {
+        "title": f"CDTP run of circuit {circuit.name!r}",
+        "circuit": circuit.to_dict(),
+        "schedule": {"gamma": asdict(schedule.gamma), "plasticity": asdict(schedule.plasticity)},
+        "record": record.to_dict(),
+        "cdtp_version": __version__,
+        "seed": circuit.seed,
+        "dt": dt,
+        "steps_per_cycle": schedule.steps_per_cycle(dt),
+        "boundary_steps": boundary_steps(schedule, circuit, dt),
+        "device": device,
+        "backend": backend,
+        **(attrs or {}),
+    }
 
 
 class _Brian2Runner:

@@ -18,6 +18,12 @@ dimension per swept key (values in SI units) and holds the per-cycle records of 
 fraction of passing cells, a ``status`` (ok / diverged / failed) and the point file's path;
 the traces stay in the point files.
 
+With ``batch=True`` (``cdtp sweep --batch``), points that differ only in γ and plasticity-gate
+parameters are simulated together as blocks of one Brian2 network (:mod:`cdtp.batch`: the same
+numbers as separate runs, several times faster for small circuits); their point files hold the
+per-cycle output, label and loss, without traces, snapshots or weights, so the proposition
+checks are left empty (NaN) for them.
+
 On Dask, workers are processes with one thread each; brian2 is imported in a worker plugin's
 ``setup`` (it installs a signal handler, which fails outside a process's main thread).
 """
@@ -38,7 +44,8 @@ from cdtp.circuit import ConfigError, _choice
 from cdtp.gating import GAMMA_SHAPES, PLASTICITY_GATES
 from cdtp.units import UnitError, parse_quantity
 
-__all__ = ["CATEGORICAL_KEYS", "SweepPoint", "combine", "grid", "run_point", "sweep"]
+__all__ = ["CATEGORICAL_KEYS", "SweepPoint", "batch_groups", "combine", "grid", "run_batch",
+           "run_point", "sweep"]
 
 SUMMARY_VARIABLES = ("loss", "output", "label", "weight_change", "boundary_time")
 
@@ -146,33 +153,108 @@ def _point_file(directory: Path, index: int) -> Path:
     return directory / f"point_{index:04d}.nc"
 
 
+def _record_failure(directory: Path, point: dict, exc: BaseException) -> dict:
+    failed = _point_file(directory, point["index"]).with_suffix(".failed.json")
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(
+            {"index": point["index"], "coords": point["coords"],
+             "error": f"{type(exc).__name__}: {exc}"},
+            fh,
+        )
+    os.replace(tmp, failed)
+    return {"index": point["index"], "status": "failed", "error": str(exc)}
+
+
+def _clear_failure(directory: Path, point: dict) -> None:
+    failed = _point_file(directory, point["index"]).with_suffix(".failed.json")
+    if failed.exists():
+        failed.unlink()
+
+
 def run_point(scenario_path: str, point: dict, directory: str) -> dict:
     """Simulate one grid point into its own file; never raises (errors are recorded)."""
     from cdtp.scenario import load_scenario
 
     directory = Path(directory)
     target = _point_file(directory, point["index"])
-    failed = target.with_suffix(".failed.json")
     try:
         scenario = load_scenario(scenario_path, point["overrides"])
         ds = scenario.simulate(path=target, attrs={"sweep_point": point["coords"]})
         ds.close()
-        if failed.exists():
-            failed.unlink()
+        _clear_failure(directory, point)
         return {"index": point["index"], "status": "done"}
     except Exception as exc:  # a failing point must not stop the others
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(
-                {
-                    "index": point["index"],
-                    "coords": point["coords"],
-                    "error": f"{type(exc).__name__}: {exc}",
-                },
-                fh,
+        return _record_failure(directory, point, exc)
+
+
+#: Scenario keys a batch may differ in (the rest must agree: one circuit, task, dt, device).
+BATCHED_SECTIONS = ("gamma", "plasticity_gate")
+
+
+def batch_groups(scenario_path: str | Path, points: list, max_size: int | None = None) -> list:
+    """Split grid points into batches: points whose scenarios differ only in γ and
+    plasticity-gate parameters (and agree on :func:`cdtp.engine.compiled_kind`) go together,
+    at most ``max_size`` per batch."""
+    from cdtp.engine import compiled_kind
+    from cdtp.scenario import load_scenario
+
+    groups: dict = {}
+    for p in points:
+        sc = load_scenario(scenario_path, p["overrides"])
+        rest = {k: v for k, v in sc.raw.items()
+                if k not in (*BATCHED_SECTIONS, "sweep", "record", "name")}
+        key = (json.dumps(rest, sort_keys=True, default=str), compiled_kind(sc.schedule))
+        groups.setdefault(key, []).append(p)
+    out = []
+    for members in groups.values():
+        size = max_size or len(members)
+        out += [members[i:i + size] for i in range(0, len(members), size)]
+    return out
+
+
+def run_batch(scenario_path: str, points: list, directory: str) -> list[dict]:
+    """Simulate grid points that differ only in their schedules as one Brian2 network
+    (:func:`cdtp.batch.build_batch`) and write each point's file: per-cycle ``output``,
+    ``label`` and ``loss`` (no traces, snapshots or weights, so no proposition checks). Never
+    raises: errors are recorded per point."""
+    from cdtp.batch import build_batch
+    from cdtp.losses import get_loss
+    from cdtp.recording import Recorder, RecordSpec
+    from cdtp.scenario import load_scenario
+    from cdtp.simulation import run_attributes
+
+    directory = Path(directory)
+    try:
+        scenarios = [load_scenario(scenario_path, p["overrides"]) for p in points]
+        base = scenarios[0]
+        inputs, labels, task = base.stream()
+        batch = build_batch(base.circuit, [s.schedule for s in scenarios], inputs, labels,
+                            len(inputs), dt=base.dt, device=base.device).run()
+    except Exception as exc:  # the whole batch failed: every point records why
+        return [_record_failure(directory, p, exc) for p in points]
+    spec = RecordSpec(variables=(), gates=False, snapshots=False, weights=False)
+    loss = get_loss(base.circuit.loss)
+    results = []
+    for k, (p, sc) in enumerate(zip(points, scenarios)):
+        try:
+            n = batch.cycles_completed[k]
+            out, lab = batch.outputs(k)[:n], labels[:n]
+            attrs = run_attributes(
+                sc.circuit, sc.schedule, spec, sc.dt, sc.device, "brian2",
+                sc.attributes(task, {"sweep_point": p["coords"],
+                                     "batched": f"one network of {batch.size} circuits"}),
             )
-        os.replace(tmp, failed)
-        return {"index": point["index"], "status": "failed", "error": str(exc)}
+            recorder = Recorder(spec, sc.circuit.sizes, sc.circuit.bias, attrs,
+                                path=_point_file(directory, p["index"]))
+            recorder.add_cycles(np.arange(n), {"output": out, "label": lab,
+                                               "loss": loss.value(out, lab).reshape(n)})
+            recorder.finish({"diverged": batch.diverged[k] or "", "cycles_completed": n}).close()
+            _clear_failure(directory, p)
+            results.append({"index": p["index"], "status": "done"})
+        except Exception as exc:
+            results.append(_record_failure(directory, p, exc))
+    return results
 
 
 def _import_brian2_plugin():
@@ -195,28 +277,43 @@ def sweep(
     overrides: list[str] | None = None,
     workers: int = 0,
     scheduler: str | None = None,
+    batch: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Run every grid point not finished yet; returns ``{"keys", "points", "computed",
-    "skipped"}``. ``workers = 0`` runs serially in this process; otherwise a Dask
-    LocalCluster of that many single-threaded processes, or the scheduler at ``scheduler``."""
+    "skipped", "results"}``. ``workers = 0`` runs serially in this process; otherwise a Dask
+    LocalCluster of that many single-threaded processes, or the scheduler at ``scheduler``.
+    ``batch``: points that differ only in γ / plasticity-gate parameters run together as one
+    Brian2 network (:func:`batch_groups`, :func:`run_batch`; split into as many batches as
+    there are workers), recording per-cycle output, label and loss only."""
     keys, points = grid(scenario_path, overrides)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     todo = [p for p in points if not _point_file(directory, p["index"]).exists()]
     skipped = len(points) - len(todo)
-    done = skipped
+    done = [skipped]
     if progress:
-        progress(done, len(points))
+        progress(done[0], len(points))
+    if batch and todo:
+        n_tasks = max(workers, 1) if scheduler is None else max(workers, 2)
+        tasks = batch_groups(scenario_path, todo, max_size=-(-len(todo) // n_tasks))
+        fn, args = run_batch, tasks
+    else:
+        fn, args = run_point, todo
     results = []
-    if not todo:
+
+    def finished(result):
+        got = result if isinstance(result, list) else [result]
+        results.extend(got)
+        done[0] += len(got)
+        if progress:
+            progress(done[0], len(points))
+
+    if not args:
         pass
     elif scheduler is None and workers == 0:
-        for p in todo:
-            results.append(run_point(str(scenario_path), p, str(directory)))
-            done += 1
-            if progress:
-                progress(done, len(points))
+        for a in args:
+            finished(fn(str(scenario_path), a, str(directory)))
     else:
         from distributed import Client, LocalCluster, as_completed
 
@@ -229,17 +326,11 @@ def sweep(
         try:
             client.register_plugin(_import_brian2_plugin())
             futures = client.map(
-                run_point,
-                [str(scenario_path)] * len(todo),
-                todo,
-                [str(directory)] * len(todo),
+                fn, [str(scenario_path)] * len(args), args, [str(directory)] * len(args),
                 pure=False,
             )
             for fut in as_completed(futures):
-                results.append(fut.result())
-                done += 1
-                if progress:
-                    progress(done, len(points))
+                finished(fut.result())
         finally:
             client.close()
             if cluster is not None:

@@ -226,3 +226,53 @@ def test_a_sweep_runs_on_an_existing_scheduler(tmp_path):
     a = combine(serial["keys"], serial["points"], tmp_path / "serial")
     b = combine(remote["keys"], remote["points"], tmp_path / "remote")
     xr.testing.assert_identical(a.drop_vars("point_file"), b.drop_vars("point_file"))
+
+
+def test_batched_sweep_equals_point_by_point(tmp_path):
+    """--batch runs the points that differ only in γ parameters as one network: the same
+    per-cycle outputs and losses as separate points, and it resumes like any sweep."""
+    path = _write(tmp_path, '"gamma.frequency" = ["25 Hz", "50 Hz"]')
+    single = sweep(path, tmp_path / "single")
+    batched = sweep(path, tmp_path / "batched", batch=True)
+    assert batched["computed"] == 4 and all(r["status"] == "done" for r in batched["results"])
+    a = combine(single["keys"], single["points"], tmp_path / "single")
+    b = combine(batched["keys"], batched["points"], tmp_path / "batched")
+    # as tests/test_batch.py: the same operations per block, measured ≤ 1e-15
+    np.testing.assert_allclose(b.output.values, a.output.values, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(b.loss.values, a.loss.values, rtol=0, atol=1e-12)
+    assert (b.status.values == "ok").all()
+    # the points really differ (else equality above would be vacuous)
+    assert np.ptp(a.loss.values[..., -1]) > 1e-6
+    # batched points carry no traces or snapshots, so no check is evaluated (none failed)
+    assert "P1_passed_fraction" in a and not any(v.endswith("_passed_fraction") for v in b)
+    assert "batched" in xr.open_dataset(
+        tmp_path / "batched" / "point_0000.nc", engine="h5netcdf"
+    ).attrs
+    again = sweep(path, tmp_path / "batched", batch=True)
+    assert again["computed"] == 0 and again["skipped"] == 4
+
+
+def test_batch_groups_split_by_compiled_kind_and_other_keys(tmp_path):
+    from cdtp.sweep import batch_groups
+
+    path = _write(tmp_path, '"gamma.shape" = ["square", "sinusoid"]\n"cycles" = [3, 4]')
+    _, points = grid(path)
+    groups = batch_groups(path, points)
+    # shape is compiled in and cycles is not a schedule key: every (shape, cycles) alone,
+    # the two duties of each together
+    assert sorted(len(g) for g in groups) == [2, 2, 2, 2]
+    for g in groups:
+        assert len({(p["coords"]["gamma.shape"], p["coords"]["cycles"]) for p in g}) == 1
+    assert [len(g) for g in batch_groups(path, points, max_size=1)] == [1] * 8
+
+
+def test_batched_sweep_from_the_command_line(tmp_path, capsys):
+    path = _write(tmp_path, '"gamma.frequency" = ["25 Hz", "50 Hz"]')
+    out = tmp_path / "out" / "sweep.nc"
+    assert main(["sweep", str(path), "-o", str(out), "--workers", "0", "--batch"]) == 0
+    assert "4 points computed" in capsys.readouterr().out
+    # nothing a check needs was recorded: `check` says so and does not pass the file
+    assert main(["check", str(out)]) == 1
+    assert "no check could be evaluated" in capsys.readouterr().err
+    assert main(["plot", str(out), "-o", str(tmp_path / "figs")]) == 0
+    assert list((tmp_path / "figs").glob("*.png"))
