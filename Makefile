@@ -27,6 +27,7 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.speed --write
+	$(BIN)/python -m benchmarks.batch --write
 
 lint: $(STAMP)
 	$(BIN)/ruff check cdtp tests benchmarks
