@@ -132,11 +132,25 @@ def test_a_diverged_run_is_written_and_marked(tmp_path):
     ({"variables": ("a", "voltage")}, "record.variables"),
     ({"every": 0}, "record.every"),
     ({"trace_cycles": (3, 1)}, "record.trace_cycles"),
-    ({"variables": (), "gates": False, "snapshots": False, "weights": False}, "nothing"),
 ])
 def test_bad_record_requests_are_refused(kwargs, key):
     with pytest.raises(ValueError, match=key):
         RecordSpec(**kwargs)
+
+
+def test_per_cycle_summaries_alone_are_a_recording(tmp_path):
+    """With no traces, gates, snapshots or weights, the per-cycle output, label and loss are
+    still recorded (what a batched sweep point holds) and match a full recording's."""
+    circuit = _circuit()
+    x, y = _stream(circuit, 3)
+    bare = RecordSpec(variables=(), gates=False, snapshots=False, weights=False)
+    ds = simulate(circuit, SCHEDULE, x, y, dt=DT, backend="map", record=bare,
+                  path=tmp_path / "r.nc")
+    full = simulate(circuit, SCHEDULE, x, y, dt=DT, backend="map")
+    assert {"output", "label", "loss"} <= set(ds.data_vars)
+    assert "time" not in ds.dims and "weight" not in ds
+    assert not any(v.startswith("snapshot_") for v in ds.data_vars)
+    xr.testing.assert_identical(ds.loss, full.loss)
 
 
 def test_recording_into_a_missing_folder_is_refused(tmp_path):
