@@ -205,3 +205,15 @@ def test_batch_rejects_bad_input():
         batch.rerun()
     with pytest.raises(RuntimeError, match="runs once"):
         batch.run()
+
+
+@pytest.mark.slow
+def test_cython_batch_equals_separate_cython_runs():
+    """The compiled runtime target (what studies use): one batch compile, then the same
+    numbers as separate cython runs (measured 2e-15 in benchmarks/BATCH.md)."""
+    circuit = _circuit()
+    x, y = _stream(circuit, 6)
+    batch = build_batch(circuit, SCHEDULES, x, y, N_CYCLES, dt=DT, device="cython").run()
+    for k, schedule in enumerate(SCHEDULES):
+        separate = build(circuit, schedule, x, y, dt=DT, device="cython").run(N_CYCLES[k])
+        assert max(_differences(circuit, batch, k, separate).values()) < TOL
