@@ -92,6 +92,22 @@ def test_batch_equals_separate_runs(plasticity_every):
         assert moved > 1e-4
 
 
+@pytest.mark.parametrize("shape, gate", [("sinusoid", "paper"), ("smoothed_square", "window"),
+                                         ("raised_cosine", "descending")])
+def test_batch_of_smooth_rhythms_equals_separate_runs(shape, gate):
+    """Every γ shape's expression reads per-neuron constants in a batch."""
+    circuit = _circuit()
+    x, y = _stream(circuit, 4)
+    schedules = [
+        Schedule(GammaSchedule(shape, frequency=f, duty=d, ramp=r, lag=lag), PlasticityGate(gate))
+        for f, d, r, lag in [(50, 0.4, 0.1, 0.0), (100, 0.6, 0.2, 1e-3)]
+    ]
+    batch = build_batch(circuit, schedules, x, y, [3, 4], dt=DT, device="numpy").run()
+    for k, schedule in enumerate(schedules):
+        separate = _separate(circuit, schedule, x, y, [3, 4][k])
+        assert max(_differences(circuit, batch, k, separate).values()) < TOL
+
+
 def test_batch_blocks_follow_their_own_schedule():
     """The blocks really differ: swapping two schedules changes the results by far more than
     the tolerance."""
