@@ -110,7 +110,8 @@ class BatchRun:
         parameters, initial weights, example streams or cycle counts, without generating or
         compiling code (Brian2 ``run_args``). What stays fixed: K, the compiled kind of schedule,
         the total number of steps (every circuit must finish within it), the output grid (each
-        γ period a multiple of ``output_every`` steps) and the length of the example streams."""
+        γ period a multiple of ``output_every`` steps) and the length of the example streams.
+        What is not given is as built (not as in the previous rerun)."""
         if self.device != "cpp_standalone":
             raise RuntimeError("rerun needs a cpp_standalone batch; build a runtime batch again")
         # the standalone device object keeps this build until another standalone network is
@@ -151,9 +152,10 @@ class BatchRun:
                 run_args[self.feedforward[l].W] = _stacked(self, networks, l, "weights")
             for l in range(2, self.circuit.depth + 1):
                 run_args[self.feedback[l].Omega] = _stacked(self, networks, l, "feedback")
+        # checks every stream is long enough for the new cycle counts, given or not
+        ins, labs = _streams(self.circuit, self.inputs if inputs is None else inputs,
+                             self.labels if labels is None else labels, self.size, n_cycles)
         if inputs is not None or labels is not None:
-            ins, labs = _streams(self.circuit, self.inputs if inputs is None else inputs,
-                                 self.labels if labels is None else labels, self.size, n_cycles)
             stim, lab = _stream_arrays(self.circuit, ins, labs)
             if stim.shape != self.namespace["stimulus"].values.shape:
                 compiled = len(self.namespace["stimulus"].values)

@@ -196,6 +196,8 @@ def test_standalone_batch_reruns_without_compiling(tmp_path):
 
     with pytest.raises(ValueError, match="compiled for"):
         batch.rerun(n_cycles=[40, 1, 1])  # 40 cycles at 100 Hz: longer than the build
+    with pytest.raises(ValueError, match="6 examples"):
+        batch.rerun(n_cycles=[7, 1, 1])  # 7 cycles at 100 Hz fit the build, not the stream
     with pytest.raises(ValueError, match="compiled kind"):
         batch.rerun([_schedule(50, 0.5, shape="sinusoid")] * 3)
     assert os.path.exists(binary)
