@@ -41,9 +41,10 @@ from brian2.devices.device import all_devices
 from cdtp.circuit import CircuitConfig
 from cdtp.engine import (
     _assemble,
-    _check_divergence,
+    _block_synapses,
     _check_stream,
     _configure_device,
+    _divergence_after_run,
     _feedback_matrix,
     _feedforward_matrix,
     _schedule_constants,
@@ -179,22 +180,13 @@ class BatchRun:
     def _finish(self):
         self.runs += 1
         self._outputs = None
-        bound, L = self.circuit.activity_bound, self.circuit.depth
         self.diverged, self.cycles_completed = [], []
         for k in range(self.size):
-            state = {"diverged": None}
-            out = self.outputs(k)
-            bad = [c for c, o in enumerate(out)
-                   if not np.all(np.isfinite(o)) or np.max(np.abs(o)) > bound]
-            if bad:
-                state["diverged"] = f"cycle {bad[0]}: layer {L}: a left the bound"
-            else:
-                _check_divergence(self.layers, self.circuit.sizes, bound, self.n_cycles[k] - 1,
-                                  state, block=k, bias=int(self.circuit.bias))
-            self.diverged.append(state["diverged"])
+            why, bad = _divergence_after_run(self.layers, self.circuit, self.outputs(k), k)
+            self.diverged.append(why)
             # cycles up to and including the one whose output left the bound (as a separate
             # run, which stops there); a block whose final state left it completed them all
-            self.cycles_completed.append(bad[0] + 1 if bad else self.n_cycles[k])
+            self.cycles_completed.append(self.n_cycles[k] if bad is None else bad + 1)
 
     def outputs(self, k: int) -> np.ndarray:
         """a_L of circuit k at the end of each of its cycles (n_cycles_k, n_L): its output for
@@ -262,15 +254,15 @@ def _streams(circuit, inputs, labels, K, n_cycles):
 
 
 def _stacked(batch, networks, l, which):
+    """W_l (``which`` = "weights") or Ω_l ("feedback") of ``networks``, in the order the
+    batch's synapses were connected."""
     if len(networks) != batch.size:
         raise ValueError(f"{len(networks)} networks for a batch of {batch.size} circuits")
-    syn = batch.feedforward[l] if which == "weights" else batch.feedback[l]
-    nb = _block_sizes(batch.circuit)
-    pre_layer, post_layer = (l - 1, l) if which == "weights" else (l, l - 1)
-    i, j = np.asarray(syn.i[:]), np.asarray(syn.j[:])
-    k = i // nb[pre_layer]
-    mats = np.stack([getattr(net, which)[l] for net in networks])
-    return mats[k, j - k * nb[post_layer], i - k * nb[pre_layer]]
+    nb, sizes = _block_sizes(batch.circuit), batch.circuit.sizes
+    pre, post = (l - 1, l) if which == "weights" else (l, l - 1)
+    *_, values = _block_synapses([getattr(net, which)[l] for net in networks], nb[pre],
+                                 nb[post], sizes[post])
+    return values
 
 
 def build_batch(

@@ -180,11 +180,10 @@ beta : 1 (shared, constant)
 """
 
 # a batch's blocks stop at their own last step: ``running`` is 1 until then, 0 after, and every
-# state update is multiplied by it (``dt_run`` = dt·running), so a block's final state is the
-# state a separate run of that circuit ends in
+# state update is multiplied by it (dt·running), so a block's final state is the state a
+# separate run of that circuit ends in
 _BATCH_EQS = """
 running : 1
-dt_run : second
 t_last : second (constant)
 """
 
@@ -276,14 +275,7 @@ class CircuitRun:
         state["cycle"] = n_cycles
         # no Python runs during a standalone simulation: divergence is found afterwards, from
         # the per-cycle outputs and the final state
-        bad = [k for k, out in enumerate(state["outputs"])
-               if not np.all(np.isfinite(out))
-               or np.max(np.abs(out)) > self.circuit.activity_bound]
-        if bad:
-            state["diverged"] = f"cycle {bad[0]}: layer {self.circuit.depth}: a left the bound"
-        else:
-            _check_divergence(self.layers, self.circuit.sizes, self.circuit.activity_bound,
-                              n_cycles - 1, state)
+        state["diverged"], _ = _divergence_after_run(self.layers, self.circuit, state["outputs"])
         self.diverged = state["diverged"]
         self.cycle = n_cycles
         return self
@@ -390,7 +382,7 @@ def _gate_code(schedule: Schedule, circuit: CircuitConfig, batched: bool = False
         "hold = " + circuit.hold.brian2_expression(),
     ]
     if batched:
-        lines += ["running = 1.0*int(t < t_last + 0.5*dt)", "dt_run = dt*running"]
+        lines.append("running = 1.0*int(t < t_last + 0.5*dt)")
         plasticity = f"running*({plasticity})"
     lines.append("plasticity = " + plasticity)
     return "\n".join(lines)
@@ -471,8 +463,8 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
     nb = [n + bias for n in sizes]  # neurons per block, bias unit last
     clock = b2.Clock(dt=dt * b2.second, name="cdtp_clock")
     sig = lambda v: _sigma(circuit, v)  # noqa: E731
-    dt_var = "dt_run" if batched else "dt"
-    omega_dt = "dt_run_post" if batched else "dt"
+    dt_var = "(dt*running)" if batched else "dt"
+    omega_dt = "dt*running_post" if batched else "dt"
     run_factor = "running*" if batched else ""
     namespace = {}
     if schedules[0].gamma.shape == "array":
@@ -513,7 +505,6 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
         group.exp_sum = float(sizes[l])
         if batched:
             group.running = 1.0
-            group.dt_run = dt * b2.second
         layers.append(group)
         norms.append(b2.NeuronGroup(K, _NORM_EQS, clock=clock, name=f"norm_{l}"))
     _set_schedule_constants(layers, schedules, circuit, nb if batched else None)
@@ -611,11 +602,9 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
 
     # -- feedforward and feedback synapses: all-to-all within each circuit's block -----------
     def connect_blocks(syn, l_pre, l_post, n_post, matrices):
-        # presynaptic-major (see the module docstring); post runs over the block's non-bias units
-        k, pre, post = np.meshgrid(np.arange(K), np.arange(nb[l_pre]), np.arange(n_post),
-                                   indexing="ij")
-        syn.connect(i=(k * nb[l_pre] + pre).ravel(), j=(k * nb[l_post] + post).ravel())
-        return np.stack(matrices)[k.ravel(), post.ravel(), pre.ravel()]
+        i, j, values = _block_synapses(matrices, nb[l_pre], nb[l_post], n_post)
+        syn.connect(i=i, j=j)
+        return values
 
     feedforward, feedback = [None], [None, None]
     drive = "d_scaled_error" if circuit.influence else "dtau"
@@ -665,6 +654,17 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
     return _Assembly(clock=clock, layers=layers, norms=norms, pools=pools,
                      broadcasts=broadcasts, feedforward=feedforward, feedback=feedback,
                      namespace=namespace, block_sizes=nb)
+
+
+def _block_synapses(matrices, nb_pre: int, nb_post: int, n_post: int):
+    """Presynaptic indices, postsynaptic indices and values of the all-to-all synapses inside
+    each block, one (n_post, nb_pre) matrix per circuit: presynaptic-major (see the module
+    docstring), the postsynaptic units running over each block's first ``n_post`` (not the
+    bias unit)."""
+    mats = np.stack(matrices)
+    k, pre, post = (a.ravel() for a in np.meshgrid(
+        np.arange(len(mats)), np.arange(nb_pre), np.arange(n_post), indexing="ij"))
+    return k * nb_pre + pre, k * nb_post + post, mats[k, post, pre]
 
 
 def _block_matrix(syn, var, n_post_block, n_pre_block, n_rows, n_cols, k=0):
@@ -829,6 +829,21 @@ def _feedback_matrix(run, l: int, k: int) -> np.ndarray:
     sizes, bias = run.circuit.sizes, int(run.circuit.bias)
     nb_pre, nb_post = sizes[l] + bias, sizes[l - 1] + bias
     return _block_matrix(run.feedback[l], "Omega", nb_post, nb_pre, sizes[l - 1], nb_pre, k)
+
+
+def _divergence_after_run(layers, circuit: CircuitConfig, outputs, block: int = 0):
+    """Why circuit ``block`` diverged (or None), found after a run without Python in the loop:
+    the first per-cycle output that is not finite or leaves the activity bound, else the final
+    state; and the index of that output (None when the outputs stayed bounded)."""
+    bound = circuit.activity_bound
+    bad = [c for c, out in enumerate(outputs)
+           if not np.all(np.isfinite(out)) or np.max(np.abs(out)) > bound]
+    if bad:
+        return f"cycle {bad[0]}: layer {circuit.depth}: a left the bound", bad[0]
+    state = {"diverged": None}
+    _check_divergence(layers, circuit.sizes, bound, len(outputs) - 1, state, block=block,
+                      bias=int(circuit.bias))
+    return state["diverged"], None
 
 
 def _check_divergence(layers, sizes, bound, cycle, run_state, block=0, bias=0):

@@ -229,11 +229,10 @@ def simulate(
         raise ValueError(f"backend {backend!r}; allowed: brian2, map")
     if backend == "brian2" and device == "cpp_standalone":
         raise ValueError("recording needs a runtime device (cython or numpy), not cpp_standalone")
-    spc = schedule.steps_per_cycle(dt)
-    bsteps = boundary_steps(schedule, circuit, dt)
     base_attrs = run_attributes(circuit, schedule, record, dt,
                                 device if backend == "brian2" else "numpy reference map",
                                 backend, attrs)
+    spc, bsteps = base_attrs["steps_per_cycle"], base_attrs["boundary_steps"]
     recorder = Recorder(record, circuit.sizes, circuit.bias, base_attrs, path=path)
     snaps = _Snapshots(circuit, record, bsteps, spc, inputs, labels, get_loss(circuit.loss))
     try:
