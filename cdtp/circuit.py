@@ -43,8 +43,8 @@ from cdtp.units import UnitError, parse_quantity
 
 __all__ = ["CircuitConfig", "ConfigError", "circuit_from_dict", "load_circuit"]
 
-FEEDBACK_RULES = ("delta1", "delta2", "fixed")
-FEEDBACK_INITS = ("random", "pinv", "regularized_inverse", "zeros")
+FEEDBACK_RULES = ("delta1", "delta2", "fixed", "mirror")
+FEEDBACK_INITS = ("random", "pinv", "regularized_inverse", "transpose", "zeros")
 
 
 class ConfigError(ValueError):
@@ -81,6 +81,15 @@ class CircuitConfig:
         ``zeros``.
     regularization : float
         r of the regularized inverse.
+    feedback_gain : float
+        Gain of transpose-type feedback: the ``transpose`` init is Ω_l = gain · W_lᵀ / ‖W_l‖₂²
+        and the ``mirror`` rule adds the transpose of W_l's update times that same factor.
+    leak : float
+        λ of the leaky inversion loop (u relaxes by τ − h − λ(u − a) in the feedback phase;
+        0 is the paper's Eq 48).
+    difference : bool
+        Feed back the change of g_l(u_l) since the end of the feedforward phase (a held
+        baseline), so targets start at the forward activity.
     eta_w : float
         η_W (dimensionless; ΔW = η_W p s Δτ nᵀ).
     eta_omega : float
@@ -111,6 +120,9 @@ class CircuitConfig:
     feedback_rule: str = "delta1"
     feedback_init: str = "pinv"
     regularization: float = 1e-3
+    feedback_gain: float = 0.5
+    leak: float = 0.0
+    difference: bool = False
     eta_w: float = 0.01
     eta_omega: float = 0.0
     beta: float = 0.1
@@ -156,7 +168,7 @@ class CircuitConfig:
                     src, f"time_constants.{name}", f"{v!r} s: a time constant must be ≥ 0"
                 )
         for name in ("eta_w", "eta_omega", "beta", "regularization", "influence_eps",
-                     "weight_scale", "feedback_scale"):
+                     "weight_scale", "feedback_scale", "feedback_gain", "leak"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v) or v < 0:
                 raise ConfigError(src, name, f"{v!r} must be a finite number ≥ 0")
@@ -215,13 +227,15 @@ _TOP = {"name": "str", "sizes": None, "nonlinearity": "str", "leaky_slope": "flo
 _SECTIONS = {
     "time_constants": {"tau_h": "time", "tau_a": "time", "tau_u": "time", "tau_tau": "time"},
     "hold_gate": {"kind": "str", "epsilon": "float", "width": "float"},
-    "feedback": {"rule": "str", "init": "str", "regularization": "float"},
+    "feedback": {"rule": "str", "init": "str", "regularization": "float", "gain": "float",
+                 "leak": "float", "difference": "bool"},
     "plasticity": {"eta_w": "float", "eta_omega": "rate", "beta": "float", "influence": "bool",
                    "influence_eps": "float"},
     "init": {"weight_scale": "float", "feedback_scale": "float", "seed": "int"},
     "divergence": {"activity_bound": "float"},
 }
-_RENAME = {("feedback", "rule"): "feedback_rule", ("feedback", "init"): "feedback_init"}
+_RENAME = {("feedback", "rule"): "feedback_rule", ("feedback", "init"): "feedback_init",
+           ("feedback", "gain"): "feedback_gain"}
 
 
 def circuit_from_dict(data: dict, source: str = "<dict>") -> CircuitConfig:

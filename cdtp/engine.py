@@ -57,6 +57,7 @@ from cdtp.circuit import CircuitConfig
 from cdtp.gating import Schedule
 from cdtp.layers import Network, init_network
 from cdtp.nonlinearities import get_nonlinearity
+from cdtp.reference import cdtp_map
 
 __all__ = ["DEVICES", "CircuitRun", "Diverged", "build", "initial_network"]
 
@@ -100,6 +101,7 @@ def initial_network(circuit: CircuitConfig) -> Network:
         weight_scale=circuit.weight_scale,
         feedback_scale=circuit.feedback_scale,
         feedback_init="pinv" if init == "regularized_inverse" else init,
+        feedback_gain=circuit.feedback_gain,
     )
     if init == "regularized_inverse":
         from cdtp.reference.regularized import regularized_decoder
@@ -146,7 +148,7 @@ _SCHEDULE_CONSTANTS = {
     "plasticity_start": "1",
     "plasticity_end": "1",
 }
-_GATE_VARIABLES = ("gamma", "gamma_above", "hold", "plasticity", "gamma_phase",
+_GATE_VARIABLES = ("gamma", "gamma_above", "hold", "hold_above", "plasticity", "gamma_phase",
                    "gamma_phase_above")
 
 _LAYER_EQS = """
@@ -161,6 +163,8 @@ d_scaled_error : 1
 influence_eps : 1 (shared, constant)
 m : 1
 fb : 1
+fb_ref : 1
+leak : 1 (shared, constant)
 sm : 1
 sa : 1
 su : 1
@@ -380,6 +384,7 @@ def _gate_code(schedule: Schedule, circuit: CircuitConfig, batched: bool = False
         "gamma = " + g_expr,
         "gamma_above = " + above,
         "hold = " + circuit.hold.brian2_expression(),
+        "hold_above = " + circuit.hold.brian2_expression().replace("gamma", "gamma_above"),
     ]
     if batched:
         lines.append("running = 1.0*int(t < t_last + 0.5*dt)")
@@ -496,6 +501,7 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
         group.tau_u = max(circuit.tau_u, dt) * b2.second
         group.tau_tau = max(circuit.tau_tau, dt) * b2.second
         group.beta = circuit.beta
+        group.leak = circuit.leak
         group.influence_eps = circuit.influence_eps
         # σ of the bias unit is 1 in every phase
         group.sm = is_bias
@@ -524,8 +530,14 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
         group.run_regularly(gate_code, when="groups", order=ORDER["gates"],
                             name=f"layer_{l}_gates")
         if l < L:
+            m_code = "m = (gamma_above*a + (1 - gamma_above)*fb)*(1 - is_bias)\n"
+            if circuit.difference:
+                # the feedback input held at the end of the feedforward phase; its change is fed
+                # back (cdtp.reference.cdtp_map, ``difference``)
+                m_code = (f"fb_ref += {dt_var}/tau_a*hold_above*(fb - fb_ref)\n"
+                          "m = (a + (1 - gamma_above)*(fb - fb_ref))*(1 - is_bias)\n")
             code = (
-                "m = (gamma_above*a + (1 - gamma_above)*fb)*(1 - is_bias)\n"
+                m_code +
                 f"dtau = {dt_var}/tau_tau*(m - target)\n"
                 "target += dtau\n"
                 f"sm = {keep_bias(sig('m'))}"
@@ -550,7 +562,7 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
             f"a += {dt_var}/tau_a*hold*(h - a)",
         ]
         if l >= 2:
-            dyn.append(f"u += {dt_var}/tau_u*(target - u + (1 - hold)*(u - h))")
+            dyn.append(f"u += {dt_var}/tau_u*(target - u + (1 - hold)*(u - h - leak*(u - a)))")
             dyn.append(f"su = {keep_bias(sig('u'))}")
         dyn.append(f"sa = {keep_bias(sig('a'))}")
         group.run_regularly("\n".join(dyn), when="groups", order=ORDER["dynamics"],
@@ -637,17 +649,35 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
         fbs = b2.Synapses(
             layers[l], layers[l - 1],
             model="Omega : 1\nfb_post = Omega*su_pre : 1 (summed)\n"
-                  "eta_omega : Hz (shared, constant)",
+                  "eta_omega : Hz (shared, constant)\nmirror_gain : 1 (constant)\n"
+                  "eta_w_fb : 1 (shared, constant)",
             clock=clock, name=f"feedback_{l}",
         )
         fbs.Omega = connect_blocks(fbs, l, l - 1, sizes[l - 1], [net.feedback[l] for net in nets])
         fbs.eta_omega = circuit.eta_omega * b2.Hz
+        fbs.eta_w_fb = circuit.eta_w
         fbs.summed_updaters["fb_post"].order = ORDER["feedback_sum"]
-        if circuit.feedback_rule != "fixed" and circuit.eta_omega != 0:
-            target = "m_post" if circuit.feedback_rule == "delta1" else "a_post"
+        if circuit.feedback_rule in ("delta1", "delta2") and circuit.eta_omega != 0:
+            err = {"delta1": "(m_post - fb_post)", "delta2": "(a_post - fb_post)"}[
+                circuit.feedback_rule]
+            if circuit.difference and circuit.feedback_rule == "delta1":
+                err = "gamma_above_post*(a_post - fb_post)"  # Δ1 = γ Δ2 (Prop 8)
             fbs.run_regularly(
-                f"Omega += eta_omega*{omega_dt}*({target} - fb_post)*su_pre",
+                f"Omega += eta_omega*{omega_dt}*{err}*su_pre",
                 when="groups", order=ORDER["feedback_plasticity"], name=f"feedback_{l}_plasticity",
+            )
+        elif circuit.feedback_rule == "mirror" and circuit.eta_w != 0:
+            # Ω_l follows the transpose of W_l's update (cdtp_map, ``mirror``): the same local
+            # factors, with pre and post exchanged
+            gains = [cdtp_map.mirror_gains(net.weights, sizes, circuit.feedback_gain)[l].item()
+                     for net in nets]
+            fbs.mirror_gain = np.repeat(gains, len(fbs) // K)
+            drive_pre = "w_drive_pre" if slow else f"plasticity_pre*{drive}_pre"
+            fbs.run_regularly(
+                f"Omega += mirror_gain*eta_w_fb*{drive_pre}*sa_post*inv_norm_post",
+                dt=(plasticity_every * dt * b2.second) if slow else None,
+                when="groups", order=ORDER["feedforward_plasticity"],
+                name=f"feedback_{l}_plasticity",
             )
         feedback.append(fbs)
     # run_regularly operations are contained in their groups and join the network with them

@@ -104,6 +104,7 @@ def init_network(
     weight_scale: float = 1.0,
     feedback_scale: float = 1.0,
     feedback_init: str = "random",
+    feedback_gain: float = 0.5,
 ) -> Network:
     """Seeded initialization of a layered network.
 
@@ -113,6 +114,8 @@ def init_network(
     - ``"random"``: i.i.d. N(0, feedback_scale² / n_l);
     - ``"pinv"``: the pseudo-inverse of the linear part of W_l (a decoder that inverts the
       encoder exactly when σ is the identity and the layers have equal sizes);
+    - ``"transpose"``: ``feedback_gain`` · W_lᵀ / ‖W_l‖₂² (linear part): transpose-type
+      feedback, scaled so that W_l Ω_l has eigenvalues in [0, feedback_gain];
     - ``"zeros"``.
 
     Parameters
@@ -137,11 +140,14 @@ def init_network(
             om = rng.normal(0.0, feedback_scale / np.sqrt(sizes[l]), size=(sizes[l - 1], sizes[l]))
         elif feedback_init == "pinv":
             om = np.linalg.pinv(weights[l][:, : sizes[l - 1]])
+        elif feedback_init == "transpose":
+            w = weights[l][:, : sizes[l - 1]]
+            om = feedback_gain * w.T / np.linalg.norm(w, 2) ** 2
         elif feedback_init == "zeros":
             om = np.zeros((sizes[l - 1], sizes[l]))
         else:
             raise ValueError(
-                f"unknown feedback_init {feedback_init!r}; allowed: random, pinv, zeros"
+                f"unknown feedback_init {feedback_init!r}; allowed: random, pinv, transpose, zeros"
             )
         feedback.append(np.concatenate([om, np.zeros((sizes[l - 1], b))], axis=1))
     return Network(sizes=sizes, weights=weights, feedback=feedback, sigma=sigma, bias=bias)

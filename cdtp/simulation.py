@@ -410,6 +410,7 @@ class _MapRunner:
             tau_tau=circuit.tau_tau, eta_w=circuit.eta_w, eta_omega=circuit.eta_omega,
             beta=circuit.beta, feedback_rule=circuit.feedback_rule, influence=circuit.influence,
             influence_eps=circuit.influence_eps, loss=circuit.loss, hold=circuit.hold,
+            feedback_gain=circuit.feedback_gain, leak=circuit.leak, difference=circuit.difference,
         )
         self.state = cdtp_map.CDTPState.initial(initial_network(circuit))
         self.reader = _MapReader(self.state)

@@ -53,9 +53,9 @@ from cdtp.gating import HoldGate, Schedule
 from cdtp.layers import Network, with_bias
 from cdtp.losses import Loss, get_loss
 
-__all__ = ["CDTPParameters", "CDTPState", "run", "step"]
+__all__ = ["CDTPParameters", "CDTPState", "mirror_gains", "run", "step"]
 
-FEEDBACK_RULES = ("delta1", "delta2", "fixed")
+FEEDBACK_RULES = ("delta1", "delta2", "fixed", "mirror")
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,21 @@ class CDTPParameters:
         Feedback learning rate η_Ω (1/s: Ω̇ = η_Ω (…)).
     beta : float
         Output nudging strength β of τ_L.
-    feedback_rule : {"delta1", "delta2", "fixed"}
+    feedback_rule : {"delta1", "delta2", "fixed", "mirror"}
+        ``mirror``: Ω_l receives the transpose of W_l's update times the constant
+        c_l = ``feedback_gain`` / ‖W_l(0)‖₂² (see :func:`mirror_gains`), so Ω_l − c_l W_lᵀ
+        keeps its initial value (zero from the ``transpose`` init).
+    feedback_gain : float
+        The gain of transpose-type feedback (``mirror``).
+    leak : float
+        λ of the leaky inversion loop: in the feedback phase u_l relaxes by
+        τ_l − h_l − λ (u_l − a_l) (Eq 48 with λ = 0). Its fixed point is the damped
+        (Levenberg–Marquardt) preimage instead of the exact one.
+    difference : bool
+        Hold the feedback input g_l(u_l) at the end of the feedforward phase (ĝ_{l−1}, with the
+        hold gate of layer l) and feed back its change: m_{l−1} = a_{l−1} + (1 − γ)(g_l(u_l) −
+        ĝ_{l−1}). No jump of τ_{l−1} at the γ descent, whatever the decoder's reconstruction
+        error (the difference correction of Lee et al. 2015, made exact by the loop).
     influence : bool
         Multiply ΔW_l by the DTP influence factor s_l (Eqs 41–43).
     influence_eps : float
@@ -100,6 +114,9 @@ class CDTPParameters:
     norm_eps: float = 1e-12
     hold: HoldGate = field(default_factory=HoldGate)
     loss: str | Loss = "squared_error"
+    feedback_gain: float = 0.5
+    leak: float = 0.0
+    difference: bool = False
 
     def __post_init__(self):
         if not self.dt > 0:
@@ -138,6 +155,8 @@ class CDTPState:
     m: list = field(default_factory=list)
     weights: list = field(default_factory=list)
     feedback: list = field(default_factory=list)
+    fb_ref: list = field(default_factory=list)
+    mirror: list = field(default_factory=list)
 
     @classmethod
     def initial(cls, net: Network, batch: int = 1) -> CDTPState:
@@ -167,7 +186,24 @@ class CDTPState:
         state.dtau = [None] + [zeros(l) for l in range(1, L + 1)]
         state.e = [None] + [zeros(l) for l in range(1, L + 1)]
         state.de = [None] + [zeros(l) for l in range(1, L + 1)]
+        state.fb_ref = [None] + [zeros(l) for l in range(1, L + 1)]
         return state
+
+
+def mirror_gains(weights: list, sizes, gain: float) -> list:
+    """c_l = gain / ‖W_l‖₂² of each projection's linear part (no bias column), for l ≥ 2.
+
+    ``weights`` are W_l matrices, or batches of them (leading axis); the result has one value
+    per circuit, shaped to multiply a batch of feedback updates. With Ω_l = c_l W_lᵀ the
+    inversion loop's matrix c_l W_l D W_lᵀ D′ has eigenvalues in [0, gain] at the start.
+    """
+    out = [None, None]
+    for l in range(2, len(sizes)):
+        w = np.asarray(weights[l])
+        w = w[None] if w.ndim == 2 else w
+        norms = np.array([np.linalg.norm(m[:, : sizes[l - 1]], 2) for m in w])
+        out.append((gain / norms**2)[:, None, None])
+    return out
 
 
 def _matvec(w: np.ndarray, s: np.ndarray) -> np.ndarray:
@@ -205,6 +241,9 @@ def step(
         return g[..., l][..., None] if g.ndim == 2 else g[l]
 
     a, h, u, tau = state.a, state.h, state.u, state.tau
+    if params.feedback_rule == "mirror" and not state.mirror:
+        # the mirror gains are fixed by the weights the run starts from
+        state.mirror = mirror_gains(state.weights, net.sizes, params.feedback_gain)
     a[0] = np.asarray(x, dtype=float).reshape(state.batch, -1)
 
     # -- stage 1: feedback synapses, fb_{l-1} = g_l(u_l) ------------------------------------
@@ -216,17 +255,27 @@ def step(
     dtau = [None] * (L + 1)
     for l in range(1, L):
         g_above = gate("gamma", l + 1)
-        m[l] = g_above * a[l] + (1.0 - g_above) * fb[l]
+        if params.difference:
+            ref = state.fb_ref[l]
+            ref += k_a * gate("hold", l + 1) * (fb[l] - ref)
+            m[l] = a[l] + (1.0 - g_above) * (fb[l] - ref)
+        else:
+            m[l] = g_above * a[l] + (1.0 - g_above) * fb[l]
         dtau[l] = k_tau * (m[l] - tau[l])
         tau[l] = tau[l] + dtau[l]
     g_top = gate("gamma", L)
     drive = a[L] - (1.0 - g_top) * params.beta * loss.gradient(a[L], y)
     dtau[L] = k_tau * (drive - tau[L])
     tau[L] = tau[L] + dtau[L]
-    if params.feedback_rule != "fixed" and params.eta_omega != 0.0:
+    if params.feedback_rule in ("delta1", "delta2") and params.eta_omega != 0.0:
         for l in range(2, L + 1):
-            pre = m[l - 1] if params.feedback_rule == "delta1" else a[l - 1]
-            err = pre - fb[l - 1]
+            if params.feedback_rule == "delta2":
+                err = a[l - 1] - fb[l - 1]
+            elif params.difference:
+                # Δ1 = γ Δ2 (Prop 8), as with the paper's m_{l−1}
+                err = gate("gamma", l) * (a[l - 1] - fb[l - 1])
+            else:
+                err = m[l - 1] - fb[l - 1]
             state.feedback[l] += params.eta_omega * params.dt * err[:, :, None] * su[l][:, None, :]
 
     # -- stage 3: feedforward synapses, h_in_l = W_l σ(m_{l-1}) ------------------------------
@@ -248,7 +297,12 @@ def step(
             n_prev = sa / (np.sum(sa * sa, axis=1, keepdims=True) + params.norm_eps)
             drive = state.de[l] if params.influence else dtau[l]
             coef = params.eta_w * gate("plasticity", l) * drive
-            state.weights[l] += coef[:, :, None] * n_prev[:, None, :]
+            delta = coef[:, :, None] * n_prev[:, None, :]
+            state.weights[l] += delta
+            if params.feedback_rule == "mirror" and l >= 2:
+                n_pre, n_post = net.sizes[l - 1], net.sizes[l]
+                state.feedback[l][:, :n_pre, :n_post] += state.mirror[l] * np.swapaxes(
+                    delta[:, :, :n_pre], 1, 2)
 
     # -- stage 5: state updates (Eqs 46–48 as Euler steps) -------------------------------------
     for l in range(1, L + 1):
@@ -256,7 +310,8 @@ def step(
         h[l] = h[l] + k_h * (h_in[l] - h[l])
         a[l] = a[l] + k_a * c * (h[l] - a[l])
         if l >= 2:
-            u[l] = u[l] + k_u * (tau[l] - u[l] + (1.0 - c) * (u[l] - h[l]))
+            loop = u[l] - h[l] - params.leak * (u[l] - a[l])
+            u[l] = u[l] + k_u * (tau[l] - u[l] + (1.0 - c) * loop)
 
     state.dtau, state.fb, state.m = dtau, fb, m
     state.step_index += 1
