@@ -43,7 +43,7 @@ ROOT = HERE.parent
 
 # γ: a 50 Hz square wave (20 ms cycles), feedforward for the first 30 %, sampled at dt = 1 ms.
 # With τ_a = τ_u = dt and algebraic h and τ, each phase converges within its steps (the
-# discrete-limit setting of DESIGN §2.2, where the circuit equals the reference map).
+# discrete-limit setting of docs/model.md §2.2, where the circuit equals the reference map).
 DT = 1e-3
 # Teacher seeds of the table. The circuit's settings were chosen on teachers 10–14; these are
 # fresh ones.

@@ -57,7 +57,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class CircuitConfig:
-    """A CDTP circuit (DESIGN §2). Times in seconds, rates in 1/s.
+    """A CDTP circuit (docs/model.md §2). Times in seconds, rates in 1/s.
 
     Attributes
     ----------

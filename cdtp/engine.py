@@ -1,4 +1,4 @@
-"""Building and running a CDTP circuit as an explicit Brian2 network (DESIGN §2, §6).
+"""Building and running a CDTP circuit as an explicit Brian2 network (docs/model.md §2, §6).
 
 Mapping of the equations to Brian2 objects, for layers l = 0..L (layer 0 is the clamped input):
 
@@ -32,7 +32,7 @@ Within each time step the objects run in the order of :mod:`cdtp.reference.cdtp_
 feedforward plasticity → dynamics → normalization pools), fixed by explicit ``order`` values in
 the ``groups`` slot, so the circuit reproduces the reference map step for step.
 
-Speed (DESIGN §6, issue 6): σ is computed once per neuron (``sm``, ``sa``, ``su``) and read by
+Speed (docs/model.md §6): σ is computed once per neuron (``sm``, ``sa``, ``su``) and read by
 the synapses; parameters are ``(shared, constant)`` variables, so a new value never recompiles;
 the all-to-all synapses are stored presynaptic-major, so consecutive iterations of a summed
 updater add into *different* postsynaptic neurons (stored postsynaptic-major, every iteration

@@ -1,4 +1,4 @@
-"""γ schedules, the hold gate c(γ) and the plasticity gate p(t) (DESIGN §2, §2.1).
+"""γ schedules, the hold gate c(γ) and the plasticity gate p(t) (docs/model.md §2, §2.1).
 
 A γ schedule is a periodic function of the phase φ ∈ [0, 1) of a theta-like cycle of
 frequency f. Each cycle begins with the feedforward phase (γ = 1) at φ = 0, when a new example
@@ -127,7 +127,7 @@ class GammaSchedule:
 
     def descent_window(self) -> tuple[float, float]:
         """Phases [start, end) from the start of the γ descent to the trough / end of the low
-        plateau: the default plasticity window of DESIGN §2.1."""
+        plateau: the default plasticity window of docs/model.md §2.1."""
         d, r = self.duty, self.ramp
         if self.shape == "square":
             return d, 1.0
@@ -208,7 +208,7 @@ class HoldGate:
 
 @dataclass(frozen=True)
 class PlasticityGate:
-    """p(t), when feedforward weights may change (DESIGN §2.1).
+    """p(t), when feedforward weights may change (docs/model.md §2.1).
 
     - ``paper``: p = 1_{γ<1}, Eq 50 as corrected; with a smooth γ it unwinds (net ΔW ≈ 0);
     - ``descending`` (default): open from the start of the γ descent to the trough or the end

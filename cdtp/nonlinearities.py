@@ -2,7 +2,7 @@
 
 The paper (seed 000, Algorithm 1) advises an invertible σ such as the leaky ReLU so that a
 decoder g_l = Ω_l σ can approximately invert f_l = W_l σ; leaky ReLU with slope 0.1 is the
-project default (DESIGN §2).
+project default (docs/model.md §2).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Checks of seed 000's propositions on a recorded run (DESIGN §4).
+"""Checks of seed 000's propositions on a recorded run (docs/model.md §4).
 
 Each check is a pure function ``Dataset -> Dataset`` of a recording made by
 :func:`cdtp.simulation.simulate` (the circuit is read back from the Dataset's attributes). It

@@ -1,4 +1,4 @@
-"""Recording a run into one self-describing xarray Dataset (DESIGN §5).
+"""Recording a run into one self-describing xarray Dataset (docs/model.md §5).
 
 This module is analysis-side: numpy and xarray only, never brian2. The engine side
 (:mod:`cdtp.simulation`) runs a circuit and hands the recorded arrays to a :class:`Recorder`

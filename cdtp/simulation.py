@@ -405,13 +405,7 @@ class _MapRunner:
         self.map = cdtp_map
         self.circuit, self.dt, self.spec, self.snaps, self.spc = circuit, dt, spec, snaps, spc
         self.inputs, self.labels = inputs, labels
-        self.params = cdtp_map.CDTPParameters(
-            dt=dt, tau_h=circuit.tau_h, tau_a=circuit.tau_a, tau_u=circuit.tau_u,
-            tau_tau=circuit.tau_tau, eta_w=circuit.eta_w, eta_omega=circuit.eta_omega,
-            beta=circuit.beta, feedback_rule=circuit.feedback_rule, influence=circuit.influence,
-            influence_eps=circuit.influence_eps, loss=circuit.loss, hold=circuit.hold,
-            feedback_gain=circuit.feedback_gain, leak=circuit.leak, difference=circuit.difference,
-        )
+        self.params = cdtp_map.parameters_of(circuit, dt)
         self.state = cdtp_map.CDTPState.initial(initial_network(circuit))
         self.reader = _MapReader(self.state)
         self.gates = schedule.sample(spc, dt, circuit.depth, circuit.hold)

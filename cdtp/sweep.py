@@ -1,5 +1,5 @@
 """Parameter sweeps: a scenario's ``[sweep]`` grid, one independent simulation per point,
-serially or on Dask distributed (DESIGN §7).
+serially or on Dask distributed (docs/model.md §7).
 
 A sweep is declared in the scenario file by dotted paths and lists of values (numbers, or
 strings with units; names only for the keys of :data:`CATEGORICAL_KEYS`)::

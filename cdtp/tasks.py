@@ -220,6 +220,96 @@ def teacher_student(
     )
 
 
+def teacher_classes(
+    rng_or_seed=0,
+    n_in: int = 16,
+    hidden: int | Sequence[int] = (32,),
+    n_classes: int = 3,
+    n_train: int = 6000,
+    n_test: int = 1000,
+    nonlinearity: str = "tanh",
+    margin: float = 0.0,
+) -> Task:
+    """A nonlinear classification task: the class is the argmax of a random teacher network.
+
+    Inputs are i.i.d. standard normal; the teacher is ``init_network([n_in, *hidden,
+    n_classes], rng, nonlinearity=nonlinearity)`` with its output scaled to unit variance per
+    class. Examples whose two largest teacher outputs differ by less than ``margin`` are
+    redrawn. Made for checking that a learning rule tuned elsewhere learns a task nobody tuned
+    it on: a student of the teacher's architecture can represent it exactly.
+
+    Parameters
+    ----------
+    rng_or_seed : int or numpy.random.Generator
+        Source of the teacher weights, then the inputs.
+    n_in, n_classes, n_train, n_test : int
+        Widths and split sizes.
+    hidden : int or sequence of int
+        Hidden widths of the teacher.
+    nonlinearity : str
+        The teacher's σ.
+    margin : float
+        Smallest gap between the two largest teacher outputs, ≥ 0.
+
+    Returns
+    -------
+    Task
+        ``loss == "softmax_cross_entropy"``, one-hot targets, integer labels.
+    """
+    rng = _as_generator(rng_or_seed)
+    n_in = _positive_int("n_in", n_in)
+    n_classes = _positive_int("n_classes", n_classes)
+    n_train = _positive_int("n_train", n_train)
+    n_test = _positive_int("n_test", n_test)
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be at least 2, got {n_classes}")
+    if isinstance(hidden, Integral):
+        hidden = (hidden,)
+    hidden = tuple(_positive_int("each hidden width", h) for h in hidden)
+    if nonlinearity not in NONLINEARITIES:
+        raise ValueError(
+            f"unknown nonlinearity {nonlinearity!r}; allowed: {', '.join(sorted(NONLINEARITIES))}"
+        )
+    if not isinstance(margin, Real) or not np.isfinite(margin) or margin < 0:
+        raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
+    sizes = (n_in, *hidden, n_classes)
+    teacher = init_network(sizes, rng, nonlinearity=nonlinearity)
+    probe = teacher.forward(rng.standard_normal((4096, n_in)))[-1]
+    mean, std = probe.mean(axis=0), probe.std(axis=0) + 1e-12
+
+    def draw(n):
+        xs, labels = [], []
+        while sum(len(x) for x in xs) < n:
+            x = rng.standard_normal((2 * n, n_in))
+            out = (teacher.forward(x)[-1] - mean) / std
+            top2 = np.sort(out, axis=1)[:, -2:]
+            keep = top2[:, 1] - top2[:, 0] >= margin
+            xs.append(x[keep])
+            labels.append(np.argmax(out[keep], axis=1))
+        return np.concatenate(xs)[:n], np.concatenate(labels)[:n]
+
+    x_train, l_train = draw(n_train)
+    x_test, l_test = draw(n_test)
+    eye = np.eye(n_classes)
+    return Task(
+        name="teacher_classes",
+        x_train=x_train,
+        y_train=eye[l_train],
+        x_test=x_test,
+        y_test=eye[l_test],
+        loss="softmax_cross_entropy",
+        labels_train=l_train,
+        labels_test=l_test,
+        metadata={
+            "sizes": sizes,
+            "nonlinearity": nonlinearity,
+            "margin": float(margin),
+            "seed": rng_or_seed if isinstance(rng_or_seed, Integral) else None,
+            "teacher": teacher,
+        },
+    )
+
+
 def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     ref = importlib.resources.files("cdtp").joinpath("data/digits.npz")
     with ref.open("rb") as fh, np.load(fh) as data:
@@ -289,7 +379,8 @@ def digits(seed=0, test_fraction: float = 0.2, scale: float = 1.0) -> Task:
     )
 
 
-TASKS = {"digits": digits, "teacher_student": teacher_student}
+TASKS = {"digits": digits, "teacher_classes": teacher_classes,
+         "teacher_student": teacher_student}
 
 
 def get_task(name: str, **kwargs) -> Task:
@@ -297,9 +388,9 @@ def get_task(name: str, **kwargs) -> Task:
 
     Parameters
     ----------
-    name : {"digits", "teacher_student"}
+    name : {"digits", "teacher_classes", "teacher_student"}
     **kwargs
-        Passed to :func:`digits` or :func:`teacher_student`.
+        Passed to :func:`digits`, :func:`teacher_classes` or :func:`teacher_student`.
     """
     try:
         factory = TASKS[name]

@@ -134,7 +134,7 @@ def test_batch_with_own_weights_and_streams_and_softmax():
 
 
 def test_batch_discrete_limit_matches_reference_map():
-    """A batch of discrete-limit circuits against the reference map directly (DESIGN §2.2)."""
+    """A batch of discrete-limit circuits against the reference map directly."""
     circuit = _circuit(tau_h=0.0, tau_tau=0.0, tau_u=DT, influence=False)
     params = cdtp_map.CDTPParameters(
         dt=DT, tau_h=0.0, tau_a=DT, tau_u=DT, tau_tau=0.0, eta_w=circuit.eta_w,

@@ -21,7 +21,7 @@ DT = 1e-3
 
 
 def _discrete_circuit(rule, *, influence=False, loss="squared_error", sizes=(5, 4, 4, 3)):
-    """Algebraic h and τ, τ_a = τ_u = dt: the discrete limit of DESIGN §2.2."""
+    """Algebraic h and τ, τ_a = τ_u = dt: the discrete limit of docs/model.md §2.2."""
     return CircuitConfig(
         sizes=sizes, nonlinearity="tanh", tau_h=0.0, tau_tau=0.0, tau_a=DT, tau_u=DT,
         eta_w=0.05, eta_omega=2.0, beta=0.2, feedback_rule=rule, feedback_init="random",
@@ -76,7 +76,7 @@ def _max_differences(circuit, schedule, device="numpy", n_cycles=3, **options):
 
 @pytest.mark.parametrize("rule", ["delta1", "delta2"])
 def test_discrete_limit_matches_reference_map(rule):
-    """DESIGN §2.2: step for step over 3 cycles, for Δ1 and Δ2 with the hard hold gate."""
+    """docs/model.md §2.2: step for step over 3 cycles, for Δ1 and Δ2 with the hard hold gate."""
     circuit = _discrete_circuit(rule)
     diffs, run, _ = _max_differences(circuit, SQUARE)
     # The two implementations do the same float64 operations in a different order (numpy
@@ -182,7 +182,7 @@ def _converged_dtp1(net, x, y, beta, loss="squared_error", iterations=3000):
 
 
 def _continuous_circuit(hold):
-    # τ_u four times τ_h keeps the u-loop stable (DESIGN §2.1); small η_W (Prop 5's limit)
+    # τ_u four times τ_h keeps the u-loop stable (docs/model.md §2.1); small η_W (Prop 5's limit)
     return CircuitConfig(hold=hold,
         sizes=(5, 4, 4, 3), nonlinearity="tanh", tau_h=5e-4, tau_tau=0.0, tau_a=5e-4,
         tau_u=2e-3, eta_w=1e-3, eta_omega=0.0, beta=0.2, feedback_rule="fixed",
@@ -223,7 +223,7 @@ def test_square_gamma_total_weight_change_is_dtp1():
 
 
 def test_sinusoid_paper_gate_unwinds_and_descending_gate_learns():
-    """DESIGN §2.1: with a theta sinusoid (5 Hz) the paper's 1_{γ<1} gate integrates τ̇ over a
+    """docs/model.md §2.1: with a theta sinusoid (5 Hz) the paper's 1_{γ<1} gate integrates τ̇ over a
     whole cycle, which returns to where it started (net ΔW ≈ 0); the descending gate stops
     at the trough and keeps the DTP1 update."""
     theta = GammaSchedule("sinusoid", frequency=5.0)

@@ -1,4 +1,4 @@
-"""Proposition checks (DESIGN §4) on recorded runs: they pass on a run built to satisfy the
+"""Proposition checks (docs/model.md §4) on recorded runs: they pass on a run built to satisfy the
 paper's assumptions and fail, each where it should, on runs built to break them.
 
 The runs use the numpy reference map (``backend="map"``), which records the same Dataset as

@@ -1,4 +1,4 @@
-"""Recording into the DESIGN §5 Dataset: Brian2 and the reference map record the same thing,
+"""Recording into the docs/model.md §5 Dataset: Brian2 and the reference map record the same thing,
 streaming equals in-memory, NetCDF round trips are identical, bad requests are refused, and a
 failed run leaves no file."""
 
@@ -39,7 +39,7 @@ def _stream(circuit, n, seed=0):
 
 @pytest.mark.brian2
 def test_brian2_and_map_record_the_same_dataset():
-    # the discrete limit (DESIGN §2.2): the circuit equals the map step for step, so every
+    # the discrete limit (docs/model.md §2.2): the circuit equals the map step for step, so every
     # recorded number agrees to float64 round-off accumulated over 120 steps (< 1e-12)
     circuit = _circuit()
     x, y = _stream(circuit, 6)

@@ -1,6 +1,6 @@
 """The discrete CDTP map (seed 000, Eqs 46–52), in the order the Brian2 circuit executes it.
 
-This is the oracle for the circuit (DESIGN §2.2): with algebraic h and τ (τ_h = τ_τ = 0),
+This is the oracle for the circuit (docs/model.md §2.2): with algebraic h and τ (τ_h = τ_τ = 0),
 τ_a = τ_u = dt and a hard hold gate, one step of :func:`step` is exactly one step of the
 paper's sequential map
 
@@ -8,12 +8,12 @@ paper's sequential map
     a_l ← 1_{γ=1} h_l + 1_{γ<1} a_l                    (47)
     u_l ← τ_l + 1_{γ<1} (u_l − h_l)                     (48)
     τ_{l−1} ← γ a_{l−1} + (1 − γ) g_l(u_l)              (49)
-    ΔW_l = η_W p s_l Δτ_l n_{l−1}ᵀ                      (50, as corrected in DESIGN §2.1)
+    ΔW_l = η_W p s_l Δτ_l n_{l−1}ᵀ                      (50, as corrected in docs/model.md §2.1)
     Δ1Ω_l = (τ_{l−1} − g_l(u_l)) σ(u_l)ᵀ,  Δ2Ω_l = (a_{l−1} − g_l(u_l)) σ(u_l)ᵀ   (51, 52)
 
 with (49) of step k evaluated at the start of step k + 1, before (46) — which reads the same
 g_l(u_l) — so a single pass of the feedback synapses per step serves both. For finite time
-constants every line becomes one forward-Euler step of the ODEs of DESIGN §2 with factor
+constants every line becomes one forward-Euler step of the ODEs of docs/model.md §2 with factor
 k_x = dt / τ_x (k_x = 1 for an algebraic variable, τ_x = 0).
 
 One step, in order (the same stages, in the same order, as the Brian2 network):
@@ -32,7 +32,7 @@ One step, in order (the same stages, in the same order, as the Brian2 network):
 The gate of projection l (m_{l−1}, τ_{l−1}) is the γ of layer l, the layer whose encoder
 switches its input; with a global γ this is the same γ everywhere.
 
-**The influence factor.** DESIGN §2 writes the DTP rule as Ẇ_l = η_W p s_l τ̇_l nᵀ. Because
+**The influence factor.** docs/model.md §2 writes the DTP rule as Ẇ_l = η_W p s_l τ̇_l nᵀ. Because
 s_l changes while τ_l relaxes (it is huge early in a feedback phase, when ‖a_l − τ_l‖ is still
 small), Σ s_l Δτ_l does not telescope: measured on a tanh circuit it overshoots Eq 43 by
 8× on layer 2 and 97× on layer 1. Driving the weights with the change of the *scaled*
@@ -53,7 +53,7 @@ from cdtp.gating import HoldGate, Schedule
 from cdtp.layers import Network, with_bias
 from cdtp.losses import Loss, get_loss
 
-__all__ = ["CDTPParameters", "CDTPState", "mirror_gains", "run", "step"]
+__all__ = ["CDTPParameters", "CDTPState", "mirror_gains", "parameters_of", "run", "step"]
 
 FEEDBACK_RULES = ("delta1", "delta2", "fixed", "mirror")
 
@@ -188,6 +188,17 @@ class CDTPState:
         state.de = [None] + [zeros(l) for l in range(1, L + 1)]
         state.fb_ref = [None] + [zeros(l) for l in range(1, L + 1)]
         return state
+
+
+def parameters_of(circuit, dt: float) -> CDTPParameters:
+    """The map's parameters for a :class:`cdtp.circuit.CircuitConfig` run at step ``dt``."""
+    return CDTPParameters(
+        dt=dt, tau_h=circuit.tau_h, tau_a=circuit.tau_a, tau_u=circuit.tau_u,
+        tau_tau=circuit.tau_tau, eta_w=circuit.eta_w, eta_omega=circuit.eta_omega,
+        beta=circuit.beta, feedback_rule=circuit.feedback_rule, influence=circuit.influence,
+        influence_eps=circuit.influence_eps, loss=circuit.loss, hold=circuit.hold,
+        feedback_gain=circuit.feedback_gain, leak=circuit.leak, difference=circuit.difference,
+    )
 
 
 def mirror_gains(weights: list, sizes, gain: float) -> list:

@@ -2,7 +2,7 @@
 
 A run is described by a frozen :class:`RNNExperimentConfig` (loadable from TOML with
 :func:`load_config`) and returns an ``xarray.Dataset`` on an ``iteration`` dimension
-(DESIGN §5): the mean training loss over each evaluation window, held-out accuracy (for the
+(docs/model.md §5): the mean training loss over each evaluation window, held-out accuracy (for the
 adding problem, the fraction of held-out sequences with squared error < 0.04), held-out loss, and
 the training wall time. Every variable has ``units`` and ``long_name``; the resolved config is
 stored as JSON in the global attributes. A run that produces NaN/Inf (or a recurrent matrix whose

@@ -1,9 +1,9 @@
 """Mini-batch training of layered networks by back-propagation or target propagation.
 
 :func:`train` runs one of five methods on a :class:`cdtp.tasks.Task` and returns the learning
-curves as an :class:`xarray.Dataset` (DESIGN §5). Every method shares the same outer loop: the
-training set is shuffled once per epoch with the run's generator and cut into mini-batches;
-all updates are batch averages (the convention of :mod:`cdtp.reference.updates`).
+curves as an :class:`xarray.Dataset` (docs/model.md §5). Every method shares the same outer
+loop: the training set is shuffled once per epoch with the run's generator and cut into
+mini-batches; all updates are batch averages (the convention of :mod:`cdtp.reference.updates`).
 
 Methods
 -------

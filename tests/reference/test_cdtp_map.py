@@ -78,7 +78,7 @@ def test_sinusoid_unwinds_with_paper_gate_and_learns_with_descending_gate():
     # τ_u = 4 dt: continuous-time u so that the loops follow the slowly varying γ
     paper, ref = _second_cycle_change(Schedule(theta, PlasticityGate("paper")), tau_u=4 * DT)
     ratio = [np.linalg.norm(c) / np.linalg.norm(r) for c, r in zip(paper, ref)]
-    # measured 1e-6 … 6e-4: τ_l comes back to a_l as γ rises, so Σ Δτ_l ≈ 0 (DESIGN §2.1)
+    # measured 1e-6 … 6e-4: τ_l comes back to a_l as γ rises, so Σ Δτ_l ≈ 0 (docs/model.md §2.1)
     assert max(ratio) < 1e-2, ratio
     desc, ref = _second_cycle_change(Schedule(theta, PlasticityGate("descending")), tau_u=4 * DT)
     rel = _relative_errors(desc, ref)

@@ -1,0 +1,228 @@
+"""Learning that holds up: the circuit with the feedback it learns itself, against backprop.
+
+One example per γ cycle (square γ, 50 Hz, duty 0.3, dt = 1 ms, descending plasticity gate), the
+Brian2 circuit running continuously across examples (no resets), weights and feedback weights
+changing on the fly. The circuit file is ``circuits/digits.toml`` (the learning recipe); for the
+other tasks only its layer sizes change. Each task's training set is split into a fit part and a
+validation part; settings (the recipe's, and backprop's step) are chosen on the validation part,
+and the test split is used once, for the reported number.
+
+Rows (3 seeds each: initial weights and example order; mean ± sd):
+
+- ``circuit``: the Brian2 circuit (cython), test accuracy of its feedforward pass after the last
+  epoch (weights read back from the synapses);
+- ``BP``: the same architecture and initial weights, the same examples in the same order,
+  plain online SGD (batch 1) at the step that is best on the validation part
+  (:func:`cdtp.reference.trainer.train`, ``method="bp"``).
+
+Run ``python -m benchmarks.learning --write`` (about 15–25 minutes on 2 cores); ``--quick``
+runs one seed and one epoch of each task, to check the script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cdtp import tasks
+from cdtp.circuit import CircuitConfig, load_circuit
+from cdtp.engine import build, initial_network
+from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
+from cdtp.layers import Network
+from cdtp.reference.trainer import train
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DT = 1e-3
+SCHEDULE = Schedule(GammaSchedule("square", frequency=50.0, duty=0.3), PlasticityGate("descending"))
+SEEDS = (0, 1, 2)
+BP_STEPS = (0.003, 0.01, 0.03, 0.1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One task of the table."""
+
+    name: str
+    sizes: tuple
+    epochs: int
+    make: object  # () -> (fit Task, validation Task, test Task)
+    note: str
+
+
+def _split(task: tasks.Task, n_val: int, seed: int = 0):
+    """(fit, validation, test) tasks: the last ``n_val`` of a seeded permutation of the training
+    set is held out for validation."""
+    order = np.random.default_rng(seed).permutation(task.n_train)
+    fit, val = order[:-n_val], order[-n_val:]
+
+    def sub(idx_train, x_test, y_test, l_test):
+        return tasks.Task(task.name, task.x_train[idx_train], task.y_train[idx_train], x_test,
+                          y_test, task.loss, task.labels_train[idx_train], l_test)
+
+    return (sub(fit, task.x_train[val], task.y_train[val], task.labels_train[val]),
+            sub(fit, task.x_train[val], task.y_train[val], task.labels_train[val]),
+            sub(fit, task.x_test, task.y_test, task.labels_test))
+
+
+def specs(quick: bool = False) -> list[Spec]:
+    return [
+        Spec("digits", (64, 64, 64, 10), 1 if quick else 10,
+             lambda: _split(tasks.digits(seed=0), 288),
+             "8×8 digits, 1 150 fit / 288 validation / 359 test"),
+        Spec("teacher_classes", (16, 32, 32, 3), 1,
+             lambda: _split(tasks.teacher_classes(7, n_train=6000, n_test=1000), 1000),
+             "16 Gaussian inputs, 3 classes from a random tanh teacher [16, 32, 3]; one pass over"
+             " 5 000 examples, 1 000 validation, 1 000 test (not used to tune anything)"),
+    ]
+
+
+def circuit_for(sizes) -> CircuitConfig:
+    """The recipe, ``circuits/digits.toml``, with only its layer sizes changed."""
+    base = load_circuit(ROOT / "circuits" / "digits.toml")
+    return dataclasses.replace(base, sizes=tuple(sizes), name=f"recipe{list(sizes)}")
+
+
+def accuracy(net: Network, task: tasks.Task) -> float:
+    out = net.forward(task.x_test)[-1]
+    return float(np.mean(np.argmax(out, axis=1) == task.labels_test))
+
+
+def stream(task: tasks.Task, epochs: int, seed: int):
+    """The training examples, shuffled anew each epoch by the run's own generator."""
+    rng = np.random.default_rng(100 + seed)
+    order = np.concatenate([rng.permutation(task.n_train) for _ in range(epochs)])
+    return task.x_train[order], task.y_train[order]
+
+
+def run_circuit(circuit: CircuitConfig, fit, evals, epochs: int, seed: int) -> dict:
+    c = dataclasses.replace(circuit, seed=seed)
+    x, y = stream(fit, epochs, seed)
+    t0 = time.perf_counter()
+    run = build(c, SCHEDULE, x, y, dt=DT, device="cython")
+    t_build = time.perf_counter() - t0
+    curves = {k: [] for k in evals}
+    sim = 0.0
+    net = initial_network(c)
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        run.run(fit.n_train)
+        sim += time.perf_counter() - t0
+        if run.diverged:
+            break
+        net.weights = [None] + [run.weights(l) for l in range(1, c.depth + 1)]
+        for k, task in evals.items():
+            curves[k].append(accuracy(net, task))
+    steps = run.cycle * SCHEDULE.steps_per_cycle(DT)
+    return {"curves": curves, "diverged": run.diverged, "sim": sim, "build": t_build,
+            "us_per_step": 1e6 * sim / max(steps, 1)}
+
+
+def run_bp(circuit: CircuitConfig, fit, val, test, epochs: int, seed: int, lr: float) -> dict:
+    c = dataclasses.replace(circuit, seed=seed)
+    out = {}
+    for key, task in (("val", val), ("test", test)):
+        net = initial_network(c)
+        ds = train(net, task, "bp", epochs=epochs, batch_size=1, lr=lr, seed=100 + seed)
+        out[key] = [float(v) for v in ds.test_accuracy.values]
+    return out
+
+
+def run_task(spec: Spec, seeds) -> dict:
+    fit, val, test = spec.make()
+    circuit = circuit_for(spec.sizes)
+    res = {"spec": spec, "circuit": [], "bp": {}, "circuit_cfg": circuit}
+    for seed in seeds:
+        r = run_circuit(circuit, fit, {"val": val, "test": test}, spec.epochs, seed)
+        res["circuit"].append(r)
+        print(f"{spec.name} circuit seed {seed}: val {r['curves']['val'][-1:]} test"
+              f" {r['curves']['test'][-1:]} ({r['sim']:.0f} s, {r['us_per_step']:.0f} µs/step)",
+              flush=True)
+    for lr in BP_STEPS:
+        t0 = time.perf_counter()
+        res["bp"][lr] = [run_bp(circuit, fit, val, test, spec.epochs, s, lr) for s in seeds]
+        res.setdefault("bp_time", {})[lr] = (time.perf_counter() - t0) / len(seeds)
+        print(f"{spec.name} BP lr {lr}: val {[r['val'][-1] for r in res['bp'][lr]]}", flush=True)
+    return res
+
+
+def _ms(values) -> str:
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.3f}"
+
+
+def table(results: list[dict]) -> str:
+    lines = [
+        "| task | sizes | method | epochs | validation acc. | **test acc.** | wall time / seed |"
+        " µs / step |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for res in results:
+        spec = res["spec"]
+        cir = res["circuit"]
+        ok = [r for r in cir if not r["diverged"]]
+        lines.append(
+            f"| {spec.name} | {list(spec.sizes)} | circuit (Brian2, cython) | {spec.epochs} |"
+            f" {_ms([r['curves']['val'][-1] for r in ok])} |"
+            f" **{_ms([r['curves']['test'][-1] for r in ok])}** |"
+            f" {np.mean([r['sim'] for r in cir]):.0f} s (+ {np.mean([r['build'] for r in cir]):.0f}"
+            f" s build) | {np.mean([r['us_per_step'] for r in cir]):.0f} |"
+        )
+        best = max(res["bp"], key=lambda lr: np.mean([r["val"][-1] for r in res["bp"][lr]]))
+        bp = res["bp"][best]
+        lines.append(
+            f"| {spec.name} | {list(spec.sizes)} | BP, online SGD, step {best} (best on validation"
+            f" of {', '.join(map(str, BP_STEPS))}) | {spec.epochs} |"
+            f" {_ms([r['val'][-1] for r in bp])} |"
+            f" **{_ms([r['test'][-1] for r in bp])}** | {res['bp_time'][best]:.0f} s | — |"
+        )
+        if len(ok) < len(cir):
+            lines.append(f"| {spec.name} | | circuit runs that diverged: {len(cir) - len(ok)} |"
+                         " | | | | |")
+    return "\n".join(lines)
+
+
+def curves_table(results: list[dict]) -> str:
+    lines = []
+    for res in results:
+        if res["spec"].epochs < 2:
+            continue
+        tests = np.array([r["curves"]["test"] for r in res["circuit"] if not r["diverged"]])
+        lines.append(f"Circuit test accuracy per epoch, {res['spec'].name} (mean of "
+                     f"{len(tests)} seeds): " + ", ".join(f"{v:.3f}" for v in tests.mean(0)))
+    return "\n\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--write", action="store_true", help="write benchmarks/LEARNING.md")
+    ap.add_argument("--quick", action="store_true", help="one seed, one epoch")
+    args = ap.parse_args(argv)
+    seeds = SEEDS[:1] if args.quick else SEEDS
+    results = [run_task(s, seeds) for s in specs(args.quick)]
+    c = results[0]["circuit_cfg"]
+    text = "\n\n".join([
+        "# Learning that holds up\n\nGenerated by `python -m benchmarks.learning --write`"
+        f" ({platform.platform()}, Python {platform.python_version()},"
+        f" {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).",
+        "γ: square, 50 Hz, duty 0.3; plasticity gate descending; dt = 1 ms (20 steps per cycle);"
+        " one example per γ cycle. The recipe (`circuits/digits.toml`): tanh, softmax"
+        f" cross-entropy, feedback rule {c.feedback_rule} (init {c.feedback_init}, gain"
+        f" {c.feedback_gain}), leak λ = {c.leak}, difference = {c.difference}, η_W = {c.eta_w},"
+        f" β = {c.beta}; other tasks change only `sizes`.",
+        "\n".join(f"- {s.name}: {s.note}" for s in (r["spec"] for r in results)),
+        table(results),
+        curves_table(results),
+    ]) + "\n"
+    print(text)
+    if args.write and not args.quick:
+        (HERE / "LEARNING.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
