@@ -22,6 +22,11 @@ Methods
     W_l ← W_l + lr · (τ_l − h_l) σ̃(h_{l−1})ᵀ (batch-averaged), i.e. a gradient step on
     ½‖f_l(h_{l−1}) − τ_l‖² for every layer. For the top layer this is lr·β times the loss
     gradient step, as in Lee et al.
+``"cdtp_recipe"``  (docs/model.md §2.3)
+    The circuit's learning recipe with converged loops (:func:`_recipe_step`): leaky
+    input-correction targets with difference feedback, DTP1 updates with the normalized
+    presynaptic factor, feedback weights mirroring W's changes. Start Ω at the transpose
+    (``init_network(..., feedback_init="transpose")``); ``regularization`` is the leak λ.
 ``"regularized_tp"``  (seed 002, Eqs 1–3, adapted to layers)
     Seed 002 separates an output operation (trained by a gradient step on the loss) from the
     transition layers (trained towards targets). Here the output operation is layer L:
@@ -92,7 +97,7 @@ from cdtp.tasks import Task
 
 __all__ = ["METHODS", "TrainingConfig", "TrainingDiverged", "evaluate", "train"]
 
-METHODS = ("bp", "dtp1", "dtp", "difference_tp", "regularized_tp")
+METHODS = ("bp", "dtp1", "dtp", "difference_tp", "regularized_tp", "cdtp_recipe")
 _TP_WITH_DECODERS = ("dtp1", "dtp", "difference_tp")
 _INVERSIONS = ("differential", "input", "output")
 _DECODER_RULES = ("normalized", "delta1")
@@ -252,6 +257,8 @@ def _step(net: Network, x, y, loss, cfg: TrainingConfig, rng, counters: dict) ->
     if cfg.method == "bp":
         grads = backprop_gradients(net, x, y, loss)
         return [None] + [-cfg.lr * g for g in grads[1:]]
+    if cfg.method == "cdtp_recipe":
+        return _recipe_step(net, x, y, loss, cfg, counters)
     h = net.forward(x)
     if cfg.method == "regularized_tp":
         deltas = activation_gradients(net, h, y, loss)
@@ -281,6 +288,52 @@ def _step(net: Network, x, y, loss, cfg: TrainingConfig, rng, counters: dict) ->
         counters["unconverged"] += sum(issubclass(w.category, RuntimeWarning) for w in caught)
     updates = all_layer_updates(net, h, taus, method=cfg.method)
     return [None] + [cfg.lr * u for u in updates[1:]]
+
+
+def _recipe_step(net: Network, x, y, loss, cfg: TrainingConfig, counters: dict) -> list:
+    """The circuit's learning recipe (docs/model.md §2.3) with its loops run to convergence.
+
+    Output target τ_L = h_L − β ∂ℓ/∂h_L (Eq 7); top-down, the leaky input-correction loop of
+    layer l with difference feedback, u ← u + τ_l − f_l(h_{l−1} + g_l(u) − g_l(h_l))
+    − λ (u − h_l) from u = h_l, until its increment is below 1e-10 (or
+    ``inversion_iterations`` steps; counted as unconverged), gives τ_{l−1} = h_{l−1} + g_l(u) −
+    g_l(h_l); every layer moves by lr (τ_l − h_l) σ̃(h_{l−1})ᵀ / ‖σ̃(h_{l−1})‖² (DTP1 with the
+    circuit's normalized presynaptic factor), and Ω_l by the transpose of that change times
+    c_l, the ratio Ω_l / W_lᵀ of the transpose start (the ``mirror`` rule). λ is
+    ``regularization``. This is what the circuit computes per γ cycle when its loops settle
+    within the feedback phase, so it is the circuit's reference at convergence.
+    """
+    L = net.depth
+    if "mirror" not in counters:
+        ratios = [None, None]
+        for l in range(2, L + 1):
+            w = net.weights[l][:, : net.sizes[l - 1]]
+            ratios.append(float(np.sum(net.feedback[l][:, : net.sizes[l]] * w.T) / np.sum(w**2)))
+        counters["mirror"] = ratios
+    lam = cfg.regularization
+    h = net.forward(x)
+    taus: list = [None] * (L + 1)
+    taus[L] = output_target(h[L], y, loss, cfg.beta)
+    for l in range(L, 1, -1):
+        ref = net.g(l, h[l])
+        u = h[l].copy()
+        for _ in range(cfg.inversion_iterations):
+            du = taus[l] - net.f(l, h[l - 1] + net.g(l, u) - ref) - lam * (u - h[l])
+            u = u + du
+            if np.max(np.abs(du)) < 1e-10:
+                break
+        else:
+            counters["unconverged"] += 1
+        taus[l - 1] = h[l - 1] + net.g(l, u) - ref
+    dw: list = [None]
+    for l in range(1, L + 1):
+        pre = with_bias(net.sigma(h[l - 1]), net.bias)
+        pre = pre / np.sum(pre * pre, axis=1, keepdims=True)
+        dw.append(cfg.lr * (taus[l] - h[l]).T @ pre / len(x))
+    for l in range(2, L + 1):
+        n_pre, n_post = net.sizes[l - 1], net.sizes[l]
+        net.feedback[l][:, :n_post] += counters["mirror"][l] * dw[l][:, :n_pre].T
+    return dw
 
 
 def _seed_attr(seed) -> int | None:
