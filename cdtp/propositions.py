@@ -468,6 +468,58 @@ def _u_increments(tr: _Traces, l: int):
     return out
 
 
+def _u_settled_from(ds, tr, layers, first, settle_tolerance, settle_steps, key, what):
+    """u settled at the end of the window in every layer from ``first(l)`` to L, per layer l
+    (the largest value; n/a if any of them is not measurable)."""
+    L = circuit_of(ds).depth
+    k_u = _rate(circuit_of(ds).tau_u, tr.dt)
+    each = {k: _settling(tr, "u", k, SETTLED, k_u, _error_scale(ds, k), _NO_ERROR,
+                         settle_steps) for k in range(2, L + 1)}
+    vals, nas = [], []
+    for l in layers:
+        ks = range(first(l), L + 1)
+        vals.append(np.max(np.stack([each[k][0] for k in ks]), axis=0))
+        nas.append(np.array([next((x for x in col if x), "") for col in zip(
+            *[each[k][1] for k in ks])], object))
+    return _premise(key, f"{what}: max ‖Δu‖ per τ_u over the last {settle_steps} steps /"
+                    " ‖τ − a‖", _per_layer(vals), settle_tolerance,
+                    _SETTLE_REASON.format(k=settle_steps, tol=settle_tolerance), _per_layer(nas))
+
+
+def _gamma_low_premise(ds, layers, tolerance=0.05) -> dict:
+    """γ_l stays near 0 over the feedback window [feedback_start, plasticity_end)."""
+    circuit = circuit_of(ds)
+    dt, spc = float(ds.attrs["dt"]), int(ds.attrs["steps_per_cycle"])
+    bsteps = json.loads(ds.attrs["boundary_steps"])
+    gamma = schedule_of(ds).sample(spc, dt, circuit.depth, circuit.hold)["gamma"]
+    lo, hi = bsteps["feedback_start"], bsteps["plasticity_end"]
+    n = ds.sizes["cycle"]
+    vals = [np.full(n, float(np.max(gamma[lo:hi, l])) if hi > lo else np.nan) for l in layers]
+    return _premise("gamma_low", "γ_l near 0 over the feedback window: max γ_l",
+                    _per_layer(vals), tolerance,
+                    "the loop matrix is taken at γ = 0; γ ≤ 0.05 changes its gain (1 − γ) by at"
+                    " most 5 %, a quarter of P4's tolerance",
+                    np.full((n, len(layers)), "" if hi > lo else "no feedback window", object))
+
+
+def _weights_steady_premise(ds, layers, tolerance=0.05) -> dict:
+    """W_k and Ω_k, k ≥ l, nearly constant over the feedback window."""
+    L = circuit_of(ds).depth
+    w0, w1 = _networks(ds, "feedback_start"), _networks(ds, SETTLED)
+    change = np.zeros((len(w0), L + 1))
+    for c, (a, b) in enumerate(zip(w0, w1)):
+        for k in range(1, L + 1):
+            mats = [(a.weights[k], b.weights[k])] + (
+                [(a.feedback[k], b.feedback[k])] if k >= 2 else [])
+            change[c, k] = max(np.linalg.norm(y - x) / max(np.linalg.norm(y), _TINY)
+                               for x, y in mats)
+    vals = [np.max(change[:, l:], axis=1) for l in layers]
+    return _premise("weights_steady", "W and Ω of this layer and above steady over the"
+                    " feedback window: max relative change", _per_layer(vals), tolerance,
+                    "the loop matrix is taken with the window's final weights; a 5 % change"
+                    " moves its rate by about 5 %, a quarter of P4's tolerance")
+
+
 def _fitted_rates(tr: _Traces, layers):
     """Per cycle and layer: exponential rate of ‖u(t+dt) − u(t)‖ over the feedback phase,
     fitted where the increments are above float noise, the first (transient) one left out;
@@ -496,7 +548,11 @@ def check_p3(ds: xr.Dataset, tolerance: float = 1.0) -> xr.Dataset:
     Euler loop, γ = 0 of the feedback phase, Jacobians at the settled state; with a finite
     τ_h, of the joint h–u step, see :func:`_loop_matrix`) is below 1, the largest over the
     layer's loop and the loops above it (their targets drive it). Tolerance 1: the stability
-    boundary of a linear iteration, not a fitted number.
+    boundary of a linear iteration, not a fitted number. The loop is the one of the feedback
+    phase with the window's final weights, so two more premises say that loop is the one that
+    ran: ``gamma_low`` (γ_l ≤ 0.05 over the window [feedback_start, plasticity_end); a
+    sinusoid's γ sweeps through the window) and ``weights_steady`` (W and Ω of the layer and
+    above change by at most 5 % over the window).
 
     Conclusion: the u-increments shrink over the feedback phase. Residual: their geometric
     rate from the second increment (the first is the phase switch) to the last, (‖Δu_last‖ /
@@ -516,14 +572,20 @@ def check_p3(ds: xr.Dataset, tolerance: float = 1.0) -> xr.Dataset:
             else:
                 inc = np.maximum(inc, 1e-14 * size)
                 res[ci, j] = float((inc[-1] / inc[1]) ** (1.0 / (len(inc) - 2)))
-    premise = _premise("rho_below_1", "ρ of the u-loop (largest of this layer and above)",
-                       _upward_max(rho), 1.0, "the stability boundary of a linear iteration",
-                       np.where(np.isnan(rho), "loop matrix not finite", ""))
+    premises = [
+        _premise("rho_below_1", "ρ of the u-loop (largest of this layer and above)",
+                 _upward_max(rho), 1.0, "the stability boundary of a linear iteration",
+                 np.where(np.isnan(rho), "loop matrix not finite", "")),
+        _gamma_low_premise(ds, layers),
+        _weights_steady_premise(ds, layers),
+    ]
     return _result("P3", "ρ(I − (1−γ) f′g′) < 1 ⇒ u converges", res, tolerance,
-                   check_p3.__doc__, layers, ds.cycle.values, [premise], na)
+                   check_p3.__doc__, layers, ds.cycle.values, premises, na)
 
 
-def check_p4(ds: xr.Dataset, tolerance: float = 0.2, contraction: float = 0.95) -> xr.Dataset:
+def check_p4(ds: xr.Dataset, tolerance: float = 0.2, contraction: float = 0.95,
+             settle_tolerance: float = SETTLE_TOLERANCE,
+             settle_steps: int = SETTLE_STEPS) -> xr.Dataset:
     """P4: near γ = 0 the u-increments shrink like ρᵗ. Residual: |fitted − predicted| /
     predicted, where the fitted rate comes from the recorded u of every neuron of the layer at
     every step of the feedback phase, and the prediction is the largest ρ of the layer's own loop
@@ -531,7 +593,10 @@ def check_p4(ds: xr.Dataset, tolerance: float = 0.2, contraction: float = 0.95) 
 
     Premise ``rho_contracting``: that predicted ρ ≤ ``contraction`` (0.95): a loop at the
     stability boundary (ρ → 1) decays too slowly for its rate to be told from the drift of the
-    Jacobians along the decay, and one above it has no decay to fit.
+    Jacobians along the decay, and one above it has no decay to fit. ``gamma_low`` and
+    ``weights_steady`` as in P3; ``u_settled`` (as in P1, in this layer and every layer above
+    it): the Jacobians are taken at the final state, which is the fixed point the decay
+    approaches only if the loops got there.
 
     Tolerance 0.2: the Jacobians are taken at the settled state, while the fit spans the whole
     decay, over which the Jacobians drift by O(the discrepancy)."""
@@ -540,12 +605,17 @@ def check_p4(ds: xr.Dataset, tolerance: float = 0.2, contraction: float = 0.95) 
     predicted = _upward_max(rho)
     fitted, na = _fitted_rates(_Traces(ds), layers)
     res = np.abs(fitted - predicted) / predicted
-    premise = _premise("rho_contracting", "predicted ρ (largest of this layer and above)",
-                       predicted, contraction,
-                       "a clear decay: ρ at most 0.95 (at least 5 % per step)",
-                       np.where(np.isnan(predicted), "loop matrix not finite", ""))
+    premises = [
+        _premise("rho_contracting", "predicted ρ (largest of this layer and above)",
+                 predicted, contraction, "a clear decay: ρ at most 0.95 (at least 5 % per step)",
+                 np.where(np.isnan(predicted), "loop matrix not finite", "")),
+        _gamma_low_premise(ds, layers),
+        _weights_steady_premise(ds, layers),
+        _u_settled_from(ds, _Traces(ds), layers, lambda l: l, settle_tolerance, settle_steps,
+                        "u_settled", "u settled in this layer and above"),
+    ]
     return _result("P4", "ρ < 1 ⇒ u-increments shrink like ρᵗ", res, tolerance,
-                   check_p4.__doc__, layers, ds.cycle.values, [premise], na, extra={
+                   check_p4.__doc__, layers, ds.cycle.values, premises, na, extra={
                        "fitted_rate": (fitted, {"long_name": "fitted rate", "units": "1"}),
                        "predicted_rate": (predicted, {"long_name": "predicted ρ",
                                                       "units": "1"}),
@@ -840,7 +910,8 @@ def check_p8(ds: xr.Dataset, tolerance: float = 1e-9) -> xr.Dataset:
 
 def check_gn(ds: xr.Dataset, tolerance: float = 0.1,
              settle_tolerance: float = SETTLE_TOLERANCE, settle_steps: int = SETTLE_STEPS,
-             condition: float = 100.0, first_order: float = 0.05) -> xr.Dataset:
+             condition: float = 100.0, first_order: float = 0.05,
+             weights: float = 0.05) -> xr.Dataset:
     """GN (Eq 22): the target change τ_l − a_l points along the Gauss-Newton direction
     J_l⁺ (τ_L − a_L), J_l = ∂a_L/∂a_l from the recorded weights and activities (dense, at the
     settled state). Residual: the angle between them in radians, l = 1..L−1.
@@ -856,7 +927,12 @@ def check_gn(ds: xr.Dataset, tolerance: float = 0.1,
     - ``first_order``: the targets are close enough for one Jacobian: ‖J_l(τ) − J_l(a)‖ /
       ‖J_l(a)‖ (J_l at the target states τ_l..τ_{L−1} against at a) at most ``first_order``
       (0.05: half the conclusion's tolerance, since the direction errs by about κ × this over
-      the curvature of a well-conditioned J).
+      the curvature of a well-conditioned J);
+    - ``weights_fixed``: Eq 22 holds for fixed weights (η_W → 0, DESIGN §2.1): the share of
+      the error ‖τ_k − a_k‖ that the change of W_k over the window already absorbed,
+      ‖ΔW_k σ̃(a_{k−1})‖ / ‖τ_k − a_k‖ (≈ η_W), largest over k > l, at most ``weights``
+      (0.05; with η_W near 1 the top layer absorbs the whole error and the targets below can
+      even point away from J_l⁺(τ_L − a_L)).
 
     Tolerance 0.1 rad: with exact inverses and first-order targets the angle is a few
     hundredths of a radian, while BP's direction is typically ~0.5 rad away (see
@@ -888,20 +964,23 @@ def check_gn(ds: xr.Dataset, tolerance: float = 0.1,
             nd, ng = np.linalg.norm(d[c]), np.linalg.norm(gn)
             if nd > _TINY and ng > _TINY:
                 res[c, j] = float(np.arccos(np.clip(d[c] @ gn / (nd * ng), -1.0, 1.0)))
-    tr = _Traces(ds)
-    k_u = _rate(circuit.tau_u, tr.dt)
-    above = {}
+    w0, w1 = _networks(ds, "plasticity_start"), nets
+    sigma = nets[0].sigma
+    absorbed = np.zeros((len(nets), L + 1))
     for k in range(2, L + 1):
-        above[k] = _settling(tr, "u", k, SETTLED, k_u, _error_scale(ds, k), _NO_ERROR,
-                             settle_steps)
-    settled = _per_layer([np.max(np.stack([above[k][0] for k in range(l + 1, L + 1)]), axis=0)
-                          for l in layers])
-    settled_na = _per_layer([np.array([next((x for x in col if x), "") for col in zip(
-        *[above[k][1] for k in range(l + 1, L + 1)])], object) for l in layers])
+        s_prev = with_bias(sigma(a[k - 1]), circuit.bias)
+        moved = np.stack([(w1[c].weights[k] - w0[c].weights[k]) @ s_prev[c]
+                          for c in range(len(nets))])
+        absorbed[:, k] = _rel(moved, taus[k] - a[k])
+    absorbed = _per_layer([np.max(absorbed[:, l + 1:], axis=1) for l in layers])
     premises = [
-        _premise("targets_settled", f"u settled in the layers above: max ‖Δu‖ per τ_u over the"
-                 f" last {settle_steps} steps / ‖τ − a‖", settled, settle_tolerance,
-                 _SETTLE_REASON.format(k=settle_steps, tol=settle_tolerance), settled_na),
+        _u_settled_from(ds, _Traces(ds), layers, lambda l: l + 1, settle_tolerance,
+                        settle_steps, "targets_settled", "u settled in the layers above"),
+        _premise("weights_fixed", "weights above fixed: max over k > l of ‖ΔW_k σ̃(a_{k−1})‖"
+                 " over the window / ‖τ_k − a_k‖", absorbed, weights,
+                 "the share of the error the weights above absorbed while the targets formed"
+                 " (≈ η_W); the direction errs by about as much, half the tolerance",
+                 np.where(np.isnan(absorbed), _NO_ERROR, "")),
         _premise("full_rank", "J_l of full column rank: condition number", kappa, condition,
                  "first-order errors are amplified by up to κ in the direction"),
         _premise("first_order", "targets to first order: ‖J_l(τ) − J_l(a)‖ / ‖J_l(a)‖", curv,
@@ -913,13 +992,17 @@ def check_gn(ds: xr.Dataset, tolerance: float = 0.1,
                    check_gn.__doc__, layers, ds.cycle.values, premises, na)
 
 
-def check_inv(ds: xr.Dataset, tolerance: float = 1.2) -> xr.Dataset:
+def check_inv(ds: xr.Dataset, tolerance: float = 1.2,
+              settle_tolerance: float = SETTLE_TOLERANCE,
+              settle_steps: int = SETTLE_STEPS) -> xr.Dataset:
     """INV (Secs 5–6): iterative inversion contracts when α = Lip(I − k_u f_l′ g_l′) < 1; a
     contraction with constant α shrinks its increments at least as fast as αᵗ.
 
     Premise ``alpha_below_1``: α (the spectral norm of the loop's Jacobian at the settled
     state, the local Lipschitz constant; the largest of the layer's loop and the loops above,
-    whose targets drive it) below 1 — the contraction condition itself.
+    whose targets drive it) below 1 — the contraction condition itself. α is estimated at the
+    final state with the final weights, so, as for P4, ``gamma_low``, ``weights_steady`` and
+    ``u_settled`` (this layer and above) say that it is the constant of the loop that ran.
 
     Conclusion: the fitted exponential rate of the u-increments over the feedback phase (as
     in P4) at most α. Residual: fitted rate / α. Tolerance 1.2: 20 % for the drift of the
@@ -933,12 +1016,18 @@ def check_inv(ds: xr.Dataset, tolerance: float = 1.2) -> xr.Dataset:
     if circuit_of(ds).tau_h != 0:
         fitted[:] = np.nan
         na[:] = "finite τ_h: the h–u loop's rate is P4's, not bounded by α"
-    premise = _premise("alpha_below_1", "α = Lip(I − k_u f′g′), largest of this layer and"
-                       " above", bound, 1.0, "the contraction condition itself",
-                       np.where(np.isnan(bound), "loop matrix not finite", ""))
+    premises = [
+        _premise("alpha_below_1", "α = Lip(I − k_u f′g′), largest of this layer and above",
+                 bound, 1.0, "the contraction condition itself",
+                 np.where(np.isnan(bound), "loop matrix not finite", "")),
+        _gamma_low_premise(ds, layers),
+        _weights_steady_premise(ds, layers),
+        _u_settled_from(ds, _Traces(ds), layers, lambda l: l, settle_tolerance, settle_steps,
+                        "u_settled", "u settled in this layer and above"),
+    ]
     return _result("INV", "α = Lip(f∘g − I) < 1 ⇒ inversion converges like αᵗ",
                    fitted / bound, tolerance, check_inv.__doc__, layers, ds.cycle.values,
-                   [premise], na, extra={
+                   premises, na, extra={
                        "fitted_rate": (fitted, {"long_name": "fitted rate", "units": "1"}),
                        "alpha": (bound, {"long_name": "α", "units": "1"})})
 
@@ -1067,8 +1156,8 @@ def _premise_sentences(s: dict) -> list[str]:
         what = p["description"].split(":")[0]
         anyway = (f"; the conclusion is within its tolerance anyway in {p['within']} of them"
                   if p["within"] else "")
-        out.append(f"Premise not met in {_cells(p['count'])}: {what} (worst {p['worst']:.3g} >"
-                   f" tolerance {p['tolerance']:.3g}){anyway}.")
+        out.append(f"Premise not met in {_cells(p['count'])}, where “{what}” fails (worst"
+                   f" {p['worst']:.3g} > tolerance {p['tolerance']:.3g}){anyway}.")
     return out
 
 
