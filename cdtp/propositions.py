@@ -721,10 +721,17 @@ def check_p6(ds: xr.Dataset, tolerance: float = 0.01,
     ``settle_tolerance`` (needs u and a traced at every step: n/a otherwise). The drive equals
     the gradient exactly once u_l = f_l(a_{l−1}), which is where these loops settle.
 
+    The snapshot shows fb = g_l(u_l) as the last step computed it, with the Ω from before that
+    step's own Δ1 update, so with a learning Ω the gradient is taken with that Ω (the
+    snapshot's minus the step's η_Ω dt (m_{l−1} − fb) σ̃(u_l)ᵀ): otherwise one step of
+    learning, η_Ω dt relative (2.5 % at the quickstart's 25 /s and 1 ms), would read as a
+    violation.
+
     Tolerance 0.01: ten times the settling tolerance."""
     _require(ds, ["snapshot_m", "snapshot_fb", "snapshot_u", "weight"], "P6")
     circuit = circuit_of(ds)
     b = "feedback_start"
+    dt = float(ds.attrs["dt"])
     nets = _networks(ds, b)
     sigma = nets[0].sigma
     layers = list(range(2, circuit.depth + 1))
@@ -733,11 +740,17 @@ def check_p6(ds: xr.Dataset, tolerance: float = 0.01,
         m, fb = _snap(ds, "m", l - 1, b), _snap(ds, "fb", l - 1, b)
         u, a_prev = _snap(ds, "u", l, b), _snap(ds, "a", l - 1, b)
         drive = (m - fb)[:, :, None] * with_bias(sigma(u), circuit.bias)[:, None, :]
+        su = with_bias(sigma(u), circuit.bias)
+        learning = circuit.feedback_rule != "fixed" and circuit.eta_omega != 0
+        pre = m if circuit.feedback_rule == "delta1" else a_prev
         grads = []
         for c, net in enumerate(nets):
+            omega = net.feedback[l]
+            if learning:  # the Ω of the step whose fb the snapshot shows: before its update
+                omega = omega - circuit.eta_omega * dt * np.outer(pre[c] - fb[c], su[c])
             y = net.f(l, a_prev[c][None])
-            r = a_prev[c][None] - net.g(l, y)
-            grads.append(r[0][:, None] * with_bias(sigma(y), circuit.bias)[0][None, :])
+            r = a_prev[c] - with_bias(sigma(y), circuit.bias)[0] @ omega.T
+            grads.append(r[:, None] * with_bias(sigma(y), circuit.bias)[0][None, :])
         # scale: ‖a_{l−1}‖ ‖σ̃(u_l)‖, the size of either term of the drive (the gradient itself
         # vanishes when the decoder already reconstructs a_{l−1})
         scale = np.linalg.norm(a_prev, axis=1) * np.linalg.norm(
