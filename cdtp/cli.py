@@ -3,12 +3,13 @@
     cdtp run SCENARIO [-o FILE] [--set key=value ...] [--figures DIR]
     cdtp sweep SCENARIO [--workers N | --scheduler ADDRESS] [--batch] [-o FILE]
                [--set key=value ...]
-    cdtp check FILE [--json]
+    cdtp check FILE [--json] [--strict]
     cdtp plot FILE [-o DIR]
     cdtp info FILE
 
-Exit codes: 0 done (``check``: every check passed), 1 a check failed or the run diverged,
-2 bad input (nothing is written).
+Exit codes: 0 done (``check``: no proposition violated — wherever a premise was met, its
+conclusion held), 1 a violation (``check --strict``: also a premise not met) or the run
+diverged, 2 bad input (nothing is written).
 """
 
 from __future__ import annotations
@@ -205,9 +206,9 @@ def cmd_run(args) -> int:
         ds = ds.load()
     checks = propositions.check_all(ds)
     text = propositions.report(checks)
-    failures = propositions.summary(checks)
+    reading = "\n".join(propositions.summary(checks))
     report_path = out.with_suffix(".propositions.txt")
-    report_path.write_text(text + "\n\n" + ("\n".join(failures) or "every check passed") + "\n")
+    report_path.write_text(text + "\n\n" + reading + "\n")
     figures = Path(args.figures) if args.figures else out.with_suffix("")
     paths = plots.save_all(ds, figures, checks)
     loss = ds.loss.values
@@ -220,6 +221,8 @@ def cmd_run(args) -> int:
         f" {np.mean(loss[-k:]):.4g}"
     )
     print(text)
+    print()
+    print(reading)
     if ds.attrs["diverged"]:
         print(f"the run diverged: {ds.attrs['diverged']}", file=sys.stderr)
         return 1
@@ -263,33 +266,47 @@ def cmd_check(args) -> int:
     if _is_sweep(ds):
         return _check_sweep(args, ds)
     checks = propositions.check_all(ds)
-    failures = propositions.summary(checks)
+    failures = propositions.violations(checks)
+    unmet = propositions.premises_not_met(checks)
+    stats = {name: propositions.counts(res) for name, res in checks.items()}
     if args.json:
         out = {}
         for name, res in checks.items():
-            p = res.passed.values
+            s = stats[name]
+            met = s["holds"] + s["violated"]
+            worst = np.fmax(s["worst_holds"], s["worst_violated"])
             out[name] = {
                 "claim": res.attrs["claim"],
                 "tolerance": float(res.tolerance),
-                "applicable": int(np.sum(~np.isnan(p))),
-                "failed": int(np.sum(p == 0)),
-                "worst_residual": float(np.nanmax(res.residual.values))
-                if np.any(~np.isnan(res.residual.values))
-                else None,
+                "applicable": met,  # cells whose premises are met
+                "failed": s["violated"],
+                "worst_residual": None if np.isnan(worst) else float(worst),
+                "states": {k: s[k] for k in ("holds", "violated", "premise_not_met", "na")},
+                "premises_not_met": s["premises"],
+                "na_reasons": s["na_reasons"],
             }
-        print(json.dumps({"file": args.file, "checks": out, "failures": failures}, indent=2))
+        print(json.dumps({"file": args.file, "checks": out, "failures": failures,
+                          "premises_not_met": unmet,
+                          "reading": propositions.summary(checks)}, indent=2))
     else:
         print(propositions.report(checks))
-        print("\n".join(failures) or "every check passed")
+        print()
+        print("\n".join(propositions.summary(checks)))
+        print()
+        print("\n".join(failures) or "no violation: wherever a premise was met, its"
+              " conclusion held")
     diverged = ds.attrs.get("diverged", "")
     if diverged:
         print(f"the run diverged: {diverged}", file=sys.stderr)
-    if not checks:
+    if not any(s["holds"] + s["violated"] + s["premise_not_met"] for s in stats.values()):
         print(
             "no check could be evaluated on this file (nothing recorded that they need):"
             " nothing was verified",
             file=sys.stderr,
         )
+        return 1
+    if args.strict and unmet:
+        print("--strict: premises not met:\n" + "\n".join(unmet), file=sys.stderr)
         return 1
     return 1 if failures or diverged else 0
 
@@ -388,6 +405,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="check the propositions on a results file")
     check.add_argument("file")
     check.add_argument("--json", action="store_true")
+    check.add_argument(
+        "--strict", action="store_true",
+        help="exit 1 also where a proposition's premise was not met (default: only on a"
+             " violation, i.e. a premise met and its conclusion missed)",
+    )
     check.set_defaults(func=cmd_check)
     plot = sub.add_parser("plot", help="draw the standard figures of a results file")
     plot.add_argument("file")

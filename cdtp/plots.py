@@ -16,6 +16,7 @@ __all__ = [
     "label_of",
     "plot_cycle",
     "plot_learning_curve",
+    "plot_premise",
     "plot_residuals",
     "plot_sweep_heatmap",
     "plot_sweep_learning_curves",
@@ -130,6 +131,66 @@ def plot_residuals(checks: dict):
         ax.legend(fontsize=6)
     for ax in axes.ravel()[len(names):]:
         ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+#: Colour and marker of each state of a proposition cell in :func:`plot_premise`.
+STATE_STYLE = {
+    "holds": ("C2", "o"),
+    "violated": ("C3", "X"),
+    "premise not met": ("0.55", "s"),
+}
+
+
+def plot_premise(res: xr.Dataset, ax=None):
+    """One check's cells: conclusion residual against premise residual.
+
+    x is the ``premise_ratio`` of each (cycle, layer) cell — the largest premise value over its
+    tolerance, so x ≤ 1 where every premise is met (an unconditional check such as P8 has
+    none: its cells sit at x = 0, drawn on the axis floor); y is the conclusion's residual,
+    with its tolerance as a dashed line. The theory predicts no cell in the upper-left
+    quadrant (premise met, conclusion missed): those are the ``violated`` cells. Cells that
+    are n/a (nothing to place) are counted in the title.
+    """
+    from cdtp.propositions import STATE_NAMES
+
+    if ax is None:
+        fig, ax = _figure(figsize=(4.5, 3.8))
+    else:
+        fig = ax.figure
+    state = res.state.values.ravel()
+    x = res.premise_ratio.values.ravel()
+    y = res.residual.values.ravel()
+    tol = float(res.tolerance)
+    placed = np.isfinite(x) & np.isfinite(y) & (state != 0)
+    xs, ys = x[placed], y[placed]
+    floor_x = min(min(xs[xs > 0], default=1.0), 1.0) / 10 if len(xs) else 0.1
+    floor_y = min(min(ys[ys > 0], default=tol), tol) / 10 if len(ys) else tol / 10
+    for code, name in STATE_NAMES.items():
+        if name not in STATE_STYLE:
+            continue
+        sel = placed & (state == code)
+        if not sel.any():
+            continue
+        colour, marker = STATE_STYLE[name]
+        ax.scatter(np.maximum(x[sel], floor_x), np.maximum(y[sel], floor_y), s=14,
+                   c=colour, marker=marker, label=f"{name} ({int(sel.sum())})", alpha=0.8)
+    ax.axvline(1.0, color="k", lw=0.8, ls=":")
+    ax.axhline(tol, color="k", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    premises = [res[v].attrs["long_name"].split(":")[0] for v in res.data_vars
+                if v.startswith("premise_") and v != "premise_ratio"]
+    ax.set_xlabel("premise value / tolerance (largest of: " + "; ".join(premises) + ")"
+                  if premises else "no premise (unconditional): drawn at the floor",
+                  fontsize=7, wrap=True)
+    ax.set_ylabel(f"{res.attrs['check']} residual (tolerance dashed)")
+    n_na = int(np.sum(state == 0))
+    ax.set_title(f"{res.attrs['check']}: {res.attrs['claim']}"
+                 + (f"\n{n_na} cells n/a" if n_na else ""), fontsize=8)
+    if placed.any():
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -261,7 +322,10 @@ def _plot_sweep_line(da: xr.DataArray, x: str):
 
 
 def save_all(ds: xr.Dataset, directory, checks: dict | None = None) -> list:
-    """Write the standard figures of a run into ``directory`` (PNG); returns their paths."""
+    """Write the standard figures of a run into ``directory`` (PNG): learning curve, a γ cycle,
+    the residuals of every check per cycle, one premise-vs-conclusion figure per check
+    (``premise_<check>.png``, :func:`plot_premise`) and the weight change; returns their
+    paths."""
     from pathlib import Path
 
     from cdtp.propositions import check_all
@@ -275,6 +339,8 @@ def save_all(ds: xr.Dataset, directory, checks: dict | None = None) -> list:
         figures["cycle"] = lambda: plot_cycle(ds, cycle=first)
     if checks:
         figures["propositions"] = lambda: plot_residuals(checks)
+        for name, res in checks.items():
+            figures[f"premise_{name}"] = lambda r=res: plot_premise(r)
     if "weight" in ds:
         figures["weight_change"] = lambda: plot_weight_change(ds)
     return _save_figures(figures, directory)

@@ -71,8 +71,32 @@ def test_sweep_heatmap_and_its_errors():
         plots.plot_sweep_heatmap(da.expand_dims(seed=[0, 1]), "frequency", "duty")
 
 
+def test_premise_figure_places_every_cell_by_state(run):
+    from cdtp.propositions import HOLDS, NOT_APPLICABLE, VIOLATED
+
+    res = check_all(run, ["P1"])["P1"].copy(deep=True)
+    # one cell of each drawn state, set by hand: holds, violated, premise not met
+    res["state"].values[:] = NOT_APPLICABLE
+    res["state"].values[0, 0], res["state"].values[1, 0] = HOLDS, VIOLATED
+    res["state"].values[2, 0] = 3
+    res["premise_ratio"].values[:3, 0] = [0.1, 0.5, 40.0]
+    res["residual"].values[:3, 0] = [1e-4, 0.3, 0.02]
+    fig = plots.plot_premise(res)
+    ax = fig.axes[0]
+    points = {c.get_label().split(" (")[0]: c.get_offsets().data for c in ax.collections}
+    # x = worst premise value / its tolerance, y = the conclusion's residual
+    np.testing.assert_allclose(points["holds"], [[0.1, 1e-4]])
+    np.testing.assert_allclose(points["violated"], [[0.5, 0.3]])
+    np.testing.assert_allclose(points["premise not met"], [[40.0, 0.02]])
+    assert f"{res.sizes['cycle'] * res.sizes['layer'] - 3} cells n/a" in ax.get_title()
+    assert [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == ":"] == [1.0]
+    plt.close(fig)
+
+
 def test_save_all_writes_the_standard_figures(run, tmp_path):
     paths = plots.save_all(run, tmp_path)
+    checks = check_all(run)
     assert {p.name for p in paths} == {"learning_curve.png", "cycle.png", "propositions.png",
-                                       "weight_change.png"}
+                                       "weight_change.png",
+                                       *(f"premise_{name}.png" for name in checks)}
     assert all(p.stat().st_size > 1000 for p in paths)
