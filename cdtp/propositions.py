@@ -943,7 +943,7 @@ def check_gn(ds: xr.Dataset, tolerance: float = 0.1,
       ‖J_l(a)‖ (J_l at the target states τ_l..τ_{L−1} against at a) at most ``first_order``
       (0.05: half the conclusion's tolerance, since the direction errs by about κ × this over
       the curvature of a well-conditioned J);
-    - ``weights_fixed``: Eq 22 holds for fixed weights (η_W → 0, DESIGN §2.1): the share of
+    - ``weights_fixed``: Eq 22 holds for fixed weights (η_W → 0, docs/model.md §2.1): the share of
       the error ‖τ_k − a_k‖ that the change of W_k over the window already absorbed,
       ‖ΔW_k σ̃(a_{k−1})‖ / ‖τ_k − a_k‖ (≈ η_W), largest over k > l, at most ``weights``
       (0.05; with η_W near 1 the top layer absorbs the whole error and the targets below can
