@@ -323,22 +323,28 @@ def _rel(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def _loop_matrix(net: Network, l: int, m_prev: np.ndarray, u: np.ndarray, k_u: float,
-                 gamma: float = 0.0, k_h: float = 1.0) -> np.ndarray:
+                 gamma: float = 0.0, k_h: float = 1.0, leak: float = 0.0) -> np.ndarray:
     """Linearization of one step of the layer-l u-loop in the feedback phase (c = 0).
 
     With algebraic h (k_h = 1): u ← u + k_u (τ − f_l((1−γ) g_l(u) + γ a)) has Jacobian
     I − k_u (1−γ) J, J = f_l′ g_l′. With a finite τ_h (k_h = dt/τ_h < 1) the loop carries h
     too, in the circuit's order h ← h + k_h (f_l(m) − h), then u ← u + k_u (τ − h), so one
     step of (h, u) has the block Jacobian [[(1−k_h) I, k_h J'], [−k_u (1−k_h) I,
-    I − k_u k_h J']] with J' = (1−γ) J."""
+    I − k_u k_h J']] with J' = (1−γ) J. A leaky loop (λ = ``leak``, docs/model.md §2.3) adds λ I
+    to J' (its u-term −λ (u − a) in the feedback phase; with algebraic h, directly to J)."""
     jf = net.f_jacobian(l, m_prev[None])[0]
     jg = net.g_jacobian(l, u[None])[0]
-    j = (1.0 - gamma) * jf @ jg
     eye = np.eye(len(u))
+    j = (1.0 - gamma) * jf @ jg + leak * eye
     if k_h == 1.0:
         return eye - k_u * j
     return np.block([[(1.0 - k_h) * eye, k_h * j],
                      [-k_u * (1.0 - k_h) * eye, eye - k_u * k_h * j]])
+
+
+def _leak_term(ds: xr.Dataset, l: int, boundary: str = SETTLED) -> np.ndarray:
+    """u_l − a_l at ``boundary``: what a leaky loop's fixed point trades against τ_l − h_l."""
+    return _snap(ds, "u", l, boundary) - _snap(ds, "a", l, boundary)
 
 
 def _rate(tau: float, dt: float) -> float:
@@ -367,7 +373,9 @@ def check_p1(ds: xr.Dataset, tolerance: float = 0.05,
              settle_tolerance: float = SETTLE_TOLERANCE,
              settle_steps: int = SETTLE_STEPS) -> xr.Dataset:
     """P1: if u has settled, τ_l = h_l. Residual ‖τ_l − h_l‖ / ‖τ_l − a_l‖ at the end of the
-    plasticity window, layers 2..L (layer 1 has no decoder loop: h_1 = f_1(x) = a_1).
+    plasticity window, layers 2..L (layer 1 has no decoder loop: h_1 = f_1(x) = a_1). With a
+    leaky loop (``feedback.leak`` λ > 0, docs/model.md §2.3) the fixed point is
+    τ_l − h_l = λ (u_l − a_l), and the residual is ‖τ_l − h_l − λ (u_l − a_l)‖ / ‖τ_l − a_l‖.
 
     Premise ``u_settled``: the u-increments per τ_u over the last ``settle_steps`` steps
     before the snapshot, relative to ‖τ_l − a_l‖, below ``settle_tolerance`` (1e-3; needs u
@@ -380,7 +388,8 @@ def check_p1(ds: xr.Dataset, tolerance: float = 0.05,
     _require(ds, ["snapshot_target", "snapshot_h", "snapshot_a"], "P1")
     L = circuit_of(ds).depth
     layers = list(range(2, L + 1))
-    res = _per_layer([_rel(_snap(ds, "target", l) - _snap(ds, "h", l),
+    lam = circuit_of(ds).leak
+    res = _per_layer([_rel(_snap(ds, "target", l) - _snap(ds, "h", l) - lam * _leak_term(ds, l),
                            _snap(ds, "target", l) - _snap(ds, "a", l)) for l in layers])
     premise = _u_settled_premise(ds, _Traces(ds), layers, settle_tolerance, settle_steps)
     return _result("P1", "u settled ⇒ τ_l = h_l", res, tolerance, check_p1.__doc__,
@@ -397,6 +406,8 @@ def check_p2(ds: xr.Dataset, tolerance: float = 0.05,
     Premises: ``u_settled`` as P1; with a finite τ_h also ``h_settled`` (h-increments per
     τ_h relative to ‖τ_l − a_l‖), since f_l(m_{l−1}) is what h relaxes to.
 
+    With a leaky loop the preimage is damped: f_l(m_{l−1}) = τ_l − λ (u_l − a_l) (P1).
+
     Tolerance 0.05, as P1 (with algebraic h, f_l(m_{l−1}) is h_l and P2 reduces to P1)."""
     _require(ds, ["snapshot_m", "snapshot_target", "weight"], "P2")
     circuit = circuit_of(ds)
@@ -407,7 +418,7 @@ def check_p2(ds: xr.Dataset, tolerance: float = 0.05,
     for l in layers:
         m, tau, a = _snap(ds, "m", l - 1), _snap(ds, "target", l), _snap(ds, "a", l)
         f = np.stack([nets[c].f(l, m[c][None])[0] for c in range(len(nets))])
-        cols.append(_rel(f - tau, tau - a))
+        cols.append(_rel(f - tau + circuit.leak * _leak_term(ds, l), tau - a))
     tr = _Traces(ds)
     premises = [_u_settled_premise(ds, tr, layers, settle_tolerance, settle_steps)]
     if circuit.tau_h != 0:
@@ -432,12 +443,13 @@ def _predicted_rates(ds: xr.Dataset):
         for c, net in enumerate(nets):
             if not (np.all(np.isfinite(m[c])) and np.all(np.isfinite(u[c]))):
                 continue
-            mat = _loop_matrix(net, l, m[c], u[c], k_u, k_h=k_h)
+            mat = _loop_matrix(net, l, m[c], u[c], k_u, k_h=k_h, leak=circuit.leak)
             if not np.all(np.isfinite(mat)):
                 continue
             rho[c, j] = np.max(np.abs(np.linalg.eigvals(mat)))
             # α of Secs 5–6 is the Lipschitz constant of the u-iteration itself (h algebraic)
-            reduced = mat if k_h == 1.0 else _loop_matrix(net, l, m[c], u[c], k_u)
+            reduced = mat if k_h == 1.0 else _loop_matrix(net, l, m[c], u[c], k_u,
+                                                           leak=circuit.leak)
             alpha[c, j] = np.linalg.norm(reduced, 2)
     return layers, rho, alpha
 
@@ -943,6 +955,7 @@ def check_gn(ds: xr.Dataset, tolerance: float = 0.1,
       ‖J_l(a)‖ (J_l at the target states τ_l..τ_{L−1} against at a) at most ``first_order``
       (0.05: half the conclusion's tolerance, since the direction errs by about κ × this over
       the curvature of a well-conditioned J);
+    - ``exact_loop``: λ = 0; a leaky loop (docs/model.md §2.3) damps the step on purpose;
     - ``weights_fixed``: Eq 22 holds for fixed weights (η_W → 0, docs/model.md §2.1): the share of
       the error ‖τ_k − a_k‖ that the change of W_k over the window already absorbed,
       ‖ΔW_k σ̃(a_{k−1})‖ / ‖τ_k − a_k‖ (≈ η_W), largest over k > l, at most ``weights``
@@ -1001,6 +1014,9 @@ def check_gn(ds: xr.Dataset, tolerance: float = 0.1,
         _premise("first_order", "targets to first order: ‖J_l(τ) − J_l(a)‖ / ‖J_l(a)‖", curv,
                  first_order, "the direction errs by about κ × this; half the tolerance",
                  np.where(np.isnan(curv), "J_l = 0", "")),
+        _premise("exact_loop", "an exact inversion loop: the leak λ", np.full(shape, circuit.leak),
+                 0.0, "a leaky loop (λ > 0) computes damped Gauss-Newton targets"
+                 " J_g (J_f J_g + λ I)⁻¹ d, not J_l⁺ d (docs/model.md §2.3)"),
     ]
     na = np.where(np.isnan(res), "no target change (τ_l = a_l) or no output error", "")
     return _result("GN", "DTP target change ≈ Gauss-Newton direction", res, tolerance,
