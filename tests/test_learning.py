@@ -17,7 +17,8 @@ from cdtp.tasks import teacher_classes
 
 ROOT = Path(__file__).resolve().parents[1]
 DT = 1e-3
-SCHEDULE = Schedule(GammaSchedule("square", frequency=50.0, duty=0.3), PlasticityGate("descending"))
+SCHEDULE = Schedule(GammaSchedule("square", frequency=25.0, duty=0.25),
+                    PlasticityGate("descending"))
 
 
 def _recipe(sizes, **changes):
