@@ -76,6 +76,10 @@ def specs(quick: bool = False) -> list[Spec]:
         Spec("digits", (64, 64, 64, 10), 1 if quick else 10,
              lambda: _split(tasks.digits(seed=0), 288),
              "8×8 digits, 1 150 fit / 288 validation / 359 test"),
+        Spec("mnist1d", (40, 100, 100, 10), 1 if quick else 5,
+             lambda: _split(tasks.mnist1d(42), 800),
+             "MNIST-1D (the `mnist1d` package's make_dataset, seed 42, generated offline),"
+             " 3 200 fit / 800 validation / 1 000 test; 5 epochs (time, see below)"),
         Spec("teacher_classes", (16, 32, 32, 3), 1,
              lambda: _split(tasks.teacher_classes(7, n_train=6000, n_test=1000), 1000),
              "16 Gaussian inputs, 3 classes from a random tanh teacher [16, 32, 3]; one pass over"

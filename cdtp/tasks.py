@@ -310,6 +310,37 @@ def teacher_classes(
     )
 
 
+def mnist1d(seed: int = 0, n_train: int = 4000, n_test: int = 1000) -> Task:
+    """MNIST-1D (Greydanus 2020): 40-sample 1-D signals of the ten digit templates, shifted,
+    scaled, sheared and noised; generated offline by the ``mnist1d`` package's
+    ``make_dataset`` (its default 4 000 / 1 000 split, 10 classes; nothing is downloaded).
+
+    Parameters
+    ----------
+    seed : int
+        The generator's seed (the package's default is 42; the data set of the papers).
+    n_train, n_test : int
+        Examples in each split (the package's defaults).
+    """
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError:  # pragma: no cover - a dependency of the package
+        raise ImportError("the mnist1d task needs the 'mnist1d' package (pip install mnist1d)")
+    args = get_dataset_args()
+    args.seed = int(seed)
+    args.num_samples = _positive_int("n_train", n_train) + _positive_int("n_test", n_test)
+    args.train_split = n_train / args.num_samples
+    data = make_dataset(args)
+    eye = np.eye(10)
+    return Task(
+        name="mnist1d",
+        x_train=data["x"], y_train=eye[data["y"]], x_test=data["x_test"],
+        y_test=eye[data["y_test"]], loss="softmax_cross_entropy",
+        labels_train=np.asarray(data["y"]), labels_test=np.asarray(data["y_test"]),
+        metadata={"seed": int(seed), "source": "mnist1d.data.make_dataset"},
+    )
+
+
 def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     ref = importlib.resources.files("cdtp").joinpath("data/digits.npz")
     with ref.open("rb") as fh, np.load(fh) as data:
@@ -379,7 +410,7 @@ def digits(seed=0, test_fraction: float = 0.2, scale: float = 1.0) -> Task:
     )
 
 
-TASKS = {"digits": digits, "teacher_classes": teacher_classes,
+TASKS = {"digits": digits, "mnist1d": mnist1d, "teacher_classes": teacher_classes,
          "teacher_student": teacher_student}
 
 
