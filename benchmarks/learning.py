@@ -245,6 +245,8 @@ def render(results: list[dict]) -> str:
         "\n".join(f"- {s.name}: {s.note}" for s in (r["spec"] for r in results)),
         table(results),
         curves_table(results),
+        *([(RESULTS / "exploration.md").read_text().strip()]
+          if (RESULTS / "exploration.md").exists() else []),
     ]) + "\n"
 
 
