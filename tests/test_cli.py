@@ -68,11 +68,12 @@ def test_check_exits_1_on_a_violation(result, tmp_path, capsys):
 
     _, out = result
     ds = load(out).load()
-    ds["snapshot_m"] = ds.snapshot_m + 1e-3  # a drive that is not γ a + (1 − γ) g (P8)
+    # a recorded drive h that is not what the settled loop saw: τ − h ≠ λ (u − a) (P1)
+    ds["snapshot_h"] = ds.snapshot_h + 0.1
     bad = tmp_path / "bad.nc"
     save(ds, bad)
     assert main(["check", str(bad)]) == 1
-    assert "P8 is violated" in capsys.readouterr().out
+    assert "P1 is violated" in capsys.readouterr().out
 
 
 def _scenario(tmp_path, text):
