@@ -91,10 +91,10 @@ def softmax(z):
 def mv(M, v):  # (B,n,m) x (B,m) -> (B,n)
     return np.matmul(M, v[:, :, None])[:, :, 0]
 
-def train(cfg, seeds, Xtr, Ytr, Xte, lab_te, epochs, order_seed=100, eval_every_epoch=True, Xva=None, lab_va=None, verbose=False, stats=False):
+def train(cfg, seeds, Xtr, Ytr, Xte, lab_te, epochs, order_seed=100, eval_every_epoch=True, Xva=None, lab_va=None, verbose=False, stats=False, out=None, fixed_order=False, init_weights=None):
     sig = make_sigma(cfg)
     B = len(seeds); n = cfg.sizes; L = len(n) - 1
-    Ws, Oms = zip(*[init(cfg, s) for s in seeds])
+    Ws, Oms = zip(*[init(cfg, s) if init_weights is None else init_weights for s in seeds])
     W = [None] + [np.stack([w[l] for w in Ws]) for l in range(1, L + 1)]
     Om = [None, None] + [np.stack([o[l] for o in Oms]) for l in range(2, L + 1)]
     a = [np.zeros((B, k)) for k in n]
@@ -113,7 +113,7 @@ def train(cfg, seeds, Xtr, Ytr, Xte, lab_te, epochs, order_seed=100, eval_every_
     online = []
     for ep in range(epochs):
         p1acc = [[] for _ in range(L + 1)]
-        orders = np.stack([r.permutation(ntr) for r in rngs])  # (B, ntr)
+        orders = np.stack([np.arange(ntr) if fixed_order else r.permutation(ntr) for r in rngs])  # (B, ntr)
         correct = 0
         for c in range(ntr):
             x = Xtr[orders[:, c]]; y = Ytr[orders[:, c]]
@@ -218,6 +218,8 @@ def train(cfg, seeds, Xtr, Ytr, Xte, lab_te, epochs, order_seed=100, eval_every_
             row["rec"] = [rec_err(W, Om, Xte, sig, l) for l in range(2, L + 1)]
             row["p1"] = [np.median(np.array(p1acc[l]), 0) for l in range(1, L + 1)]
         hist.append(row)
+        if out is not None:
+            out['W'], out['Om'] = W, Om
         if verbose: print(row, flush=True)
     return hist, False
 

@@ -1,8 +1,10 @@
-"""Short reference demo: DTP vs back-propagation on the bundled digits (well under a minute).
+"""Short reference demo: DTP and the circuit's recipe vs back-propagation on the bundled digits.
 
 ``python -m cdtp.demo --output-dir DIR`` trains a [64, 64, 64, 10] leaky-ReLU network for a few
 epochs by BP and by Differential Target Propagation (seed 000, Eq 43 with targets by iterative
-inversion; :func:`cdtp.reference.trainer.train`), prints a table, and writes into DIR
+inversion; :func:`cdtp.reference.trainer.train`), and a tanh network of the same sizes by the
+circuit's learning recipe with converged loops (``cdtp_recipe``: leaky loop, difference
+feedback, feedback following Wᵀ; docs/model.md §2.3), prints a table, and writes into DIR
 
 - ``learning_curves.nc`` — both runs' curves, one Dataset with a ``method`` dimension (NetCDF,
   h5netcdf engine; written to a temporary file and moved into place);
@@ -29,7 +31,11 @@ __all__ = ["main", "run_demo"]
 DEMO_METHODS = {
     "bp": {"lr": 0.1},
     "dtp": {"lr": 300.0, "beta": 0.1, "decoder_lr": 1.0, "inversion_iterations": 5},
+    # circuits/digits.toml's β and λ; the step is per batch of 16 (batch-averaged updates)
+    "cdtp_recipe": {"lr": 0.5, "beta": 2.0, "regularization": 0.5, "inversion_iterations": 100},
 }
+#: the network each method trains (the recipe needs tanh units and the transpose start)
+NETWORKS = {"cdtp_recipe": {"nonlinearity": "tanh", "feedback_init": "transpose"}}
 
 
 def run_demo(epochs: int = 8, seed: int = 0) -> xr.Dataset:
@@ -37,7 +43,8 @@ def run_demo(epochs: int = 8, seed: int = 0) -> xr.Dataset:
     task = digits(seed=seed)
     runs = []
     for method, cfg in DEMO_METHODS.items():
-        net = init_network((64, 64, 64, 10), np.random.default_rng(seed))
+        net = init_network((64, 64, 64, 10), np.random.default_rng(seed),
+                           **NETWORKS.get(method, {}))
         ds = train(net, task, method, epochs=epochs, batch_size=16, seed=seed, **cfg)
         hyper = {k: ds.attrs.pop(k) for k in list(ds.attrs) if k not in ("task", "loss")}
         ds = ds.expand_dims(method=[method])
