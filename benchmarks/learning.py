@@ -175,7 +175,8 @@ def table(results: list[dict]) -> str:
         cir = res["circuit"]
         ok = [r for r in cir if not r["diverged"]]
         lines.append(
-            f"| {spec.name} | {list(spec.sizes)} | circuit (Brian2, cython) | {spec.epochs} |"
+            f"| {spec.name} | {list(spec.sizes)} | circuit (Brian2, cython), {len(cir)} seeds |"
+            f" {spec.epochs} |"
             f" {_ms([r['curves']['val'][-1] for r in ok])} |"
             f" **{_ms([r['curves']['test'][-1] for r in ok])}** |"
             f" {np.mean([r['sim'] for r in cir]):.0f} s (+ {np.mean([r['build'] for r in cir]):.0f}"
@@ -184,7 +185,8 @@ def table(results: list[dict]) -> str:
         best = max(res["bp"], key=lambda lr: np.mean([r["val"][-1] for r in res["bp"][lr]]))
         bp = res["bp"][best]
         lines.append(
-            f"| {spec.name} | {list(spec.sizes)} | BP, online SGD, step {best} (best on validation"
+            f"| {spec.name} | {list(spec.sizes)} | BP, online SGD, {len(bp)} seeds, step {best}"
+            " (best on validation"
             f" of {', '.join(map(str, BP_STEPS))}) | {spec.epochs} |"
             f" {_ms([r['val'][-1] for r in bp])} |"
             f" **{_ms([r['test'][-1] for r in bp])}** | {res['bp_time'][best]:.0f} s | — |"
@@ -214,6 +216,7 @@ def _store(res: dict) -> None:
     out = {k: v for k, v in res.items() if k not in ("spec", "circuit_cfg")}
     out["bp"] = {str(lr): v for lr, v in res["bp"].items()}
     out["bp_time"] = {str(lr): v for lr, v in res["bp_time"].items()}
+    out["epochs"] = res["spec"].epochs
     out["machine"] = f"{platform.platform()}, Python {platform.python_version()}"
     out["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     (RESULTS / f"{res['spec'].name}.json").write_text(json.dumps(out, indent=1))
@@ -226,7 +229,7 @@ def _load(spec: Spec) -> dict | None:
     res = json.loads(path.read_text())
     res["bp"] = {float(k): v for k, v in res["bp"].items()}
     res["bp_time"] = {float(k): v for k, v in res["bp_time"].items()}
-    res["spec"] = spec
+    res["spec"] = dataclasses.replace(spec, epochs=res.get("epochs", spec.epochs))
     return res
 
 
@@ -256,9 +259,13 @@ def main(argv=None) -> None:
     ap.add_argument("--task", help="run one task and store its numbers")
     ap.add_argument("--report", action="store_true", help="write LEARNING.md from stored numbers")
     ap.add_argument("--quick", action="store_true", help="one seed, one epoch, nothing stored")
+    ap.add_argument("--seeds", type=int, default=len(SEEDS), help="run the first N seeds")
+    ap.add_argument("--epochs", type=int, help="override the task's epochs")
     args = ap.parse_args(argv)
-    seeds = SEEDS[:1] if args.quick else SEEDS
+    seeds = SEEDS[:1] if args.quick else SEEDS[: max(1, args.seeds)]
     all_specs = specs(args.quick)
+    if args.epochs:
+        all_specs = [dataclasses.replace(s, epochs=args.epochs) for s in all_specs]
     if args.report:
         results = [r for r in (_load(s) for s in all_specs) if r is not None]
     else:
