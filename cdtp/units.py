@@ -103,8 +103,7 @@ def parse_quantity(value, dimension: str, *, allow_bare_zero: bool = True) -> fl
                 f"wrong dimension: {value!r} is {_DESCRIBE[other]}, expected"
                 f" {_DESCRIBE[dimension]} such as {example}"
             )
-        raise UnitError(f"unknown unit {unit!r} in {value!r} for {_DESCRIBE[dimension]};"
-                        f" allowed: {allowed}")
+        raise UnitError(f"unknown {dimension} unit {unit!r} in {value!r}; allowed: {allowed}")
     power = units[unit]
     # divide by 10**k rather than multiply by 10**-k: "100 us" is then exactly 1e-4
     value_si = number / 10.0 ** -power if power < 0 else number * 10.0 ** power
