@@ -117,15 +117,17 @@ class Scenario:
     raw: dict
     files: tuple = ()
 
-    def simulate(self, path=None, attrs: dict | None = None, progress=None):
+    def simulate(self, path=None, attrs: dict | None = None, progress=None, interrupt=None):
         """Run the scenario with :func:`cdtp.simulation.simulate` (the scenario and its task
-        go into the Dataset's attributes); see there for ``path`` and ``progress``."""
+        go into the Dataset's attributes); see there for ``path``, ``progress`` and
+        ``interrupt``."""
         from cdtp.simulation import simulate
 
         inputs, labels, task = self.stream()
         return simulate(
             self.circuit, self.schedule, inputs, labels, dt=self.dt, device=self.device,
             record=self.record, path=path, progress=progress, attrs=self.attributes(task, attrs),
+            interrupt=interrupt,
         )
 
     def attributes(self, task: dict, attrs: dict | None = None) -> dict:
