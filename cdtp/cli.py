@@ -36,6 +36,13 @@ class BadInput(Exception):
 class _Progress:
     def __init__(self, label: str, unit: str = "cycles"):
         self.label, self.unit = label, unit
+        self.open = False
+
+    def close(self) -> None:
+        """End the progress line (a run cut short never drew its last bar)."""
+        if self.open:
+            sys.stderr.write("\n")
+            self.open = False
 
     def __call__(self, done: int, total: int) -> None:
         width = 30
@@ -43,6 +50,7 @@ class _Progress:
         sys.stderr.write(
             f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {self.unit}"
         )
+        self.open = done < total
         if done >= total:
             sys.stderr.write("\n")
         sys.stderr.flush()
@@ -320,9 +328,12 @@ def cmd_run(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in remove_stale_temporaries(out.parent, out.name):
         print(f"removed {stale} (left by a run that was killed)", file=sys.stderr)
+    progress = _Progress(f"run {scenario.name}")
     with StopOnInterrupt() as interrupt:
-        ds = scenario.simulate(path=out, progress=_Progress(f"run {scenario.name}"),
-                               interrupt=interrupt)
+        try:
+            ds = scenario.simulate(path=out, progress=progress, interrupt=interrupt)
+        finally:
+            progress.close()
     with ds:
         ds = ds.load()
     status = _status(ds)
@@ -576,6 +587,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\ncdtp: interrupted: nothing written", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of the output went away (`cdtp info f | head`)
+        sys.stderr.close()
+        return 1
 
 
 if __name__ == "__main__":

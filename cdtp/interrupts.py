@@ -24,7 +24,7 @@ __all__ = ["RaiseOnInterrupt", "Shielded", "StopOnInterrupt", "ignore_interrupts
 
 class StopOnInterrupt:
     """A context manager: the first SIGINT sets :attr:`requested` and calls the registered
-    stop callbacks; the second raises :class:`KeyboardInterrupt`.
+    stop callbacks; the second sets :attr:`aborted` and raises :class:`KeyboardInterrupt`.
 
     Outside the main thread (where Python cannot install signal handlers) it does nothing.
     """
@@ -34,6 +34,7 @@ class StopOnInterrupt:
                                       " write nothing)"):
         self.message = message
         self.requested = False
+        self.aborted = False
         self._stops: list[Callable[[], None]] = []
         self._previous = None
         self._installed = False
@@ -47,6 +48,9 @@ class StopOnInterrupt:
 
     def _handle(self, signum, frame):
         if self.requested:
+            # (an exception raised in a signal handler can be swallowed, e.g. when it lands in
+            # a garbage-collector callback: ``aborted`` stays set for the caller to check)
+            self.aborted = True
             raise KeyboardInterrupt
         self.requested = True
         print(f"\n{self.message}", file=sys.stderr, flush=True)

@@ -362,9 +362,11 @@ class Recorder:
             tmp = Path(self._tmpdir) / "result.nc"
             import dask
 
-            # one variable of one part file in memory at a time
+            # one variable of one part file in memory at a time, in this thread: also inside a
+            # Dask worker, where the default scheduler would be the cluster's (and a sweep's
+            # shutdown would fail the write half-way)
             with dask.config.set(scheduler="synchronous"):
-                ds.to_netcdf(tmp, engine=ENGINE)
+                ds.to_netcdf(tmp, engine=ENGINE, compute=False).compute(scheduler="synchronous")
             os.replace(tmp, self.path)
             # opened lazily: reading a long run back whole would undo the bounded memory
             return xr.open_dataset(self.path, engine=ENGINE)

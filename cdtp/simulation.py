@@ -298,6 +298,8 @@ def simulate(
                 raise KeyboardInterrupt  # nothing completed: write nothing
             done = recorded
             interrupted = f"interrupted (SIGINT) after {done} of {n_cycles} cycles"
+        if interrupt is not None and interrupt.aborted:
+            raise KeyboardInterrupt  # a second Ctrl-C whose exception was swallowed
         return recorder.finish({"diverged": diverged, "interrupted": interrupted,
                                 "cycles_completed": done, "cycles_planned": n_cycles})
     except BaseException:

@@ -266,6 +266,8 @@ def run_batch(scenario_path: str, points: list, directory: str) -> list[dict]:
 
 def _import_brian2_plugin():
     """A Dask worker plugin that imports brian2 in each worker process's main thread."""
+    import logging
+
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class ImportBrian2(WorkerPlugin):
@@ -280,6 +282,10 @@ def _import_brian2_plugin():
             # alone decides (Brian2's handler here would cut a point short and let it be
             # stored as complete)
             ignore_interrupts()
+            # a task cancelled because the sweep was interrupted is expected, not a warning
+            logging.getLogger("distributed.worker.state_machine").addFilter(
+                lambda record: "ended with CancelledError" not in record.getMessage()
+            )
 
     return ImportBrian2()
 
@@ -440,19 +446,26 @@ def _run_on_dask(fn, args, scenario_path, directory, workers, scheduler, finishe
             # business here
             for name in ("distributed", "distributed.nanny", "distributed.worker"):
                 logging.getLogger(name).setLevel(logging.CRITICAL)
-            _close(client, cluster, futures)
+            _close(client, cluster, futures, interrupted=True)
             client = cluster = None
         raise
     finally:
         _close(client, cluster, futures)
 
 
-def _close(client, cluster, futures) -> None:
+def _close(client, cluster, futures, interrupted: bool = False) -> None:
+    """Shut down the client and the local cluster. After an interrupt the local workers go
+    first (a task cancelled on a live worker is logged there as a warning); a remote
+    scheduler's workers get the tasks cancelled."""
     import contextlib
 
-    if client is not None:
+    if interrupted and cluster is not None:
         with contextlib.suppress(Exception):
-            if futures:
+            cluster.close(timeout=10)
+        cluster = None
+    if client is not None:
+        if interrupted and futures and cluster is None:
+            with contextlib.suppress(Exception):
                 client.cancel(futures)
         with contextlib.suppress(Exception):
             client.close(timeout=10)
