@@ -131,7 +131,7 @@ def _open(path: str):
         try:
             check()
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise BadInput(f"{path}: attribute {name}: {ds.attrs.get(name)!r:.80} is not"
+            raise BadInput(f"{path}: attribute {name}: {str(ds.attrs.get(name))[:80]!r} is not"
                            f" valid ({type(exc).__name__}: {exc})") from None
     return ds
 
@@ -289,7 +289,8 @@ def _run_rnn(args) -> int:
     try:
         config = rnn_experiment.RNNExperimentConfig.from_mapping(data)
     except (TypeError, ValueError) as exc:
-        raise BadInput(f"{args.scenario}: {exc}") from None
+        raise BadInput(f"{args.scenario}: kind: 'rnn' (an RNN experiment file), but: {exc}"
+                       ) from None
     out = _check_output(Path(args.output or f"results/{Path(args.scenario).stem}.nc"),
                         [args.scenario])
     out.parent.mkdir(parents=True, exist_ok=True)

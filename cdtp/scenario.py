@@ -314,6 +314,9 @@ def _record(source, r: dict) -> dict:
         ):
             raise ConfigError(source, "record.layers", f"{v!r} is not allowed; allowed: a"
                               " non-empty list of layer indices")
+        if any(x < 0 for x in v):
+            raise ConfigError(source, "record.layers", f"layer {min(v)} does not exist;"
+                              " allowed: layer indices 0 … L")
     if "trace_cycles" in r:
         v = r["trace_cycles"]
         if not (isinstance(v, list) and len(v) == 2
@@ -435,9 +438,13 @@ def _check_memory(source, parts: dict[str, float]) -> None:
     total = sum(parts.values())
     available = _available_memory()
     if total > available:
-        worst = max(parts, key=parts.get)
-        key = {"network": "circuit.sizes", "schedule": "gamma.frequency", "stream": "cycles",
-               "recordings": "record"}[worst]
+        # the key at fault: a cause that alone does not fit (the recordings grow with the
+        # sizes, the steps per cycle and the cycles), else what is recorded
+        keys = {"network": "circuit.sizes", "schedule": "gamma.frequency", "stream": "cycles",
+                "recordings": "record"}
+        worst = next((k for k in ("network", "schedule", "stream") if parts[k] > available),
+                     "recordings")
+        key = keys[worst]
         detail = ", ".join(f"{k} {_size(v)}" for k, v in parts.items())
         raise ConfigError(
             source, key, f"the run would need about {_size(total)} of memory ({detail}) but"
