@@ -82,11 +82,23 @@ def ignore_interrupts() -> None:
 class RaiseOnInterrupt:
     """A context manager: SIGINT raises :class:`KeyboardInterrupt` right away (Python's own
     behaviour, which Brian2's handler replaces on import), e.g. around a sweep, whose points
-    are either complete or not recorded at all."""
+    are either complete or not recorded at all; it also sets :attr:`requested`, for
+    :meth:`check` at safe points."""
 
     def __init__(self):
+        self.requested = False
         self._previous = None
         self._installed = False
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Raise :class:`KeyboardInterrupt` if a SIGINT came whose exception was swallowed
+        (raised inside a garbage-collector callback, say)."""
+        if self.requested:
+            raise KeyboardInterrupt
 
     def __enter__(self) -> RaiseOnInterrupt:
         if threading.current_thread() is threading.main_thread():
@@ -94,7 +106,7 @@ class RaiseOnInterrupt:
                 import brian2  # noqa: F401
             except ImportError:  # pragma: no cover
                 pass
-            self._previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+            self._previous = signal.signal(signal.SIGINT, self._handle)
             self._installed = True
         return self
 

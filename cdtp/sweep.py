@@ -392,7 +392,7 @@ def sweep(
         if progress:
             progress(done[0], len(points))
 
-    with RaiseOnInterrupt():
+    with RaiseOnInterrupt() as interrupt:
         if batch and todo:
             n_tasks = max(workers, 1) if scheduler is None else max(workers, 2)
             tasks = batch_groups(scenario_path, todo, max_size=-(-len(todo) // n_tasks))
@@ -404,9 +404,10 @@ def sweep(
         elif scheduler is None and workers == 0:
             for a in args:
                 finished(fn(str(scenario_path), a, str(directory)))
+                interrupt.check()
         else:
             _run_on_dask(fn, args, scenario_path, directory, workers, scheduler, finished,
-                         Shielded)
+                         Shielded, interrupt.check)
     return {
         "keys": keys,
         "points": points,
@@ -418,7 +419,8 @@ def sweep(
     }
 
 
-def _run_on_dask(fn, args, scenario_path, directory, workers, scheduler, finished, shielded):
+def _run_on_dask(fn, args, scenario_path, directory, workers, scheduler, finished, shielded,
+                 check):
     """Map ``fn`` over ``args`` on Dask; on an interrupt cancel everything and shut the
     workers down (further Ctrl-C only print a message meanwhile), then re-raise."""
     import logging
@@ -439,6 +441,7 @@ def _run_on_dask(fn, args, scenario_path, directory, workers, scheduler, finishe
         )
         for fut in as_completed(futures):
             finished(fut.result())
+            check()
     except KeyboardInterrupt:
         with shielded("interrupted: shutting the workers down (points in flight are not"
                       " recorded)…"):
