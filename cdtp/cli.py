@@ -313,7 +313,6 @@ def _status(ds) -> str:
 
 
 def cmd_run(args) -> int:
-    from cdtp import plots, propositions
     from cdtp.interrupts import StopOnInterrupt
     from cdtp.recording import remove_stale_temporaries
     from cdtp.scenario import load_scenario
@@ -337,6 +336,18 @@ def cmd_run(args) -> int:
             progress.close()
     with ds:
         ds = ds.load()
+    try:
+        return _report_run(ds, out, report_path, figures)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted while writing the report and figures; the results file {out} is"
+              " written" + (f" ({_status(ds)})" if _status(ds) else ""), file=sys.stderr)
+        return 130
+
+
+def _report_run(ds, out: Path, report_path: Path, figures: Path) -> int:
+    """The propositions report, the figures and the summary of a finished run; exit code."""
+    from cdtp import plots, propositions
+
     status = _status(ds)
     n_cycles = ds.sizes.get("cycle", 0) if "loss" in ds else 0
     checks = propositions.check_all(ds) if n_cycles else {}
