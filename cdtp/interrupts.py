@@ -46,6 +46,11 @@ class StopOnInterrupt:
         if self.requested:
             callback()
 
+    def remove_stop(self, callback: Callable[[], None]) -> None:
+        """Forget a callback of :meth:`on_stop` (its simulation is over)."""
+        if callback in self._stops:
+            self._stops.remove(callback)
+
     def _handle(self, signum, frame):
         if self.requested:
             # (an exception raised in a signal handler can be swallowed, e.g. when it lands in
@@ -80,23 +85,50 @@ def ignore_interrupts() -> None:
 
 
 class RaiseOnInterrupt:
-    """A context manager: SIGINT raises :class:`KeyboardInterrupt` right away (Python's own
-    behaviour, which Brian2's handler replaces on import), e.g. around a sweep, whose points
-    are either complete or not recorded at all; it also sets :attr:`requested`, for
-    :meth:`check` at safe points."""
+    """A context manager around a sweep, whose points are either complete or not recorded.
 
-    def __init__(self):
+    With ``immediately`` (waiting on Dask workers), SIGINT raises :class:`KeyboardInterrupt`
+    at once (Python's own behaviour, which Brian2's handler replaces on import). Without (a
+    sweep run in this process), it asks the simulation in progress to abort at its next safe
+    point, writing nothing (an exception raised from a signal handler can land in a
+    garbage-collector callback, where Python prints and drops it): it sets :attr:`requested`
+    and :attr:`aborted` and calls the stop callbacks, the protocol of :class:`StopOnInterrupt`
+    that :func:`cdtp.simulation.simulate` follows; :meth:`check` raises between points.
+    """
+
+    message = "interrupted: stopping (the point in progress is not recorded)"
+
+    def __init__(self, immediately: bool = True):
+        self.immediately = immediately
         self.requested = False
+        self.aborted = False
+        self._stops: list[Callable[[], None]] = []
         self._previous = None
         self._installed = False
 
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        """As :meth:`StopOnInterrupt.on_stop`."""
+        self._stops.append(callback)
+        if self.requested:
+            callback()
+
+    def remove_stop(self, callback: Callable[[], None]) -> None:
+        """Forget a callback of :meth:`on_stop` (its simulation is over)."""
+        if callback in self._stops:
+            self._stops.remove(callback)
+
     def _handle(self, signum, frame):
-        self.requested = True
-        raise KeyboardInterrupt
+        first = not self.requested
+        self.requested = self.aborted = True
+        if self.immediately:
+            raise KeyboardInterrupt
+        if first:
+            print(f"\n{self.message}", file=sys.stderr, flush=True)
+        for stop in self._stops:
+            stop()
 
     def check(self) -> None:
-        """Raise :class:`KeyboardInterrupt` if a SIGINT came whose exception was swallowed
-        (raised inside a garbage-collector callback, say)."""
+        """Raise :class:`KeyboardInterrupt` if a SIGINT came."""
         if self.requested:
             raise KeyboardInterrupt
 

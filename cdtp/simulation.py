@@ -217,7 +217,8 @@ def simulate(
     interrupt : cdtp.interrupts.StopOnInterrupt, optional
         When it is requested (the first Ctrl-C), the run stops after the current time step,
         drops the cycle in progress and records the cycles completed, with
-        ``attrs["interrupted"]`` saying so; if no cycle was completed it raises
+        ``attrs["interrupted"]`` saying so; if no cycle was completed, or the interrupt is
+        ``aborted`` (a second Ctrl-C; any Ctrl-C during a sweep), it raises
         :class:`KeyboardInterrupt` and writes nothing.
 
     Returns
@@ -245,6 +246,7 @@ def simulate(
     def stop_requested() -> bool:
         return interrupt is not None and interrupt.requested
 
+    stop_callback = None
     try:
         runner = (_Brian2Runner if backend == "brian2" else _MapRunner)(
             circuit, schedule, inputs, labels, dt, device, record, snaps, bsteps, spc,
@@ -252,6 +254,7 @@ def simulate(
         )
         if interrupt is not None:
             interrupt.on_stop(runner.stop)
+            stop_callback = runner.stop
         diverged = ""
         done = recorded = 0
         stopping = final_taken = False
@@ -305,6 +308,9 @@ def simulate(
     except BaseException:
         recorder.discard()
         raise
+    finally:
+        if interrupt is not None and stop_callback is not None:
+            interrupt.remove_stop(stop_callback)
 
 
 def run_attributes(circuit, schedule, record, dt, device, backend, attrs=None) -> dict:

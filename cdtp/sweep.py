@@ -178,17 +178,19 @@ def _clear_failure(directory: Path, point: dict) -> None:
         failed.unlink()
 
 
-def run_point(scenario_path: str, point: dict, directory: str) -> dict:
+def run_point(scenario_path: str, point: dict, directory: str, interrupt=None) -> dict:
     """Simulate one grid point into its own file. Never raises an :class:`Exception`: returns
     ``{"index", "status": "done"}`` or ``{"index", "status": "failed", "error"}`` (which
-    :func:`sweep` records); an interrupt (:class:`KeyboardInterrupt`) writes nothing."""
+    :func:`sweep` records); an interrupt (:class:`KeyboardInterrupt`, or ``interrupt``
+    aborting, see :func:`cdtp.simulation.simulate`) writes nothing."""
     from cdtp.scenario import load_scenario
 
     directory = Path(directory)
     target = _point_file(directory, point["index"])
     try:
         scenario = load_scenario(scenario_path, point["overrides"])
-        ds = scenario.simulate(path=target, attrs={"sweep_point": point["coords"]})
+        ds = scenario.simulate(path=target, attrs={"sweep_point": point["coords"]},
+                               interrupt=interrupt)
         ds.close()
         return {"index": point["index"], "status": "done"}
     except Exception as exc:  # a failing point must not stop the others
@@ -220,11 +222,12 @@ def batch_groups(scenario_path: str | Path, points: list, max_size: int | None =
     return out
 
 
-def run_batch(scenario_path: str, points: list, directory: str) -> list[dict]:
+def run_batch(scenario_path: str, points: list, directory: str, interrupt=None) -> list[dict]:
     """Simulate grid points that differ only in their schedules as one Brian2 network
     (:func:`cdtp.batch.build_batch`) and write each point's file: per-cycle ``output``,
     ``label`` and ``loss`` (no traces, snapshots or weights, so no proposition checks). Never
-    raises an :class:`Exception`: returns one result per point, as :func:`run_point`."""
+    raises an :class:`Exception`: returns one result per point, as :func:`run_point`
+    (``interrupt`` is not followed within a batch: :func:`sweep` stops after it)."""
     from cdtp.batch import build_batch
     from cdtp.losses import get_loss
     from cdtp.recording import Recorder, RecordSpec
@@ -392,7 +395,8 @@ def sweep(
         if progress:
             progress(done[0], len(points))
 
-    with RaiseOnInterrupt() as interrupt:
+    serial = scheduler is None and workers == 0
+    with RaiseOnInterrupt(immediately=not serial) as interrupt:
         if batch and todo:
             n_tasks = max(workers, 1) if scheduler is None else max(workers, 2)
             tasks = batch_groups(scenario_path, todo, max_size=-(-len(todo) // n_tasks))
@@ -401,10 +405,11 @@ def sweep(
             fn, args = run_point, todo
         if not args:
             pass
-        elif scheduler is None and workers == 0:
+        elif serial:
             for a in args:
-                finished(fn(str(scenario_path), a, str(directory)))
-                interrupt.check()
+                result = fn(str(scenario_path), a, str(directory), interrupt)
+                interrupt.check()  # (a point cut short raised already: this is after a batch)
+                finished(result)
         else:
             _run_on_dask(fn, args, scenario_path, directory, workers, scheduler, finished,
                          Shielded, interrupt.check)
