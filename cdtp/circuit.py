@@ -176,6 +176,8 @@ class CircuitConfig:
             raise ConfigError(src, "loss", "softmax cross-entropy needs at least 2 output units")
         if not self.activity_bound > 0:
             raise ConfigError(src, "divergence.activity_bound", "must be > 0")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(src, "seed", f"{self.seed!r} must be an integer ≥ 0")
 
     @property
     def depth(self) -> int:
@@ -208,22 +210,37 @@ def _check_keys(source, section, data, allowed):
                               + ", ".join(sorted(allowed)))
 
 
+_KIND_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false",
+               "str": "a string", "seed": "an integer ≥ 0", "count": "an integer ≥ 1"}
+
+
 def _typed(source, key, value, kind):
+    """``value`` checked to be of ``kind``: int, float (finite), bool, str, seed (int ≥ 0)
+    or count (int ≥ 1); otherwise a :class:`ConfigError` naming the key and what is allowed."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
     ok = {
-        "int": isinstance(value, int) and not isinstance(value, bool),
+        "int": is_int,
+        "seed": is_int,
+        "count": is_int,
         "float": isinstance(value, int | float) and not isinstance(value, bool),
         "bool": isinstance(value, bool),
         "str": isinstance(value, str),
     }[kind]
     if not ok:
         raise ConfigError(
-            source, key, f"{value!r} has type {type(value).__name__}, expected {kind}"
+            source, key, f"{value!r} has type {type(value).__name__}, expected"
+            f" {kind if kind in ('int', 'float', 'bool', 'str') else 'int'}"
+            f" (allowed: {_KIND_NAMES[kind]})"
         )
+    if kind == "float" and not np.isfinite(value):
+        raise ConfigError(source, key, f"{value!r} is not a finite number")
+    if (kind == "seed" and value < 0) or (kind == "count" and value < 1):
+        raise ConfigError(source, key, f"{value!r} is out of range; allowed: {_KIND_NAMES[kind]}")
     return float(value) if kind == "float" else value
 
 
 _TOP = {"name": "str", "sizes": None, "nonlinearity": "str", "leaky_slope": "float",
-        "bias": "bool", "loss": "str", "seed": "int"}
+        "bias": "bool", "loss": "str", "seed": "seed"}
 _SECTIONS = {
     "time_constants": {"tau_h": "time", "tau_a": "time", "tau_u": "time", "tau_tau": "time"},
     "hold_gate": {"kind": "str", "epsilon": "float", "width": "float"},
@@ -231,7 +248,7 @@ _SECTIONS = {
                  "leak": "float", "difference": "bool"},
     "plasticity": {"eta_w": "float", "eta_omega": "rate", "beta": "float", "influence": "bool",
                    "influence_eps": "float"},
-    "init": {"weight_scale": "float", "feedback_scale": "float", "seed": "int"},
+    "init": {"weight_scale": "float", "feedback_scale": "float", "seed": "seed"},
     "divergence": {"activity_bound": "float"},
 }
 _RENAME = {("feedback", "rule"): "feedback_rule", ("feedback", "init"): "feedback_init",
@@ -289,7 +306,11 @@ def read_toml(path: str | Path, what: str) -> dict:
     if not path.is_file():
         raise ConfigError(str(path), "<file>", f"no such {what} file")
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), "<file>", f"not a text (UTF-8) {what} file: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(str(path), "<file>", f"cannot read the {what} file: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), "<syntax>", f"not valid TOML: {exc}") from None
 

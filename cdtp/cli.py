@@ -9,13 +9,19 @@
 
 Exit codes: 0 done (``check``: no proposition violated — wherever a premise was met, its
 conclusion held), 1 a violation (``check --strict``: also a premise not met) or the run
-diverged, 2 bad input (nothing is written).
+diverged, 2 bad input (nothing is written), 130 interrupted (Ctrl-C).
+
+Ctrl-C during ``run``: the first stops after the current time step and writes the cycles
+completed, marked ``interrupted``; a second aborts and writes nothing. During ``sweep``: the
+workers are shut down, the points in flight are not recorded, and running the same command
+again computes exactly the missing points.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +37,13 @@ class BadInput(Exception):
 class _Progress:
     def __init__(self, label: str, unit: str = "cycles"):
         self.label, self.unit = label, unit
+        self.open = False
+
+    def close(self) -> None:
+        """End the progress line (a run cut short never drew its last bar)."""
+        if self.open:
+            sys.stderr.write("\n")
+            self.open = False
 
     def __call__(self, done: int, total: int) -> None:
         width = 30
@@ -38,6 +51,7 @@ class _Progress:
         sys.stderr.write(
             f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {self.unit}"
         )
+        self.open = done < total
         if done >= total:
             sys.stderr.write("\n")
         sys.stderr.flush()
@@ -48,19 +62,113 @@ def _bad_input(message: str) -> int:
     return 2
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` are, or resolve to, the same file."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def _check_output(path: Path, inputs, *, option: str = "-o", suffix: str | None = ".nc",
+                  folder: bool = False) -> Path:
+    """Refuse, before anything runs, an output path the command could not write or that would
+    destroy one of its ``inputs``: it must end in ``suffix``, not be an existing folder (or,
+    with ``folder``, an existing file), lie in a writable folder, and be none of the inputs."""
+    if suffix and path.suffix != suffix:
+        raise BadInput(f"{option}: {path}: a results file must end in {suffix}; allowed: a path"
+                       f" such as {path.with_suffix(suffix)}")
+    if not folder and path.is_dir():
+        raise BadInput(f"{option}: {path} is a folder; allowed: a {suffix} file path")
+    if folder and path.exists() and not path.is_dir():
+        raise BadInput(f"{option}: {path} is a file, not a folder; allowed: a folder path")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BadInput(f"{option}: {path}: {parent} is not a folder; allowed: a path in a"
+                       " writable folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(f"{option}: {path}: the folder {parent} is not writable; allowed: a path"
+                       " in a writable folder")
+    for f in inputs:
+        f = Path(f)
+        if _same_file(path, f):
+            raise BadInput(f"{option}: {path} would overwrite the input file {f}; allowed: an"
+                           " output path that is none of the scenario, circuit or .npz files")
+    return path
+
+
 def _open(path: str):
-    from cdtp.recording import load
+    """A results file, its attributes checked: forged or damaged ones exit 2 naming the
+    attribute instead of failing later."""
+    from cdtp.recording import circuit_of, load, schedule_of
 
     p = Path(path)
     if not p.is_file():
         raise BadInput(f"{path}: no such results file")
     try:
         ds = load(p)
-    except Exception as exc:  # not NetCDF
-        raise BadInput(f"{path}: not a NetCDF results file ({exc})") from None
-    if not _is_sweep(ds) and ("circuit" not in ds.attrs or "steps_per_cycle" not in ds.attrs):
+    except Exception as exc:  # not NetCDF, truncated, …
+        raise BadInput(f"{path}: not a NetCDF results file ({type(exc).__name__}: {exc})"
+                       ) from None
+    if _is_sweep(ds):
+        _check_sweep_attrs(path, ds)
+        return ds
+    if "circuit" not in ds.attrs or "steps_per_cycle" not in ds.attrs:
         raise BadInput(f"{path}: not a cdtp results file (no circuit in its attributes)")
+    checks = {
+        "circuit": lambda: circuit_of(ds),
+        "schedule": lambda: schedule_of(ds),
+        "steps_per_cycle": lambda: _positive_int(ds.attrs["steps_per_cycle"]),
+        "dt": lambda: _positive(ds.attrs["dt"]),
+        "boundary_steps": lambda: _boundary_steps(ds.attrs.get("boundary_steps", "{}")),
+        "cycles_completed": lambda: int(ds.attrs.get("cycles_completed", 0)),
+        "diverged": lambda: str(ds.attrs.get("diverged", "")),
+    }
+    for name, check in checks.items():
+        try:
+            check()
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise BadInput(f"{path}: attribute {name}: {str(ds.attrs.get(name))[:80]!r} is not"
+                           f" valid ({type(exc).__name__}: {exc})") from None
     return ds
+
+
+def _positive_int(v) -> int:
+    if int(v) != float(v) or int(v) < 1:
+        raise ValueError("not an integer ≥ 1")
+    return int(v)
+
+
+def _positive(v) -> float:
+    if not float(v) > 0:
+        raise ValueError("not a number > 0")
+    return float(v)
+
+
+def _boundary_steps(text) -> dict:
+    d = json.loads(text) if isinstance(text, str) else text
+    if not isinstance(d, dict) or not all(isinstance(v, int) for v in d.values()):
+        raise ValueError("not a table of step offsets")
+    return d
+
+
+def _check_sweep_attrs(path, ds) -> None:
+    try:
+        keys = json.loads(ds.attrs["swept_keys"])
+        if not isinstance(keys, list) or not keys or not all(k in ds.dims for k in keys):
+            raise ValueError(f"{keys!r} are not dimensions of the file")
+        for var in ("status", "error"):
+            if var not in ds:
+                raise KeyError(f"no variable {var!r}")
+        if "circuit" in ds.attrs:
+            json.loads(ds.attrs["circuit"])["sizes"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadInput(f"{path}: not a valid sweep file: attribute swept_keys or circuit:"
+                       f" {type(exc).__name__}: {exc}") from None
 
 
 def _is_sweep(ds) -> bool:
@@ -156,96 +264,169 @@ def _check_sweep(args, ds) -> int:
     return 1 if failures else 0
 
 
-def _kind(path: str) -> str:
+def _kind(path: str, overrides: list[str]) -> str:
+    """The scenario's ``kind`` (``--set kind=…`` included): circuit or rnn."""
     import tomllib
 
+    from cdtp.scenario import apply_overrides
+
     try:
-        return str(tomllib.loads(Path(path).read_text()).get("kind", "circuit"))
-    except (OSError, tomllib.TOMLDecodeError):
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return "circuit"  # the scenario loader reports the problem with file and key
+    kinds = [o for o in overrides or [] if o.split("=", 1)[0].strip() == "kind"]
+    if kinds:
+        data = apply_overrides({"kind": data.get("kind")}, kinds)
+    return str(data.get("kind", "circuit"))
 
 
 def _run_rnn(args) -> int:
-    from cdtp.recording import save
+    from cdtp.circuit import read_toml
+    from cdtp.recording import remove_stale_temporaries, save
     from cdtp.reference import rnn_experiment
     from cdtp.scenario import apply_overrides
 
-    if args.set:
-        import tomllib
-
-        data = apply_overrides(tomllib.loads(Path(args.scenario).read_text()), args.set)
-        try:
-            config = rnn_experiment.RNNExperimentConfig.from_mapping(data)
-        except (TypeError, ValueError) as exc:
-            raise BadInput(f"{args.scenario}: {exc}") from None
-    else:
-        try:
-            config = rnn_experiment.load_config(args.scenario)
-        except ValueError as exc:
-            raise BadInput(str(exc)) from None
-    out = Path(args.output or f"results/{Path(args.scenario).stem}.nc")
+    data = apply_overrides(read_toml(args.scenario, "scenario"), args.set)
+    try:
+        config = rnn_experiment.RNNExperimentConfig.from_mapping(data)
+    except (TypeError, ValueError) as exc:
+        raise BadInput(f"{args.scenario}: kind: 'rnn' (an RNN experiment file), but: {exc}"
+                       ) from None
+    out = _check_output(Path(args.output or f"results/{Path(args.scenario).stem}.nc"),
+                        [args.scenario])
     out.parent.mkdir(parents=True, exist_ok=True)
-    ds = rnn_experiment.run(config)
+    remove_stale_temporaries(out.parent, out.name)
+    ds = rnn_experiment.run(config)  # Ctrl-C: KeyboardInterrupt, nothing written
     save(ds, out)
     print(f"results: {out}")
     print(ds)
     return 1 if ds.attrs.get("diverged") in (1, True, "1", "True") else 0
 
 
+def _status(ds) -> str:
+    """"" for a complete run, else what cut it short."""
+    a = ds.attrs
+    if a.get("diverged"):
+        return f"the run diverged: {a['diverged']}"
+    if a.get("interrupted"):
+        return f"the run was {a['interrupted']}"
+    return ""
+
+
 def cmd_run(args) -> int:
-    from cdtp import plots, propositions
+    from cdtp.interrupts import StopOnInterrupt
+    from cdtp.recording import remove_stale_temporaries
     from cdtp.scenario import load_scenario
 
-    if _kind(args.scenario) == "rnn":
+    if _kind(args.scenario, args.set) == "rnn":
         return _run_rnn(args)
     scenario = load_scenario(args.scenario, args.set)
-    out = Path(args.output or f"results/{scenario.name}.nc")
+    out = _check_output(Path(args.output or f"results/{scenario.name}.nc"), scenario.files)
+    report_path = _check_output(out.with_suffix(".propositions.txt"), scenario.files,
+                                suffix=".txt")
+    figures = _check_output(Path(args.figures) if args.figures else out.with_suffix(""),
+                            scenario.files, option="--figures", suffix=None, folder=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    ds = scenario.simulate(path=out, progress=_Progress(f"run {scenario.name}"))
+    for stale in remove_stale_temporaries(out.parent, out.name):
+        print(f"removed {stale} (left by a run that was killed)", file=sys.stderr)
+    progress = _Progress(f"run {scenario.name}")
+    with StopOnInterrupt() as interrupt:
+        try:
+            ds = scenario.simulate(path=out, progress=progress, interrupt=interrupt)
+        finally:
+            progress.close()
     with ds:
         ds = ds.load()
-    checks = propositions.check_all(ds)
-    text = propositions.report(checks)
-    reading = "\n".join(propositions.summary(checks))
-    report_path = out.with_suffix(".propositions.txt")
-    report_path.write_text(text + "\n\n" + reading + "\n")
-    figures = Path(args.figures) if args.figures else out.with_suffix("")
-    paths = plots.save_all(ds, figures, checks)
-    loss = ds.loss.values
-    k = max(1, min(20, len(loss) // 5))
-    print(f"results: {out}")
+    try:
+        return _report_run(ds, out, report_path, figures)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted while writing the report and figures; the results file {out} is"
+              " written" + (f" ({_status(ds)})" if _status(ds) else ""), file=sys.stderr)
+        return 130
+
+
+def _report_run(ds, out: Path, report_path: Path, figures: Path) -> int:
+    """The propositions report, the figures and the summary of a finished run; exit code."""
+    from cdtp import plots, propositions
+
+    status = _status(ds)
+    n_cycles = ds.sizes.get("cycle", 0) if "loss" in ds else 0
+    checks = propositions.check_all(ds) if n_cycles else {}
+    text = propositions.report(checks) if checks else "no cycle completed: nothing to check"
+    reading = "\n".join(propositions.summary(checks)) if checks else ""
+    if status:
+        verdict = (f"{status}; {ds.attrs.get('cycles_completed', n_cycles)} cycles completed:"
+                   " the checks above cover only those, and the run is not complete")
+    else:
+        verdict = "\n".join(propositions.violations(checks)) or (
+            "no violation: wherever a premise was met, its conclusion held")
+    report_path.write_text("\n\n".join(p for p in (text, reading, verdict) if p) + "\n")
+    print(f"results: {out}" + (" (marked: " + status + ")" if status else ""))
     print(f"propositions report: {report_path}")
-    print(f"figures: {', '.join(str(p) for p in paths)}")
-    print(
-        f"loss, mean of the first {k} cycles: {np.mean(loss[:k]):.4g}; of the last {k}:"
-        f" {np.mean(loss[-k:]):.4g}"
-    )
+    if n_cycles:
+        paths = plots.save_all(ds, figures, checks)
+        print(f"figures: {', '.join(str(p) for p in paths)}")
+        loss = ds.loss.values
+        k = max(1, min(20, len(loss) // 5))
+        print(
+            f"loss, mean of the first {k} cycles: {np.mean(loss[:k]):.4g}; of the last {k}:"
+            f" {np.mean(loss[-k:]):.4g}"
+        )
     print(text)
+    if reading:
+        print()
+        print(reading)
     print()
-    print(reading)
-    if ds.attrs["diverged"]:
-        print(f"the run diverged: {ds.attrs['diverged']}", file=sys.stderr)
+    print(verdict)
+    if ds.attrs.get("diverged"):
+        print(status, file=sys.stderr)
         return 1
+    if ds.attrs.get("interrupted"):
+        print(f"{status}: the completed cycles are in {out}, marked interrupted",
+              file=sys.stderr)
+        return 130
     return 0
 
 
 def cmd_sweep(args) -> int:
-    from cdtp.recording import save
+    from cdtp.recording import remove_stale_temporaries, save
     from cdtp.sweep import combine, grid, sweep
 
-    grid(args.scenario, args.set)  # validate every point before anything is written
-    out = Path(args.output or f"results/{Path(args.scenario).stem}_sweep.nc")
+    if args.workers is not None and args.workers < 0:
+        raise BadInput(f"--workers: {args.workers}; allowed: an integer ≥ 0 (0: serially, in"
+                       " this process)")
+    workers = 2 if args.workers is None else args.workers
+    _, points = grid(args.scenario, args.set)  # validate every point before anything is written
+    inputs = sorted({f for p in points for f in p["files"]})
+    out = _check_output(Path(args.output or f"results/{Path(args.scenario).stem}_sweep.nc"),
+                        inputs)
+    points_dir = _check_output(out.with_name(out.stem + "_points"), inputs, suffix=None,
+                               folder=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    points_dir = out.with_name(out.stem + "_points")
-    info = sweep(
-        args.scenario,
-        points_dir,
-        overrides=args.set,
-        workers=args.workers,
-        scheduler=args.scheduler,
-        batch=args.batch,
-        progress=_Progress(f"sweep {out.stem}", "points"),
-    )
+    remove_stale_temporaries(out.parent, out.name)
+    try:
+        info = sweep(
+            args.scenario,
+            points_dir,
+            overrides=args.set,
+            workers=workers,
+            scheduler=args.scheduler,
+            batch=args.batch,
+            progress=_Progress(f"sweep {out.stem}", "points"),
+        )
+    except KeyboardInterrupt:
+        from cdtp.sweep import point_state
+
+        done = sum(point_state(points_dir / f"point_{p['index']:04d}.nc")[0] == "complete"
+                   for p in points)
+        print(f"\ninterrupted: {done} of {len(points)} points are complete in {points_dir};"
+              f" run the same command again to compute the {len(points) - done} missing",
+              file=sys.stderr)
+        return 130
+    for path, why in info["set_aside"]:
+        print(f"set aside {path} ({why}); computed again", file=sys.stderr)
+    for path in info["cleaned"]:
+        print(f"removed {path} (left by a run that was killed)", file=sys.stderr)
     ds = combine(info["keys"], info["points"], points_dir)
     save(ds, out)
     status = ds.status.values.ravel().tolist()
@@ -265,7 +446,7 @@ def cmd_check(args) -> int:
     ds = _open(args.file)
     if _is_sweep(ds):
         return _check_sweep(args, ds)
-    checks = propositions.check_all(ds)
+    checks = propositions.check_all(ds) if "loss" in ds and ds.sizes.get("cycle", 0) else {}
     failures = propositions.violations(checks)
     unmet = propositions.premises_not_met(checks)
     stats = {name: propositions.counts(res) for name, res in checks.items()}
@@ -295,9 +476,9 @@ def cmd_check(args) -> int:
         print()
         print("\n".join(failures) or "no violation: wherever a premise was met, its"
               " conclusion held")
-    diverged = ds.attrs.get("diverged", "")
+    diverged = _status(ds)
     if diverged:
-        print(f"the run diverged: {diverged}", file=sys.stderr)
+        print(diverged, file=sys.stderr)
     if not any(s["holds"] + s["violated"] + s["premise_not_met"] for s in stats.values()):
         print(
             "no check could be evaluated on this file (nothing recorded that they need):"
@@ -315,10 +496,17 @@ def cmd_plot(args) -> int:
     from cdtp import plots
 
     ds = _open(args.file)
-    directory = Path(args.output or Path(args.file).with_suffix(""))
+    directory = _check_output(Path(args.output or Path(args.file).with_suffix("")),
+                              [args.file], suffix=None, folder=True)
+    if not _is_sweep(ds) and not ("loss" in ds and ds.sizes.get("cycle", 0)):
+        print(f"{args.file}: no cycle was completed ({_status(ds) or 'empty run'}): nothing to"
+              " plot", file=sys.stderr)
+        return 1
     save = plots.save_sweep if _is_sweep(ds) else plots.save_all
     for p in save(ds, directory):
         print(p)
+    if _status(ds):
+        print(_status(ds), file=sys.stderr)
     return 0
 
 
@@ -364,8 +552,12 @@ def cmd_info(args) -> int:
     print(f"circuit: {circuit['name']} sizes {circuit['sizes']} {circuit['nonlinearity']}")
     print(f"schedule: {a['schedule']}")
     print(f"dt: {a['dt']} s, {a['steps_per_cycle']} steps per cycle, device {a['device']}")
-    print(f"cycles completed: {a['cycles_completed']}; diverged: {a['diverged'] or 'no'}")
-    if "loss" in ds:
+    planned = a.get("cycles_planned")
+    print(f"cycles completed: {a['cycles_completed']}"
+          + (f" of {planned}" if planned is not None else "")
+          + f"; diverged: {a.get('diverged') or 'no'}"
+          + f"; interrupted: {a.get('interrupted') or 'no'}")
+    if "loss" in ds and ds.sizes.get("cycle", 0):
         print(f"loss: first cycle {float(ds.loss[0]):.4g}, last {float(ds.loss[-1]):.4g}")
     print("variables: " + ", ".join(f"{k}{tuple(v.dims)}" for k, v in ds.data_vars.items()))
     return 0
@@ -391,7 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("-o", "--output", help="combined NetCDF file (default results/NAME_sweep.nc)")
     where = sw.add_mutually_exclusive_group()
     where.add_argument(
-        "--workers", type=int, default=2, help="local Dask worker processes (0: run serially here)"
+        "--workers", type=int, default=None,
+        help="local Dask worker processes (default 2; 0: run serially here)",
     )
     where.add_argument("--scheduler", help="address of a running Dask scheduler")
     sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -429,6 +622,12 @@ def main(argv=None) -> int:
         return args.func(args)
     except (ConfigError, BadInput) as exc:
         return _bad_input(str(exc))
+    except KeyboardInterrupt:
+        print("\ncdtp: interrupted: nothing written", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader of the output went away (`cdtp info f | head`)
+        sys.stderr.close()
+        return 1
 
 
 if __name__ == "__main__":

@@ -33,7 +33,9 @@ projections.
 
 Global attributes: ``circuit``, ``schedule``, ``record`` and ``scenario`` as JSON,
 ``cdtp_version``, ``seed``, ``dt`` (s), ``steps_per_cycle``, ``boundary_steps`` (JSON),
-``device``, ``diverged`` ("" or the divergence message), ``cycles_completed``.
+``device``, ``diverged`` ("" or the divergence message), ``interrupted`` ("" or how the run
+was cut short by Ctrl-C), ``cycles_completed`` and ``cycles_planned`` (a run is complete when
+they are equal; a diverged or interrupted run records the cycles it completed).
 
 Values of a variable that a layer does not have (u below layer 2, h and τ of the input) are
 NaN.
@@ -44,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -64,6 +67,7 @@ __all__ = [
     "load",
     "phase_boundaries",
     "projection_matrix",
+    "remove_stale_temporaries",
     "save",
     "schedule_of",
 ]
@@ -235,7 +239,8 @@ class Recorder:
             self.path = Path(self.path)
             if not self.path.parent.is_dir():
                 raise FileNotFoundError(f"output directory {self.path.parent} does not exist")
-            self._tmpdir = tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+            self._tmpdir = tempfile.mkdtemp(prefix=temporary_prefix(self.path),
+                                            dir=self.path.parent)
 
     # -- building pieces ------------------------------------------------------------------------
     def _static_coords(self) -> dict:
@@ -357,9 +362,11 @@ class Recorder:
             tmp = Path(self._tmpdir) / "result.nc"
             import dask
 
-            # one variable of one part file in memory at a time
+            # one variable of one part file in memory at a time, in this thread: also inside a
+            # Dask worker, where the default scheduler would be the cluster's (and a sweep's
+            # shutdown would fail the write half-way)
             with dask.config.set(scheduler="synchronous"):
-                ds.to_netcdf(tmp, engine=ENGINE)
+                ds.to_netcdf(tmp, engine=ENGINE, compute=False).compute(scheduler="synchronous")
             os.replace(tmp, self.path)
             # opened lazily: reading a long run back whole would undo the bounded memory
             return xr.open_dataset(self.path, engine=ENGINE)
@@ -427,7 +434,7 @@ def _json_default(obj):
 def save(ds: xr.Dataset, path: str | Path) -> Path:
     """Write ``ds`` to ``path`` atomically (a temporary file in the same folder, then renamed)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         ds.to_netcdf(tmp, engine=ENGINE)
@@ -436,6 +443,47 @@ def save(ds: xr.Dataset, path: str | Path) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
     return path
+
+
+def temporary_prefix(path: str | Path) -> str:
+    """Name prefix of the temporary files and folders a write of ``path`` makes next to it:
+    hidden, and carrying the writer's process id, so that a later run can tell the litter of
+    a killed run (:func:`remove_stale_temporaries`) from a write still under way."""
+    return f".{Path(path).name}.cdtp-{os.getpid()}."
+
+
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.cdtp-(?P<pid>\d+)\.")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(directory: str | Path, name: str | None = None) -> list[Path]:
+    """Remove the temporary files and folders (:func:`temporary_prefix`) that killed runs left
+    in ``directory`` (those of ``name`` only, if given); returns what was removed. Those of a
+    process still alive are kept."""
+    directory = Path(directory)
+    removed = []
+    if not directory.is_dir():
+        return removed
+    for entry in directory.iterdir():
+        m = _TEMPORARY.match(entry.name)
+        if not m or (name is not None and m["name"] != name) or _alive(int(m["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+        removed.append(entry)
+    return removed
 
 
 def load(path: str | Path) -> xr.Dataset:

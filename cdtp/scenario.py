@@ -32,6 +32,8 @@ Layout (units as strings)::
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,21 +50,22 @@ from cdtp.circuit import (
     read_toml,
 )
 from cdtp.gating import GAMMA_SHAPES, PLASTICITY_GATES, GammaSchedule, PlasticityGate, Schedule
-from cdtp.recording import RecordSpec
+from cdtp.recording import TRACE_VARIABLES, RecordSpec
 from cdtp.units import UnitError, parse_quantity
 
-__all__ = ["Scenario", "apply_overrides", "load_scenario", "scenario_from_dict"]
+__all__ = ["Scenario", "apply_overrides", "load_scenario", "memory_estimate",
+           "scenario_from_dict"]
 
 TASKS = ("teacher_student", "digits", "npz")
 DEVICES = ("numpy", "cython")
 _TOP = {
     "name": "str",
     "circuit": None,
-    "cycles": "int",
-    "epochs": "int",
+    "cycles": "count",
+    "epochs": "count",
     "dt": "time",
     "device": "str",
-    "seed": "int",
+    "seed": "seed",
     "task": None,
     "gamma": None,
     "plasticity_gate": None,
@@ -79,23 +82,26 @@ _GAMMA = {
     "values": None,
 }
 _GATE = {"kind": "str", "start": "float", "end": "float"}
-_TASK = {"name": "str", "seed": "int", "n_test": "int", "scale": "float", "path": "str"}
+_TASK = {"name": "str", "seed": "seed", "n_test": "count", "scale": "float", "path": "str"}
 _RECORD = {
     "variables": None,
     "layers": None,
-    "neurons": "int",
-    "every": "int",
+    "neurons": "count",
+    "every": "count",
     "trace_cycles": None,
     "gates": "bool",
     "snapshots": "bool",
     "weights": "bool",
-    "chunk_cycles": "int",
+    "chunk_cycles": "count",
 }
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """A validated scenario: everything :func:`cdtp.simulation.simulate` needs."""
+    """A validated scenario: everything :func:`cdtp.simulation.simulate` needs.
+
+    ``files`` are the files it was read from (the scenario, its circuit file, its ``.npz``
+    examples): a results file must never be written over any of them."""
 
     name: str
     source: str
@@ -109,16 +115,19 @@ class Scenario:
     cycles: int | None
     epochs: int | None
     raw: dict
+    files: tuple = ()
 
-    def simulate(self, path=None, attrs: dict | None = None, progress=None):
+    def simulate(self, path=None, attrs: dict | None = None, progress=None, interrupt=None):
         """Run the scenario with :func:`cdtp.simulation.simulate` (the scenario and its task
-        go into the Dataset's attributes); see there for ``path`` and ``progress``."""
+        go into the Dataset's attributes); see there for ``path``, ``progress`` and
+        ``interrupt``."""
         from cdtp.simulation import simulate
 
         inputs, labels, task = self.stream()
         return simulate(
             self.circuit, self.schedule, inputs, labels, dt=self.dt, device=self.device,
             record=self.record, path=path, progress=progress, attrs=self.attributes(task, attrs),
+            interrupt=interrupt,
         )
 
     def attributes(self, task: dict, attrs: dict | None = None) -> dict:
@@ -146,18 +155,8 @@ class Scenario:
         elif kind == "digits":
             task = tasks.digits(seed=t.get("seed", self.seed), scale=t.get("scale", 1.0))
         else:
-            path = Path(self.source).parent / t["path"]
-            if not path.is_file():
-                raise ConfigError(self.source, "task.path", f"no such file {path}")
-            with np.load(path) as data:
-                missing = {"x", "y"} - set(data.files)
-                if missing:
-                    raise ConfigError(
-                        self.source,
-                        "task.path",
-                        f"{path} lacks arrays {sorted(missing)} (needs x and y)",
-                    )
-                x, y = np.asarray(data["x"], float), np.asarray(data["y"], float)
+            path = self.npz_path()
+            x, y = _read_npz(self.source, path, c)
             return (*self._repeat(x, y), {"task": "npz", "path": str(path)})
         if task.n_in != c.sizes[0] or task.n_out != c.sizes[-1]:
             raise ConfigError(
@@ -171,6 +170,10 @@ class Scenario:
             **{k: v for k, v in task.metadata.items() if isinstance(v, str | int | float)},
         }
         return (*self._repeat(task.x_train, task.y_train), info)
+
+    def npz_path(self) -> Path:
+        """The ``.npz`` file of an ``npz`` task (relative paths are relative to the file)."""
+        return Path(self.source).parent / self.task["path"]
 
     def _repeat(self, x, y):
         if (
@@ -241,70 +244,302 @@ def _values(source, section, table, spec):
     return out
 
 
+def _name(source, value) -> str:
+    """A scenario name is used as a file name (``results/<name>.nc``): one plain name."""
+    if (not value or value in (".", "..") or any(c in value for c in '/\\:\0')
+            or value.startswith(".")):
+        raise ConfigError(source, "name", f"{value!r} is not allowed: the name becomes a file"
+                          " name (results/<name>.nc); allowed: a plain name without '/', '\\',"
+                          " ':' or a leading '.'")
+    return value
+
+
+def _number_list(source, key, value, *, lo=None, hi=None) -> tuple:
+    if not isinstance(value, list) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in value
+    ):
+        raise ConfigError(source, key, f"{value!r} is not allowed; allowed: a list of finite"
+                          " numbers")
+    bad = [v for v in value if (lo is not None and v < lo) or (hi is not None and v > hi)]
+    if bad:
+        raise ConfigError(source, key, f"{bad[0]!r} is out of range; allowed: numbers in"
+                          f" [{lo}, {hi}]")
+    return tuple(value)
+
+
+def _gamma(source, g: dict) -> dict:
+    """Check the γ keys one by one, so that an error names the key at fault."""
+    if "shape" in g:
+        _choice(source, "gamma.shape", g["shape"], GAMMA_SHAPES)
+    if "frequency" in g and not g["frequency"] > 0:
+        raise ConfigError(source, "gamma.frequency", f"{g['frequency']!r} Hz; allowed: a"
+                          " frequency > 0, e.g. '8 Hz'")
+    if "duty" in g and not 0 < g["duty"] < 1:
+        raise ConfigError(source, "gamma.duty", f"{g['duty']!r}; allowed: a fraction of the"
+                          " cycle in (0, 1)")
+    if "ramp" in g and not 0 < g["ramp"] < 0.5:
+        raise ConfigError(source, "gamma.ramp", f"{g['ramp']!r}; allowed: a fraction of the"
+                          " cycle in (0, 0.5)")
+    if "lag" in g and g["lag"] < 0:
+        raise ConfigError(source, "gamma.lag", f"{g['lag']!r} s; allowed: a time ≥ 0")
+    if "values" in g:
+        g["values"] = _number_list(source, "gamma.values", g["values"], lo=0, hi=1)
+    return g
+
+
+def _plasticity_gate(source, p: dict) -> dict:
+    if "kind" in p:
+        _choice(source, "plasticity_gate.kind", p["kind"], PLASTICITY_GATES)
+    for key in ("start", "end"):
+        if key in p and not 0 <= p[key] <= 1:
+            raise ConfigError(source, f"plasticity_gate.{key}", f"{p[key]!r}; allowed: a phase"
+                              " in [0, 1]")
+    return p
+
+
+def _record(source, r: dict) -> dict:
+    if "variables" in r:
+        v = r["variables"]
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise ConfigError(source, "record.variables", f"{v!r} is not allowed; allowed: a"
+                              " list of names from " + ", ".join(TRACE_VARIABLES))
+        for x in v:
+            _choice(source, "record.variables", x, TRACE_VARIABLES)
+        if len(set(v)) != len(v):
+            raise ConfigError(source, "record.variables", f"{v!r} names a variable twice")
+    if "layers" in r:
+        v = r["layers"]
+        if not isinstance(v, list) or not v or not all(
+            isinstance(x, int) and not isinstance(x, bool) for x in v
+        ):
+            raise ConfigError(source, "record.layers", f"{v!r} is not allowed; allowed: a"
+                              " non-empty list of layer indices")
+        if any(x < 0 for x in v):
+            raise ConfigError(source, "record.layers", f"layer {min(v)} does not exist;"
+                              " allowed: layer indices 0 … L")
+    if "trace_cycles" in r:
+        v = r["trace_cycles"]
+        if not (isinstance(v, list) and len(v) == 2
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+                and 0 <= v[0] < v[1]):
+            raise ConfigError(source, "record.trace_cycles", f"{v!r} is not allowed; allowed:"
+                              " [start, stop] with 0 ≤ start < stop (cycles)")
+    return r
+
+
+def _read_npz(source, path: Path, circuit: CircuitConfig):
+    from cdtp.tasks import read_npz
+
+    if not path.is_file():
+        raise ConfigError(source, "task.path", f"no such file {path}")
+    try:
+        return read_npz(path, circuit.sizes[0], circuit.sizes[-1], circuit.loss)
+    except ValueError as exc:
+        raise ConfigError(source, "task.path", str(exc)) from None
+
+
+def _phases(source, schedule: Schedule, circuit: CircuitConfig, dt: float, spc: int) -> None:
+    """Every layer's hold gate must open (feedforward phase) and close (feedback phase) for at
+    least one step of the cycle, or the circuit never reads its input or never learns."""
+    g = schedule.sample(spc, dt, circuit.depth, circuit.hold)
+    hold = g["hold"][:, 1:]
+    key = "gamma.duty" if schedule.gamma.shape != "sinusoid" else "gamma.frequency"
+    if schedule.gamma.shape == "array":
+        key = "gamma.values"
+    if not np.all(np.any(hold >= 0.5, axis=0)):
+        raise ConfigError(
+            source, key, f"with {spc} steps per cycle (dt = {dt * 1e3:g} ms) γ never reaches the"
+            f" hold gate's 1 − ε = {1 - circuit.hold.epsilon:g}: there is no feedforward phase;"
+            f" allowed: a schedule whose feedforward phase lasts at least one step"
+            + (f" (duty ≥ {1 / spc:.3g})" if key == "gamma.duty" else "")
+        )
+    if not np.all(np.any(hold < 0.5, axis=0)):
+        raise ConfigError(source, key, f"with {spc} steps per cycle γ never leaves the"
+                          " feedforward phase: there is no feedback phase; allowed: a schedule"
+                          " whose feedback phase lasts at least one step")
+
+
+def _time_constants(source, circuit: CircuitConfig, dt: float) -> None:
+    """A time constant must be 0 (algebraic) or at least dt (forward Euler is stable then)."""
+    for name in ("tau_h", "tau_a", "tau_u", "tau_tau"):
+        tau = getattr(circuit, name)
+        if 0 < tau < dt * (1 - 1e-9):
+            raise ConfigError(
+                source, f"circuit.time_constants.{name}",
+                f"{tau * 1e3:g} ms is shorter than the time step dt = {dt * 1e3:g} ms; allowed:"
+                " '0 ms' (algebraic) or ≥ dt (or a smaller dt)",
+            )
+
+
+def _cycles_of(top: dict, task: dict) -> int:
+    """How many γ cycles the run will have (for the memory estimate)."""
+    if "cycles" in top:
+        return top["cycles"]
+    kind = task.get("name", "teacher_student")
+    n = {"teacher_student": 512, "digits": 1438}.get(kind, 0)
+    if kind == "npz":
+        n = 0  # read below, once the file is checked
+    return top["epochs"] * n
+
+
+def memory_estimate(circuit: CircuitConfig, schedule: Schedule, record: RecordSpec, dt: float,
+                    cycles: int) -> dict[str, float]:
+    """Bytes a run needs, roughly and on the high side, per part: ``network`` (Brian2 neurons
+    and synapses, initial weights), ``schedule`` (one γ cycle sampled per step and layer),
+    ``stream`` (the examples of every cycle), ``recordings`` (one chunk of traces, snapshots
+    and weights being converted, and the whole per-cycle record read back by ``cdtp run``)."""
+    sizes = [float(n) for n in circuit.sizes]
+    L = len(sizes) - 1
+    b = int(circuit.bias)
+    syn_ff = sum(sizes[l] * (sizes[l - 1] + b) for l in range(1, L + 1))
+    syn_fb = sum(sizes[l - 1] * (sizes[l] + b) for l in range(2, L + 1))
+    neurons = sum(sizes) + (L + 1) * b
+    spc = schedule.gamma.period / dt
+    n_syn = syn_ff + syn_fb
+    # Brian2 keeps ~12 arrays per synapse (weight, indices, summed-variable helpers), ~60 per
+    # neuron; building the initial weights takes a few dense copies of each matrix
+    network = 8.0 * (12 * n_syn + 60 * neurons) + 8.0 * 4 * n_syn
+    sched = 8.0 * 5 * spc * (L + 1)
+    stream = 8.0 * 3 * cycles * (sizes[0] + sizes[-1])
+    traced = 0.0
+    if record.variables:
+        layers = range(L + 1) if record.layers is None else record.layers
+        traced = sum(min(sizes[l], record.neurons or sizes[l]) for l in layers if l <= L)
+    chunk = min(record.chunk_cycles, cycles)
+    samples = chunk * spc / record.every
+    trace_bytes = 8.0 * samples * (traced * len(record.variables) + 3 * L * record.gates)
+    per_cycle = 8.0 * (4 * 6 * sum(sizes) * record.snapshots + 4 * n_syn * record.weights
+                       + 3 * sizes[-1] + 8)
+    n_traced_cycles = cycles if record.trace_cycles is None else max(
+        0, min(record.trace_cycles[1], cycles) - record.trace_cycles[0])
+    recordings = (3 * trace_bytes + 3 * chunk * per_cycle + cycles * per_cycle
+                  + trace_bytes / max(chunk, 1) * n_traced_cycles)
+    return {"network": network, "schedule": sched, "stream": stream, "recordings": recordings}
+
+
+def _available_memory() -> float:
+    try:
+        import psutil
+
+        return float(psutil.virtual_memory().available)
+    except ImportError:  # pragma: no cover - psutil comes with dask.distributed
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if n < 1024 or unit == "EiB":
+            return f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g}"  # pragma: no cover
+
+
+def _check_memory(source, parts: dict[str, float]) -> None:
+    total = sum(parts.values())
+    available = _available_memory()
+    if total > available:
+        # the key at fault: a cause that alone does not fit (the recordings grow with the
+        # sizes, the steps per cycle and the cycles), else what is recorded
+        keys = {"network": "circuit.sizes", "schedule": "gamma.frequency", "stream": "cycles",
+                "recordings": "record"}
+        worst = next((k for k in ("network", "schedule", "stream") if parts[k] > available),
+                     "recordings")
+        key = keys[worst]
+        detail = ", ".join(f"{k} {_size(v)}" for k, v in parts.items())
+        raise ConfigError(
+            source, key, f"the run would need about {_size(total)} of memory ({detail}) but"
+            f" {_size(available)} are available; allowed: a run that fits (smaller sizes, a"
+            " higher γ frequency or larger dt, fewer cycles, or recording less)")
+
+
 def scenario_from_dict(data: dict, source: str = "<dict>") -> Scenario:
-    """Validate a scenario table (the TOML layout) into a :class:`Scenario`."""
+    """Validate a scenario table (the TOML layout) into a :class:`Scenario`.
+
+    Everything that can be checked before a simulation is checked here, with the file, the
+    key, the value and what is allowed: types and ranges of every key, the circuit, dt against
+    the time constants and the γ period, both γ phases lasting at least a step, the recorded
+    layers, the ``.npz`` examples, and a memory estimate against the available memory."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, "<root>", "a scenario must be a table of keys")
+    if data.get("kind") == "rnn":
+        raise ConfigError(source, "kind", "'rnn' files are run by `cdtp run` (through"
+                          " cdtp.reference.rnn_experiment); they have no circuit, γ schedule or"
+                          " sweep; allowed here: circuit")
     _check_keys(source, "", data, list(_TOP))
     top = _values(
         source, "", {k: v for k, v in data.items() if _TOP[k]}, {k: v for k, v in _TOP.items() if v}
     )
-    if top.get("kind", "circuit") != "circuit":
-        raise ConfigError(
-            source,
-            "kind",
-            f"{top['kind']!r}: allowed: circuit, rnn (rnn files"
-            " are run by cdtp run through cdtp.reference.rnn_experiment)",
-        )
+    _choice(source, "kind", top.get("kind", "circuit"), ("circuit", "rnn"))
+    if "name" in top:
+        _name(source, top["name"])
     if "circuit" not in data:
         raise ConfigError(source, "circuit", "missing: a circuit file path or a [circuit] table")
     circ = data["circuit"]
+    files = [Path(source)] if source not in ("<dict>",) else []
     if isinstance(circ, str):
         path = Path(source).parent / circ if source != "<dict>" else Path(circ)
         if not path.is_file():
             raise ConfigError(source, "circuit", f"no such circuit file: {path}")
         circ = read_toml(path, "circuit")
         circuit_source = str(path)
+        files.append(path)
     else:
         circ = _table(source, "circuit", circ)
         circuit_source = f"{source} [circuit]"
     circuit = circuit_from_dict(circ, source=circuit_source)
     if ("cycles" in top) == ("epochs" in top):
         raise ConfigError(source, "cycles", "give exactly one of cycles and epochs")
-    for key in ("cycles", "epochs"):
-        if key in top and top[key] < 1:
-            raise ConfigError(source, key, f"{top[key]!r} must be ≥ 1")
     device = top.get("device", "numpy")
     _choice(source, "device", device, DEVICES)
-    g = _values(source, "gamma", _table(source, "gamma", data.get("gamma", {})), _GAMMA)
-    if "shape" in g:
-        _choice(source, "gamma.shape", g["shape"], GAMMA_SHAPES)
-    if "values" in g:
-        g["values"] = tuple(g["values"])
-    p = _values(
-        source,
-        "plasticity_gate",
-        _table(source, "plasticity_gate", data.get("plasticity_gate", {})),
-        _GATE,
-    )
-    if "kind" in p:
-        _choice(source, "plasticity_gate.kind", p["kind"], PLASTICITY_GATES)
+    dt = top.get("dt", 1e-3)
+    if not dt > 0:
+        raise ConfigError(source, "dt", f"{dt * 1e3:g} ms; allowed: a time step > 0, e.g."
+                          " '1 ms'")
+    _time_constants(source, circuit, dt)
+    g = _gamma(source, _values(source, "gamma", _table(source, "gamma", data.get("gamma", {})),
+                               _GAMMA))
+    p = _plasticity_gate(source, _values(
+        source, "plasticity_gate",
+        _table(source, "plasticity_gate", data.get("plasticity_gate", {})), _GATE,
+    ))
     try:
         schedule = Schedule(GammaSchedule(**g), PlasticityGate(**p))
     except ValueError as exc:
-        raise ConfigError(source, "gamma", str(exc)) from None
-    r = _values(source, "record", _table(source, "record", data.get("record", {})), _RECORD)
+        key = "plasticity_gate" if "plasticity" in str(exc) else "gamma"
+        raise ConfigError(source, key, str(exc)) from None
+    r = _record(source, _values(source, "record", _table(source, "record",
+                                                         data.get("record", {})), _RECORD))
     try:
         record = RecordSpec(**r)
     except (ValueError, TypeError) as exc:
         raise ConfigError(source, "record", str(exc)) from None
+    if record.layers is not None:
+        bad = [l for l in record.layers if not 0 <= l <= circuit.depth]
+        if bad:
+            raise ConfigError(source, "record.layers", f"layer {bad[0]} does not exist; allowed:"
+                              f" 0 … {circuit.depth} (the circuit has sizes {list(circuit.sizes)})")
     task = _values(source, "task", _table(source, "task", data.get("task", {})), _TASK)
     _choice(source, "task.name", task.get("name", "teacher_student"), TASKS)
     if task.get("name") == "npz" and "path" not in task:
         raise ConfigError(source, "task.path", "missing: the .npz file with arrays x and y")
-    dt = top.get("dt", 1e-3)
+    if "scale" in task and not task["scale"] > 0:
+        raise ConfigError(source, "task.scale", f"{task['scale']!r}; allowed: a number > 0")
     try:
-        schedule.steps_per_cycle(dt)
+        spc = schedule.steps_per_cycle(dt)
     except ValueError as exc:
         raise ConfigError(source, "gamma.frequency", str(exc)) from None
+    cycles = _cycles_of(top, task)
+    if task.get("name") == "digits" and (circuit.sizes[0], circuit.sizes[-1]) != (64, 10):
+        raise ConfigError(source, "task.name", f"digits has 64 inputs and 10 outputs; the"
+                          f" circuit has sizes {list(circuit.sizes)}")
+    if task.get("name") == "npz":
+        npz = (Path(source).parent if source != "<dict>" else Path()) / task["path"]
+        x, _ = _read_npz(source, npz, circuit)
+        files.append(npz)
+        if "epochs" in top:
+            cycles = top["epochs"] * len(x)
+    _check_memory(source, memory_estimate(circuit, schedule, record, dt, cycles))
+    _phases(source, schedule, circuit, dt, spc)
     return Scenario(
         name=top.get("name", Path(source).stem),
         source=source,
@@ -318,6 +553,7 @@ def scenario_from_dict(data: dict, source: str = "<dict>") -> Scenario:
         cycles=top.get("cycles"),
         epochs=top.get("epochs"),
         raw=data,
+        files=tuple(files),
     )
 
 
@@ -333,5 +569,8 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
         if not cpath.is_file():
             raise ConfigError(str(path), "circuit", f"no such circuit file: {cpath}")
         data["circuit"] = read_toml(cpath, "circuit")
+        apply_overrides(data, overrides or [])
+        scenario = scenario_from_dict(data, source=str(path))
+        return dataclasses.replace(scenario, files=(*scenario.files, cpath))
     apply_overrides(data, overrides or [])
     return scenario_from_dict(data, source=str(path))

@@ -191,6 +191,7 @@ def simulate(
     path: str | Path | None = None,
     attrs: dict | None = None,
     progress: Callable[[int, int], None] | None = None,
+    interrupt=None,
 ) -> xr.Dataset:
     """Simulate ``n_cycles`` γ cycles (one example each) and record them.
 
@@ -213,6 +214,12 @@ def simulate(
         Extra global attributes (e.g. the scenario).
     progress : callable, optional
         ``progress(cycles_done, n_cycles)`` after each chunk.
+    interrupt : cdtp.interrupts.StopOnInterrupt, optional
+        When it is requested (the first Ctrl-C), the run stops after the current time step,
+        drops the cycle in progress and records the cycles completed, with
+        ``attrs["interrupted"]`` saying so; if no cycle was completed, or the interrupt is
+        ``aborted`` (a second Ctrl-C; any Ctrl-C during a sweep), it raises
+        :class:`KeyboardInterrupt` and writes nothing.
 
     Returns
     -------
@@ -235,33 +242,75 @@ def simulate(
     spc, bsteps = base_attrs["steps_per_cycle"], base_attrs["boundary_steps"]
     recorder = Recorder(record, circuit.sizes, circuit.bias, base_attrs, path=path)
     snaps = _Snapshots(circuit, record, bsteps, spc, inputs, labels, get_loss(circuit.loss))
+
+    def stop_requested() -> bool:
+        return interrupt is not None and interrupt.requested
+
+    stop_callback = None
     try:
         runner = (_Brian2Runner if backend == "brian2" else _MapRunner)(
-            circuit, schedule, inputs, labels, dt, device, record, snaps, bsteps, spc
+            circuit, schedule, inputs, labels, dt, device, record, snaps, bsteps, spc,
+            stop_requested,
         )
+        if interrupt is not None:
+            interrupt.on_stop(runner.stop)
+            stop_callback = runner.stop
         diverged = ""
-        done = 0
+        done = recorded = 0
+        stopping = final_taken = False
         for start, stop, traced in _trace_segments(n_cycles, record):
+            stopping = stop_requested()
+            if stopping:
+                break
             times, values, gates = runner.run(stop - start, traced)
-            recorder.add_traces(times, values, gates)
-            done = runner.cycles_done
+            stopping = stop_requested()
+            if stopping:
+                # stopped, perhaps within a cycle: the snapshot that ends the last completed
+                # cycle, then only what the completed cycles recorded
+                runner.final_snapshot()
+                final_taken = True
             got = snaps.collect(runner.outputs())
             if got is not None:
+                recorded = int(got[0][-1]) + 1
+            if stopping:
+                keep = times <= recorded * spc * dt * (1 + 1e-12)
+                times = times[keep]
+                values = {k: v[keep] for k, v in values.items()}
+                gates = {k: v[keep] for k, v in gates.items()}
+            recorder.add_traces(times, values, gates)
+            if got is not None:
                 recorder.add_cycles(*got)
+            done = recorded if stopping else runner.cycles_done
             if progress is not None:
                 progress(done, n_cycles)
             if runner.diverged:
                 diverged = runner.diverged
                 break
-        if not diverged:
+            if stopping:
+                break
+        interrupted = ""
+        if not diverged and not final_taken:
+            # at a cycle boundary: the snapshot that completes the last cycle
             runner.final_snapshot()
             got = snaps.collect(runner.outputs())
             if got is not None:
                 recorder.add_cycles(*got)
-        return recorder.finish({"diverged": diverged, "cycles_completed": done})
+                recorded = int(got[0][-1]) + 1
+        if stopping and not diverged:
+            if recorded == 0:
+                raise KeyboardInterrupt  # nothing completed: write nothing
+            done = recorded
+            interrupted = f"interrupted (SIGINT) after {done} of {n_cycles} cycles"
+        if interrupt is not None and interrupt.aborted:
+            raise KeyboardInterrupt  # a second Ctrl-C whose exception was swallowed
+        return recorder.finish({"diverged": diverged, "interrupted": interrupted,
+                                "cycles_completed": done, "cycles_planned": n_cycles})
     except BaseException:
         recorder.discard()
         raise
+    finally:
+        if interrupt is not None and stop_callback is not None:
+            interrupt.remove_stop(stop_callback)
 
 
 def run_attributes(circuit, schedule, record, dt, device, backend, attrs=None) -> dict:
@@ -285,7 +334,8 @@ def run_attributes(circuit, schedule, record, dt, device, backend, attrs=None) -
 
 
 class _Brian2Runner:
-    def __init__(self, circuit, schedule, inputs, labels, dt, device, spec, snaps, bsteps, spc):
+    def __init__(self, circuit, schedule, inputs, labels, dt, device, spec, snaps, bsteps, spc,
+                 stop_requested=lambda: False):
         import brian2 as b2
 
         from cdtp.engine import build
@@ -317,6 +367,8 @@ class _Brian2Runner:
         reader = self.run_
 
         def snapshot():
+            if stop_requested():  # an interrupt that came while the network was not running
+                reader.network.stop()
             step = round(float(snap_clock.t / b2.second) / dt)
             snaps.take(reader, step, step * dt)
 
@@ -367,6 +419,10 @@ class _Brian2Runner:
     def outputs(self):
         return self.run_.outputs()
 
+    def stop(self):
+        """Stop the network after the current time step (from a signal handler)."""
+        self.run_.network.stop()
+
     def final_snapshot(self):
         step = round(float(self.run_.network.t / self.b2.second) / self.dt)
         self.snaps.take(self.run_, step, step * self.dt)
@@ -398,7 +454,8 @@ class _MapReader:
 
 
 class _MapRunner:
-    def __init__(self, circuit, schedule, inputs, labels, dt, device, spec, snaps, bsteps, spc):
+    def __init__(self, circuit, schedule, inputs, labels, dt, device, spec, snaps, bsteps, spc,
+                 stop_requested=lambda: False):
         from cdtp.engine import initial_network
         from cdtp.reference import cdtp_map
 
@@ -414,6 +471,7 @@ class _MapRunner:
         self.cycles_done = 0
         self.diverged = ""
         self._outputs = []
+        self.stop_requested = stop_requested
 
     def run(self, n, traced):
         times, rows, gate_rows = [], {v: [] for v in self.spec.variables}, []
@@ -421,6 +479,8 @@ class _MapRunner:
         offsets = np.cumsum((0, *self.circuit.sizes))
         idx = np.array([offsets[l] + j for l, j in self.traced], dtype=int)
         for _ in range(n):
+            if self.stop_requested():
+                break
             c = self.step_index // self.spc
             for r in range(self.spc):
                 k = self.step_index
@@ -456,6 +516,9 @@ class _MapRunner:
 
     def outputs(self):
         return np.array(self._outputs)
+
+    def stop(self):
+        """Nothing to do: :meth:`run` checks for a stop before each cycle."""
 
     def final_snapshot(self):
         k = self.step_index

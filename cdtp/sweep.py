@@ -44,8 +44,8 @@ from cdtp.circuit import ConfigError, _choice
 from cdtp.gating import GAMMA_SHAPES, PLASTICITY_GATES
 from cdtp.units import UnitError, parse_quantity
 
-__all__ = ["CATEGORICAL_KEYS", "SweepPoint", "batch_groups", "combine", "grid", "run_batch",
-           "run_point", "sweep"]
+__all__ = ["CATEGORICAL_KEYS", "SweepPoint", "batch_groups", "combine", "grid", "point_state",
+           "run_batch", "run_point", "sweep"]
 
 SUMMARY_VARIABLES = ("loss", "output", "label", "weight_change", "boundary_time")
 
@@ -77,6 +77,8 @@ def _coordinate(source, key, value) -> float | str:
     if isinstance(value, bool):
         raise ConfigError(source, where, f"{value!r} is not a number")
     if isinstance(value, int | float):
+        if not np.isfinite(value):
+            raise ConfigError(source, where, f"{value!r} is not a finite number")
         return float(value)
     if isinstance(value, str):
         for dim in ("time", "rate"):
@@ -142,9 +144,10 @@ def grid(path: str | Path, overrides: list[str] | None = None) -> tuple[list[str
             units=units,
         )
         try:
-            load_scenario(path, point["overrides"])
+            scenario = load_scenario(path, point["overrides"])
         except ConfigError as exc:
             raise ConfigError(source, f"sweep.{exc.key}", str(exc)) from None
+        point["files"] = [str(f) for f in scenario.files]
         points.append(point)
     return keys, points
 
@@ -153,17 +156,20 @@ def _point_file(directory: Path, index: int) -> Path:
     return directory / f"point_{index:04d}.nc"
 
 
-def _record_failure(directory: Path, point: dict, exc: BaseException) -> dict:
+def _failure(point: dict, exc: BaseException) -> dict:
+    return {"index": point["index"], "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _record_failure(directory: Path, point: dict, error: str) -> None:
+    """Write ``point_<i>.failed.json`` (atomically). Only the sweep's own process does this,
+    for results it received: a point cut short by an interrupt leaves no record."""
+    from cdtp.recording import temporary_prefix
+
     failed = _point_file(directory, point["index"]).with_suffix(".failed.json")
-    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=temporary_prefix(failed), suffix=".tmp")
     with os.fdopen(fd, "w") as fh:
-        json.dump(
-            {"index": point["index"], "coords": point["coords"],
-             "error": f"{type(exc).__name__}: {exc}"},
-            fh,
-        )
+        json.dump({"index": point["index"], "coords": point["coords"], "error": error}, fh)
     os.replace(tmp, failed)
-    return {"index": point["index"], "status": "failed", "error": str(exc)}
 
 
 def _clear_failure(directory: Path, point: dict) -> None:
@@ -172,20 +178,23 @@ def _clear_failure(directory: Path, point: dict) -> None:
         failed.unlink()
 
 
-def run_point(scenario_path: str, point: dict, directory: str) -> dict:
-    """Simulate one grid point into its own file; never raises (errors are recorded)."""
+def run_point(scenario_path: str, point: dict, directory: str, interrupt=None) -> dict:
+    """Simulate one grid point into its own file. Never raises an :class:`Exception`: returns
+    ``{"index", "status": "done"}`` or ``{"index", "status": "failed", "error"}`` (which
+    :func:`sweep` records); an interrupt (:class:`KeyboardInterrupt`, or ``interrupt``
+    aborting, see :func:`cdtp.simulation.simulate`) writes nothing."""
     from cdtp.scenario import load_scenario
 
     directory = Path(directory)
     target = _point_file(directory, point["index"])
     try:
         scenario = load_scenario(scenario_path, point["overrides"])
-        ds = scenario.simulate(path=target, attrs={"sweep_point": point["coords"]})
+        ds = scenario.simulate(path=target, attrs={"sweep_point": point["coords"]},
+                               interrupt=interrupt)
         ds.close()
-        _clear_failure(directory, point)
         return {"index": point["index"], "status": "done"}
     except Exception as exc:  # a failing point must not stop the others
-        return _record_failure(directory, point, exc)
+        return _failure(point, exc)
 
 
 #: Scenario keys a batch may differ in (the rest must agree: one circuit, task, dt, device).
@@ -213,11 +222,12 @@ def batch_groups(scenario_path: str | Path, points: list, max_size: int | None =
     return out
 
 
-def run_batch(scenario_path: str, points: list, directory: str) -> list[dict]:
+def run_batch(scenario_path: str, points: list, directory: str, interrupt=None) -> list[dict]:
     """Simulate grid points that differ only in their schedules as one Brian2 network
     (:func:`cdtp.batch.build_batch`) and write each point's file: per-cycle ``output``,
     ``label`` and ``loss`` (no traces, snapshots or weights, so no proposition checks). Never
-    raises: errors are recorded per point."""
+    raises an :class:`Exception`: returns one result per point, as :func:`run_point`
+    (``interrupt`` is not followed within a batch: :func:`sweep` stops after it)."""
     from cdtp.batch import build_batch
     from cdtp.losses import get_loss
     from cdtp.recording import Recorder, RecordSpec
@@ -232,7 +242,7 @@ def run_batch(scenario_path: str, points: list, directory: str) -> list[dict]:
         batch = build_batch(base.circuit, [s.schedule for s in scenarios], inputs, labels,
                             len(inputs), dt=base.dt, device=base.device).run()
     except Exception as exc:  # the whole batch failed: every point records why
-        return [_record_failure(directory, p, exc) for p in points]
+        return [_failure(p, exc) for p in points]
     spec = RecordSpec(variables=(), gates=False, snapshots=False, weights=False)
     loss = get_loss(base.circuit.loss)
     results = []
@@ -249,16 +259,18 @@ def run_batch(scenario_path: str, points: list, directory: str) -> list[dict]:
                                 path=_point_file(directory, p["index"]))
             recorder.add_cycles(np.arange(n), {"output": out, "label": lab,
                                                "loss": loss.value(out, lab).reshape(n)})
-            recorder.finish({"diverged": batch.diverged[k] or "", "cycles_completed": n}).close()
-            _clear_failure(directory, p)
+            recorder.finish({"diverged": batch.diverged[k] or "", "interrupted": "",
+                             "cycles_completed": n, "cycles_planned": len(inputs)}).close()
             results.append({"index": p["index"], "status": "done"})
         except Exception as exc:
-            results.append(_record_failure(directory, p, exc))
+            results.append(_failure(p, exc))
     return results
 
 
 def _import_brian2_plugin():
     """A Dask worker plugin that imports brian2 in each worker process's main thread."""
+    import logging
+
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class ImportBrian2(WorkerPlugin):
@@ -267,7 +279,58 @@ def _import_brian2_plugin():
         def setup(self, worker):
             import brian2  # noqa: F401
 
+            from cdtp.interrupts import ignore_interrupts
+
+            # Ctrl-C reaches every process of the terminal's group: the sweep's own process
+            # alone decides (Brian2's handler here would cut a point short and let it be
+            # stored as complete)
+            ignore_interrupts()
+            # a task cancelled because the sweep was interrupted is expected, not a warning
+            logging.getLogger("distributed.worker.state_machine").addFilter(
+                lambda record: "ended with CancelledError" not in record.getMessage()
+            )
+
     return ImportBrian2()
+
+
+def point_state(path: str | Path) -> tuple[str, str]:
+    """Whether a point file is ``missing``, ``complete`` (every planned cycle ran, or the run
+    diverged), ``incomplete`` (interrupted, or fewer cycles than planned) or ``corrupt`` (not
+    readable as a cdtp result); and why, for the last two."""
+    from cdtp.recording import ENGINE
+
+    path = Path(path)
+    if not path.exists():
+        return "missing", ""
+    try:
+        with xr.open_dataset(path, engine=ENGINE) as ds:
+            attrs = dict(ds.attrs)
+    except Exception as exc:  # any unreadable file: truncated, not HDF5, …
+        return "corrupt", f"{type(exc).__name__}: {exc}"
+    if "circuit" not in attrs or "cycles_completed" not in attrs:
+        return "corrupt", "not a cdtp results file"
+    if attrs.get("interrupted"):
+        return "incomplete", str(attrs["interrupted"])
+    if attrs.get("diverged"):
+        return "complete", ""
+    done, planned = attrs["cycles_completed"], attrs.get("cycles_planned")
+    try:
+        if planned is not None and int(done) < int(planned):
+            return "incomplete", f"{int(done)} of {int(planned)} cycles"
+    except (TypeError, ValueError):
+        return "corrupt", f"cycles_completed = {done!r}, cycles_planned = {planned!r}"
+    return "complete", ""
+
+
+def _set_aside(path: Path, why: str) -> Path:
+    """Rename ``path`` to ``<name>.<why>`` (``.<why>-2`` … if taken) and return the new path."""
+    target = path.with_name(f"{path.name}.{why}")
+    k = 2
+    while target.exists():
+        target = path.with_name(f"{path.name}.{why}-{k}")
+        k += 1
+    os.replace(path, target)
+    return target
 
 
 def sweep(
@@ -281,67 +344,142 @@ def sweep(
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Run every grid point not finished yet; returns ``{"keys", "points", "computed",
-    "skipped", "results"}``. ``workers = 0`` runs serially in this process; otherwise a Dask
-    LocalCluster of that many single-threaded processes, or the scheduler at ``scheduler``.
-    ``batch``: points that differ only in γ / plasticity-gate parameters run together as one
-    Brian2 network (:func:`batch_groups`, :func:`run_batch`; split into as many batches as
-    there are workers), recording per-cycle output, label and loss only."""
+    "skipped", "results", "set_aside", "cleaned"}``. ``workers = 0`` runs serially in this
+    process; otherwise a Dask LocalCluster of that many single-threaded processes, or the
+    scheduler at ``scheduler``. ``batch``: points that differ only in γ / plasticity-gate
+    parameters run together as one Brian2 network (:func:`batch_groups`, :func:`run_batch`;
+    split into as many batches as there are workers), recording per-cycle output, label and
+    loss only.
+
+    A point is done when its file is complete (:func:`point_state`); a corrupt or incomplete
+    one is renamed (``point_<i>.nc.corrupt``, ``.incomplete``; listed in ``set_aside``) and
+    computed again. Temporary files that killed runs left in ``directory`` are removed first
+    (``cleaned``). Ctrl-C (:class:`KeyboardInterrupt`) stops the sweep at once: the workers
+    are shut down, the points in flight leave nothing (no point file, no failure record), and
+    the next run computes exactly the points that are missing.
+    """
+    from cdtp.interrupts import RaiseOnInterrupt, Shielded
+    from cdtp.recording import remove_stale_temporaries
+
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers = {workers!r}; allowed: an integer ≥ 0")
     keys, points = grid(scenario_path, overrides)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    todo = [p for p in points if not _point_file(directory, p["index"]).exists()]
+    cleaned = remove_stale_temporaries(directory)
+    set_aside = []
+    todo = []
+    for p in points:
+        f = _point_file(directory, p["index"])
+        state, why = point_state(f)
+        if state in ("corrupt", "incomplete"):
+            set_aside.append((str(_set_aside(f, state)), why))
+        if state != "complete":
+            todo.append(p)
+    by_index = {p["index"]: p for p in points}
     skipped = len(points) - len(todo)
     done = [skipped]
     if progress:
         progress(done[0], len(points))
-    if batch and todo:
-        n_tasks = max(workers, 1) if scheduler is None else max(workers, 2)
-        tasks = batch_groups(scenario_path, todo, max_size=-(-len(todo) // n_tasks))
-        fn, args = run_batch, tasks
-    else:
-        fn, args = run_point, todo
     results = []
 
     def finished(result):
         got = result if isinstance(result, list) else [result]
+        for r in got:
+            if r["status"] == "failed":
+                _record_failure(directory, by_index[r["index"]], r["error"])
+            else:
+                _clear_failure(directory, by_index[r["index"]])
         results.extend(got)
         done[0] += len(got)
         if progress:
             progress(done[0], len(points))
 
-    if not args:
-        pass
-    elif scheduler is None and workers == 0:
-        for a in args:
-            finished(fn(str(scenario_path), a, str(directory)))
-    else:
-        from distributed import Client, LocalCluster, as_completed
-
-        cluster = None
-        if scheduler is None:
-            cluster = LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-            )
-        client = Client(scheduler or cluster)
-        try:
-            client.register_plugin(_import_brian2_plugin())
-            futures = client.map(
-                fn, [str(scenario_path)] * len(args), args, [str(directory)] * len(args),
-                pure=False,
-            )
-            for fut in as_completed(futures):
-                finished(fut.result())
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
+    serial = scheduler is None and workers == 0
+    with RaiseOnInterrupt(immediately=not serial) as interrupt:
+        if batch and todo:
+            n_tasks = max(workers, 1) if scheduler is None else max(workers, 2)
+            tasks = batch_groups(scenario_path, todo, max_size=-(-len(todo) // n_tasks))
+            fn, args = run_batch, tasks
+        else:
+            fn, args = run_point, todo
+        if not args:
+            pass
+        elif serial:
+            for a in args:
+                result = fn(str(scenario_path), a, str(directory), interrupt)
+                interrupt.check()  # (a point cut short raised already: this is after a batch)
+                finished(result)
+        else:
+            _run_on_dask(fn, args, scenario_path, directory, workers, scheduler, finished,
+                         Shielded, interrupt.check)
     return {
         "keys": keys,
         "points": points,
         "computed": len(todo),
         "skipped": skipped,
         "results": results,
+        "set_aside": set_aside,
+        "cleaned": [str(c) for c in cleaned],
     }
+
+
+def _run_on_dask(fn, args, scenario_path, directory, workers, scheduler, finished, shielded,
+                 check):
+    """Map ``fn`` over ``args`` on Dask; on an interrupt cancel everything and shut the
+    workers down (further Ctrl-C only print a message meanwhile), then re-raise."""
+    import logging
+
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = client = futures = None
+    try:
+        if scheduler is None:
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
+        client = Client(scheduler or cluster)
+        client.register_plugin(_import_brian2_plugin())
+        futures = client.map(
+            fn, [str(scenario_path)] * len(args), args, [str(directory)] * len(args),
+            pure=False,
+        )
+        for fut in as_completed(futures):
+            finished(fut.result())
+            check()
+    except KeyboardInterrupt:
+        with shielded("interrupted: shutting the workers down (points in flight are not"
+                      " recorded)…"):
+            # the shutdown of killed tasks is noisy in distributed's logs: not the user's
+            # business here
+            for name in ("distributed", "distributed.nanny", "distributed.worker"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
+            _close(client, cluster, futures, interrupted=True)
+            client = cluster = None
+        raise
+    finally:
+        _close(client, cluster, futures)
+
+
+def _close(client, cluster, futures, interrupted: bool = False) -> None:
+    """Shut down the client and the local cluster. After an interrupt the local workers go
+    first (a task cancelled on a live worker is logged there as a warning); a remote
+    scheduler's workers get the tasks cancelled."""
+    import contextlib
+
+    if interrupted and cluster is not None:
+        with contextlib.suppress(Exception):
+            cluster.close(timeout=10)
+        cluster = None
+    if client is not None:
+        if interrupted and futures and cluster is None:
+            with contextlib.suppress(Exception):
+                client.cancel(futures)
+        with contextlib.suppress(Exception):
+            client.close(timeout=10)
+    if cluster is not None:
+        with contextlib.suppress(Exception):
+            cluster.close(timeout=10)
 
 
 def combine(keys: list[str], points: list, directory: str | Path) -> xr.Dataset:
@@ -384,8 +522,13 @@ def combine(keys: list[str], points: list, directory: str | Path) -> xr.Dataset:
                     float(np.nanmean(pas)) if np.any(~np.isnan(pas)) else np.nan,
                     attrs={"long_name": f"{name}: fraction of cells passing", "units": "1"},
                 )
-            status = "diverged" if ds.attrs.get("diverged") else "ok"
-            error = ds.attrs.get("diverged", "")
+            state, why = point_state(_point_file(directory, p["index"]))
+            if ds.attrs.get("diverged"):
+                status, error = "diverged", ds.attrs["diverged"]
+            elif state != "complete":
+                status, error = "failed", f"{state}: {why}"
+            else:
+                status, error = "ok", ""
         else:
             failed = _point_file(directory, p["index"]).with_suffix(".failed.json")
             error = json.loads(failed.read_text())["error"] if failed.exists() else "not run"

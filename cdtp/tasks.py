@@ -11,11 +11,14 @@ metadata dict saying how the task was made. Randomness comes in only as a seed o
   :mod:`importlib.resources`; no download, no scikit-learn), with a seeded stratified train/test
   split; softmax cross-entropy loss, one-hot targets.
 - :func:`get_task` — either of the above by name.
+- :func:`read_npz` — the user's own examples from a ``.npz`` file (arrays ``x`` and ``y``),
+  checked before any simulation.
 """
 
 from __future__ import annotations
 
 import importlib.resources
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -26,7 +29,7 @@ from cdtp.layers import init_network
 from cdtp.losses import LOSSES
 from cdtp.nonlinearities import NONLINEARITIES
 
-__all__ = ["TASKS", "Task", "digits", "get_task", "teacher_student"]
+__all__ = ["TASKS", "Task", "digits", "get_task", "read_npz", "teacher_student"]
 
 
 def _frozen(a, dtype) -> np.ndarray:
@@ -428,3 +431,81 @@ def get_task(name: str, **kwargs) -> Task:
     except (KeyError, TypeError):
         raise ValueError(f"unknown task {name!r}; allowed: {', '.join(sorted(TASKS))}") from None
     return factory(**kwargs)
+
+
+def read_npz(path, n_in: int, n_out: int, loss: str = "squared_error"
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The examples of a user's ``.npz`` file, checked against a circuit.
+
+    Parameters
+    ----------
+    path : path-like
+        A ``.npz`` file (``numpy.savez``) with arrays ``x`` (n, n_in) and ``y``: either
+        targets (n, n_out) or integer class labels (n,) in [0, n_out), one-hot encoded here.
+        Nothing is unpickled.
+    n_in, n_out : int
+        The circuit's input and output widths.
+    loss : str
+        With ``softmax_cross_entropy`` every target row must be a distribution (≥ 0, sum 1).
+
+    Returns
+    -------
+    x, y : numpy.ndarray
+        float64, shapes (n, n_in) and (n, n_out).
+
+    Raises
+    ------
+    ValueError
+        Saying what is wrong with the file (not a .npz, missing or non-numeric arrays, wrong
+        shape, NaN or infinite values, labels out of range) and what is allowed.
+    """
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path} is not a readable .npz file ({type(exc).__name__}: {exc});"
+                         " allowed: a numpy.savez file with arrays x and y") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} is a single .npy array, not a .npz archive; allowed: a"
+                         " numpy.savez file with arrays x and y")
+    arrays = {}
+    with data:
+        missing = {"x", "y"} - set(data.files)
+        if missing:
+            raise ValueError(f"{path} lacks arrays {sorted(missing)} (needs x and y)")
+        for name in ("x", "y"):
+            try:
+                arrays[name] = data[name]
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+                raise ValueError(f"{path}: array {name} cannot be read ({exc}); allowed:"
+                                 " numeric arrays (object arrays are not unpickled)") from None
+    x, y = arrays["x"], arrays["y"]
+    for name, a in (("x", x), ("y", y)):
+        if a.dtype.kind not in "biuf":
+            raise ValueError(f"{path}: array {name} has dtype {a.dtype}; allowed: integer or"
+                             " floating-point numbers")
+    if x.ndim != 2 or x.shape[1] != n_in or len(x) == 0:
+        raise ValueError(f"{path}: x has shape {x.shape}; allowed: (n ≥ 1, {n_in}), one row"
+                         " per example for the circuit's input layer")
+    if y.ndim == 1 and y.dtype.kind in "biu":
+        bad = y[(y < 0) | (y >= n_out)]
+        if bad.size:
+            raise ValueError(f"{path}: class label {bad[0]} in y is outside the {n_out} output"
+                             f" units; allowed: integers 0 … {n_out - 1}")
+        y = np.eye(n_out)[y]
+    if y.ndim != 2 or y.shape[1] != n_out:
+        raise ValueError(f"{path}: y has shape {y.shape}; allowed: ({len(x)}, {n_out}) targets"
+                         f" or ({len(x)},) integer class labels in [0, {n_out})")
+    if len(y) != len(x):
+        raise ValueError(f"{path}: x has {len(x)} rows and y {len(y)}; one target per example")
+    x, y = x.astype(float), y.astype(float)
+    for name, a in (("x", x), ("y", y)):
+        if not np.all(np.isfinite(a)):
+            row = int(np.argwhere(~np.isfinite(a))[0][0])
+            raise ValueError(f"{path}: {name} has NaN or infinite values (first in row {row});"
+                             " allowed: finite numbers")
+    if loss == "softmax_cross_entropy" and (
+        np.any(y < 0) or not np.allclose(y.sum(axis=1), 1.0, rtol=0, atol=1e-9)
+    ):
+        raise ValueError(f"{path}: softmax cross-entropy needs every row of y to be a"
+                         " distribution (entries ≥ 0, summing to 1), e.g. one-hot labels")
+    return x, y

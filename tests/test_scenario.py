@@ -95,7 +95,7 @@ def test_epochs_show_every_training_example_once_per_epoch(tmp_path):
         ('kind = "spiking"\n' + BASE, "kind"),
         (BASE + '[task2]\nname = "digits"\n', "task2"),
         (BASE.replace('name = "teacher_student"', 'name = "mnist"'), "task.name"),
-        (BASE + '[record]\nvariables = ["a", "voltage"]\n', "record"),
+        (BASE + '[record]\nvariables = ["a", "voltage"]\n', "record.variables"),
         (BASE.replace('"1 ms"', '"1 Hz"'), "dt"),
     ],
 )
