@@ -328,7 +328,8 @@ def mnist1d(seed: int = 0, n_train: int = 4000, n_test: int = 1000) -> Task:
     try:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError:  # pragma: no cover - a dependency of the package
-        raise ImportError("the mnist1d task needs the mnist1d package (pip install mnist1d)") from None
+        raise ImportError(
+            "the mnist1d task needs the mnist1d package (pip install mnist1d)") from None
     args = get_dataset_args()
     args.seed = int(seed)
     args.num_samples = _positive_int("n_train", n_train) + _positive_int("n_test", n_test)
