@@ -6,8 +6,7 @@ The model (seed 002, Sec 2, "Problem setting") maps a sequence x_{1:τ} to an ou
     ŷ  = c(h_τ)       := s(W_hy h_τ + b_y),
 
 with s the softmax (classification, cross-entropy loss) or the identity (regression, squared
-error). Arrays are batched: inputs ``x`` have shape (batch, T, d); the loss of a mini-batch is
-the mean of the per-example losses.
+error). Arrays are batched: inputs ``x`` have shape (batch, T, d).
 
 Two ways of computing an update:
 
@@ -18,23 +17,45 @@ Two ways of computing an update:
   gradient step on Σ_t ½‖f_t(h_{t−1}) − v_t‖² (Eq 3). The readout (W_hy, b_y) gets its plain
   loss gradient in both methods.
 
+Normalization conventions
+-------------------------
+These are the conventions of the paper's public code (vroulet/tpri), so that its step sizes
+(``lr`` = γ_θ, ``lr_target`` = γ_h, ``reg`` = r) can be used here as they are:
+
+* The mini-batch loss is the **mean** over the batch, L̄ = (1/B) Σ_i ℓ_i. BPTT's gradient and
+  the readout's TP direction are gradients of L̄.
+* The output target is a step on L̄ (Eq 1): v_τ = h_τ − γ_h ∇_{h_τ} L̄, so example i is displaced
+  by −(γ_h/B) ∂ℓ_i/∂h_τ.
+* The transition objective of Eq 3 is **summed** over batch and time,
+  Σ_i Σ_t ½‖f_t(h_{t−1}) − v_t‖², not averaged.
+
+For the linearized rule (Eq 2) the target recursion is linear in the displacement, so these
+conventions give exactly the same directions as "per-example targets v_τ = h_τ − γ_h ∂ℓ_i/∂h_τ
+with the Eq 3 objective averaged over the batch"; for the difference rule they do not.
+
+Two details of that code which the paper's text does not state are options here:
+
+* ``transition_gradient``: ``"local"`` is Eq 3 as written, each step fitted with h_{t−1} held
+  fixed (Sec 3's d_θ = Σ_t ∂_θ f_t(h_{t−1}) λ_t). ``"through_time"`` is what the public code
+  computes: it differentiates Σ_t ½‖h_t(θ) − v_t‖² with the forward states still attached to
+  the autograd graph, i.e. back-propagates the per-step errors h_t − v_t through the recurrence
+  (one extra BPTT-like sweep).
+* ``beyond_margin``: the code's linearized inverse uses the slope 1/(1 − clamp(h, ±(1 − ε))²)
+  with ε = 1e-3 (``"clamp"``); ``"zero"`` instead passes no target back through a unit
+  saturated beyond 1 − ε (the derivative of the clip).
+
+In the public code the hidden bias is PyTorch's pair b_ih + b_hh, two trained vectors that get
+the same gradient, so the effective bias moves by 2γ_θ per step; :class:`SGD` reproduces this
+with ``hidden_bias_factor=2``.
+
 The regularized inverse is encoded once per update (Sec 3, "Arithmetic complexity"): one Cholesky
 factorization of W_hhᵀW_hh + rI, from which g_θ = (W_hhᵀW_hh + rI)⁻¹W_hhᵀ is formed with one
 triangular solve, and then reused for every time step and every sequence of the batch, so the
 per-step cost of the backward pass is one (batch × p) × (p × p) product, as in BPTT.
 
-Projection margin. tanh's range (−1, 1) is open, so π clips into [−1 + ε, 1 − ε]; ε is
-``margin`` (default 1e-6). The linearized recursion multiplies each displacement by the inverse's
-slope 1/(1 − h²), which is up to ~1/(2ε) for a nearly saturated unit; in our runs (see
-``benchmarks/RNN_TP.md``) ε = 1e-6 let a single saturated unit blow the targets up, and ε = 0.1
-(slope ≤ 5.3, zero beyond |h| = 0.9) kept TP finite. This is an implementation choice the paper
-does not specify.
-
-Initialization. Seed 002 defers its initialization details to an appendix that is not part of
-the text we have; its Sec 3 recommends orthonormal recurrent weights ("By initializing the weight
-matrices as orthonormal matrices, the differences between the two oracles can be closer"). We use
-a Haar-random orthogonal W_hh, Gaussian W_xh and W_hy with variance 1/fan-in, and zero biases
-(:func:`init_params`); this choice is ours and documented as such.
+Initialization (:func:`init_params`). ``"orthogonal"`` is the public code's: W_xh, W_hh and W_hy
+all (semi-)orthogonal, every singular value 1, zero biases, h_0 = 0. ``"scaled"`` is an earlier
+choice of this project: Haar-orthogonal W_hh, Gaussian W_xh and W_hy of chosen scales.
 """
 
 from __future__ import annotations
@@ -48,8 +69,14 @@ from cdtp.losses import Loss, SoftmaxCrossEntropy, SquaredError
 from cdtp.nonlinearities import get_nonlinearity
 
 __all__ = [
+    "BEYOND_MARGIN",
+    "INITS",
     "READOUTS",
+    "SGD",
+    "TARGET_RULES",
+    "TRANSITION_GRADIENTS",
     "ForwardPass",
+    "MeanSquaredError",
     "RNNParams",
     "RegularizedInverse",
     "bptt_gradients",
@@ -58,16 +85,28 @@ __all__ = [
     "output_target",
     "propagate_targets",
     "readout_loss",
+    "semi_orthogonal",
     "sgd_step",
     "tp_directions",
     "transition_update",
 ]
 
 #: Readout kinds: the output nonlinearity s and the loss ℓ it is paired with (seed 002, Sec 4).
-READOUTS = ("softmax", "linear")
+#: ``linear`` is ½‖ŷ − y‖²; ``linear_mse`` is PyTorch's ``MSELoss`` (mean over outputs, no ½),
+#: which the paper's code uses for the adding problem.
+READOUTS = ("softmax", "linear", "linear_mse")
 
 #: Target propagation rules of Sec 2.2.
 TARGET_RULES = ("linearized", "difference")
+
+#: How Eq 3's objective is differentiated (see the module docstring).
+TRANSITION_GRADIENTS = ("local", "through_time")
+
+#: What the linearized inverse does beyond the projection margin (see the module docstring).
+BEYOND_MARGIN = ("clamp", "zero")
+
+#: Initializations of :func:`init_params`.
+INITS = ("orthogonal", "scaled")
 
 _TANH = get_nonlinearity("tanh")
 
@@ -119,21 +158,32 @@ class RNNParams:
         return all(np.all(np.isfinite(getattr(self, n))) for n in self.names)
 
 
+def semi_orthogonal(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A random matrix of the given shape whose singular values are all 1.
+
+    Orthonormal columns if rows ≥ columns, orthonormal rows otherwise; Haar-distributed (QR of a
+    Gaussian matrix with the signs of R's diagonal folded into Q). The paper's code draws
+    U Vᵀ from the SVD of a uniform matrix instead: the same set of matrices, another
+    distribution on it.
+    """
+    rows, cols = shape
+    tall = rows >= cols
+    q, r = np.linalg.qr(rng.standard_normal((rows, cols) if tall else (cols, rows)))
+    q = q * np.where(np.diag(r) < 0, -1.0, 1.0)
+    return q if tall else q.T
+
+
 def init_params(
     n_inputs: int,
     n_hidden: int,
     n_outputs: int,
     rng: np.random.Generator,
     *,
+    init: str = "orthogonal",
     input_scale: float | None = None,
     output_scale: float | None = None,
 ) -> RNNParams:
-    """Seeded initialization: orthogonal W_hh, Gaussian W_xh and W_hy, zero biases.
-
-    W_hh is Haar-distributed on the orthogonal group (QR of a Gaussian matrix with the signs of
-    R's diagonal folded into Q), as suggested by seed 002 Sec 3; W_xh ~ N(0, 1/d) and
-    W_hy ~ N(0, 1/p) entrywise. The appendix of seed 002 that gives its exact initialization is not
-    in the text we have, so the input and readout scales are our choice.
+    """Seeded initialization; zero biases in both kinds.
 
     Parameters
     ----------
@@ -141,40 +191,71 @@ def init_params(
         d, p and k.
     rng : numpy.random.Generator
         Source of randomness (no global state).
+    init : {"orthogonal", "scaled"}
+        ``"orthogonal"`` (the paper's code): W_xh, W_hh and W_hy from :func:`semi_orthogonal`.
+        ``"scaled"``: Haar-orthogonal W_hh, W_xh ~ N(0, input_scale²) and
+        W_hy ~ N(0, output_scale²) entrywise.
     input_scale, output_scale : float, optional
-        Standard deviations of the entries of W_xh and W_hy; default 1/√d and 1/√p.
+        Only for ``"scaled"``: standard deviations of the entries of W_xh and W_hy; default
+        1/√d and 1/√p.
     """
     for name, value in (("n_inputs", n_inputs), ("n_hidden", n_hidden), ("n_outputs", n_outputs)):
         if int(value) != value or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    q, r = np.linalg.qr(rng.standard_normal((n_hidden, n_hidden)))
-    w_hh = q * np.where(np.diag(r) < 0, -1.0, 1.0)
-    if input_scale is None:
-        input_scale = 1.0 / np.sqrt(n_inputs)
-    if output_scale is None:
-        output_scale = 1.0 / np.sqrt(n_hidden)
-    for name, value in (("input_scale", input_scale), ("output_scale", output_scale)):
-        if not np.isfinite(value) or value < 0:
-            raise ValueError(f"{name} must be finite and ≥ 0, got {value!r}")
-    w_xh = input_scale * rng.standard_normal((n_hidden, n_inputs))
-    w_hy = output_scale * rng.standard_normal((n_outputs, n_hidden))
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; allowed: {', '.join(INITS)}")
+    if init == "orthogonal":
+        if input_scale is not None or output_scale is not None:
+            raise ValueError("input_scale and output_scale only apply to init='scaled'")
+        w_xh = semi_orthogonal((n_hidden, n_inputs), rng)
+        w_hh = semi_orthogonal((n_hidden, n_hidden), rng)
+        w_hy = semi_orthogonal((n_outputs, n_hidden), rng)
+    else:
+        w_hh = semi_orthogonal((n_hidden, n_hidden), rng)
+        if input_scale is None:
+            input_scale = 1.0 / np.sqrt(n_inputs)
+        if output_scale is None:
+            output_scale = 1.0 / np.sqrt(n_hidden)
+        for name, value in (("input_scale", input_scale), ("output_scale", output_scale)):
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be finite and ≥ 0, got {value!r}")
+        w_xh = input_scale * rng.standard_normal((n_hidden, n_inputs))
+        w_hy = output_scale * rng.standard_normal((n_outputs, n_hidden))
     return RNNParams(
         W_xh=w_xh, W_hh=w_hh, b_h=np.zeros(n_hidden), W_hy=w_hy, b_y=np.zeros(n_outputs)
     )
 
 
-def readout_loss(readout: str) -> Loss:
-    """The loss paired with a readout: softmax → cross-entropy, linear → ½‖ŷ − y‖².
+@dataclass(frozen=True)
+class MeanSquaredError(Loss):
+    """ℓ = ‖h − y‖² / k (PyTorch's ``MSELoss`` per example: mean over the k outputs, no ½)."""
 
-    The loss acts on the readout's pre-activation z = W_hy h_τ + b_y (the softmax is folded into
+    name: str = "mean_squared_error"
+
+    def value(self, h, y):
+        d = np.asarray(h, dtype=float) - y
+        return np.mean(d * d, axis=-1)
+
+    def gradient(self, h, y):
+        h = np.asarray(h, dtype=float)
+        return 2.0 * (h - y) / h.shape[-1]
+
+
+def readout_loss(readout: str) -> Loss:
+    """The loss paired with a readout.
+
+    softmax → cross-entropy, linear → ½‖ŷ − y‖², linear_mse → ‖ŷ − y‖²/k. The loss acts on the
+    readout's pre-activation z = W_hy h_τ + b_y (the softmax is folded into
     :class:`~cdtp.losses.SoftmaxCrossEntropy`).
     """
     if readout == "softmax":
         return SoftmaxCrossEntropy()
     if readout == "linear":
         return SquaredError()
+    if readout == "linear_mse":
+        return MeanSquaredError()
     raise ValueError(f"unknown readout {readout!r}; allowed: {', '.join(READOUTS)}")
 
 
@@ -232,40 +313,61 @@ def forward(params: RNNParams, x: np.ndarray) -> ForwardPass:
 
 
 def _readout_gradients(params: RNNParams, fp: ForwardPass, y, loss: Loss):
-    """Mean loss, ∂ℓ_i/∂h_T per example, and the readout gradients of the mean loss."""
+    """Mean loss L̄, ∂L̄/∂h_T per example (= (1/B) ∂ℓ_i/∂h_T), and the readout gradients of L̄."""
     batch = fp.z.shape[0]
     value = float(np.mean(loss.value(fp.z, y)))
-    dz = loss.gradient(fp.z, y)  # per example, (batch, k)
+    dz = loss.gradient(fp.z, y) / batch  # ∂L̄/∂z_i, (batch, k)
     h_last = fp.h[:, -1]
-    grad_w_hy = dz.T @ h_last / batch
-    grad_b_y = dz.sum(axis=0) / batch
-    dh_last = dz @ params.W_hy  # ∂ℓ_i/∂h_T per example, (batch, p)
+    grad_w_hy = dz.T @ h_last
+    grad_b_y = dz.sum(axis=0)
+    dh_last = dz @ params.W_hy  # ∂L̄/∂h_T,i, (batch, p)
     return value, dh_last, grad_w_hy, grad_b_y
 
 
-def _transition_gradients(params: RNNParams, fp: ForwardPass, du: np.ndarray):
-    """(W_xh, W_hh, b_h) gradients from pre-activation errors du (batch, T, p), batch-averaged.
+def _transition_gradients(fp: ForwardPass, du: np.ndarray):
+    """(W_xh, W_hh, b_h) gradients Σ_i Σ_t from pre-activation errors du (batch, T, p).
 
     This is Σ_t ∂_θ f_t(h_{t−1}) applied to the per-step errors, done as one product over all
-    (example, step) pairs.
+    (example, step) pairs; any 1/B belongs in ``du``.
     """
     batch, n_steps, p = du.shape
     du_flat = du.reshape(batch * n_steps, p)
     h_prev = fp.h[:, :-1].reshape(batch * n_steps, p)
     x_flat = fp.x.reshape(batch * n_steps, -1)
-    grad_w_hh = du_flat.T @ h_prev / batch
-    grad_w_xh = du_flat.T @ x_flat / batch
-    grad_b_h = du_flat.sum(axis=0) / batch
+    grad_w_hh = du_flat.T @ h_prev
+    grad_w_xh = du_flat.T @ x_flat
+    grad_b_h = du_flat.sum(axis=0)
     return grad_w_xh, grad_w_hh, grad_b_h
+
+
+def _backprop_through_time(params: RNNParams, fp: ForwardPass, injected) -> np.ndarray:
+    """Pre-activation errors du_t of a loss whose gradient w.r.t. h_t is ``injected(t)``.
+
+    δ_T = e_T, du_t = δ_t ⊙ (1 − h_t²), δ_{t−1} = e_{t−1} + W_hhᵀ du_t (chain rule through
+    h_t = tanh(W_xh x_t + W_hh h_{t−1} + b_h)). ``injected(t)`` returns e_t (batch, p) or None.
+    """
+    batch, n_steps, p = fp.h.shape[0], fp.h.shape[1] - 1, fp.h.shape[2]
+    slope = 1.0 - fp.h[:, 1:] ** 2  # tanh'(u_t) for all t at once
+    du = np.empty((batch, n_steps, p), dtype=fp.h.dtype)
+    w_hh = params.W_hh
+    delta = injected(n_steps)
+    for t in range(n_steps, 0, -1):
+        du[:, t - 1] = delta * slope[:, t - 1]
+        if t > 1:
+            delta = du[:, t - 1] @ w_hh
+            extra = injected(t - 1)
+            if extra is not None:
+                delta += extra
+    return du
 
 
 def bptt_gradients(
     params: RNNParams, x: np.ndarray, y: np.ndarray, loss: Loss
 ) -> tuple[float, RNNParams]:
-    """Mean mini-batch loss and its exact gradient by back-propagation through time.
+    """Mean mini-batch loss L̄ and its exact gradient by back-propagation through time.
 
-    With δ_T = ∂ℓ/∂h_T, the recursion is du_t = δ_t ⊙ (1 − h_t²), δ_{t−1} = W_hhᵀ du_t, and
-    ∂ℓ/∂W_hh = Σ_t du_t h_{t−1}ᵀ, ∂ℓ/∂W_xh = Σ_t du_t x_tᵀ, ∂ℓ/∂b_h = Σ_t du_t (seed 002,
+    With δ_T = ∂L̄/∂h_T, the recursion is du_t = δ_t ⊙ (1 − h_t²), δ_{t−1} = W_hhᵀ du_t, and
+    ∂L̄/∂W_hh = Σ_t du_t h_{t−1}ᵀ, ∂L̄/∂W_xh = Σ_t du_t x_tᵀ, ∂L̄/∂b_h = Σ_t du_t (seed 002,
     Sec 3, "Bounding the difference…", chain rule).
 
     Parameters
@@ -273,7 +375,7 @@ def bptt_gradients(
     params : RNNParams
     x : ndarray, shape (batch, T, d)
     y : ndarray, shape (batch, k)
-        One-hot labels (softmax readout) or regression targets (linear readout).
+        One-hot labels (softmax readout) or regression targets (linear readouts).
     loss : Loss
         From :func:`readout_loss`.
 
@@ -285,15 +387,10 @@ def bptt_gradients(
         Gradient of the mean loss, one array per parameter.
     """
     fp = forward(params, x)
-    value, delta, grad_w_hy, grad_b_y = _readout_gradients(params, fp, y, loss)
-    batch, n_steps, p = fp.h.shape[0], fp.h.shape[1] - 1, fp.h.shape[2]
-    slope = 1.0 - fp.h[:, 1:] ** 2  # tanh'(u_t) for all t at once
-    du = np.empty((batch, n_steps, p), dtype=fp.h.dtype)
-    w_hh = params.W_hh
-    for t in range(n_steps, 0, -1):
-        du[:, t - 1] = delta * slope[:, t - 1]
-        delta = du[:, t - 1] @ w_hh
-    grad_w_xh, grad_w_hh, grad_b_h = _transition_gradients(params, fp, du)
+    value, dh_last, grad_w_hy, grad_b_y = _readout_gradients(params, fp, y, loss)
+    n_steps = fp.h.shape[1] - 1
+    du = _backprop_through_time(params, fp, lambda t: dh_last if t == n_steps else None)
+    grad_w_xh, grad_w_hh, grad_b_h = _transition_gradients(fp, du)
     return value, RNNParams(grad_w_xh, grad_w_hh, grad_b_h, grad_w_hy, grad_b_y)
 
 
@@ -315,20 +412,29 @@ class RegularizedInverse:
         rank); otherwise ``numpy.linalg.LinAlgError`` is raised.
     margin : float
         Distance ε kept from ±1 by the projection π. tanh's range (−1, 1) is open, so a
-        projection onto it needs a closed subset [−1 + ε, 1 − ε]; ε is a free choice of the
-        implementation. It also bounds the inverse's slope 1/(1 − h²) by about 1/(2ε), and
-        the slope is 0 (the clip's derivative) for units saturated beyond 1 − ε, so a
-        saturated unit passes no target back. Must be in (0, 1).
+        projection onto it needs a closed subset [−1 + ε, 1 − ε]. The paper's code uses
+        ε = 1e-3 (its ``tol_inv``). Must be in (0, 1).
+    beyond_margin : {"clamp", "zero"}
+        Slope of a⁻¹∘π used by the linearized rule at a unit with |h| > 1 − ε: ``"clamp"``
+        (the paper's code) evaluates 1/(1 − h²) at the clamped h, i.e. 1/(2ε − ε²);
+        ``"zero"`` uses the clip's derivative, 0, so a saturated unit passes no target back.
     """
 
-    def __init__(self, params: RNNParams, r: float, margin: float = 1e-6):
+    def __init__(
+        self, params: RNNParams, r: float, margin: float = 1e-3, beyond_margin: str = "clamp"
+    ):
         if not np.isfinite(r) or r < 0:
             raise ValueError(f"the regularization r must be finite and ≥ 0, got {r!r}")
-        self.params = params
-        self.r = float(r)
         if not 0.0 < margin < 1.0:
             raise ValueError(f"the projection margin must be in (0, 1), got {margin!r}")
+        if beyond_margin not in BEYOND_MARGIN:
+            raise ValueError(
+                f"unknown beyond_margin {beyond_margin!r}; allowed: {', '.join(BEYOND_MARGIN)}"
+            )
+        self.params = params
+        self.r = float(r)
         self.margin = float(margin)
+        self.beyond_margin = beyond_margin
         w = params.W_hh
         gram = w.T @ w + self.r * np.eye(w.shape[0], dtype=w.dtype)
         self.factor = cho_factor(gram, lower=True, check_finite=False)
@@ -349,13 +455,17 @@ class RegularizedInverse:
         return residual @ self._g_t
 
     def inverse_slope(self, h: np.ndarray) -> np.ndarray:
-        """Elementwise derivative of a⁻¹∘π at ``h``: 1/(1 − h²) inside the clip range, 0 outside."""
+        """Elementwise slope of a⁻¹∘π at ``h``: 1/(1 − h²) inside the clip range.
+
+        Beyond it: 1/(1 − (1 − margin)²) (``"clamp"``) or 0 (``"zero"``).
+        """
         bound = (1.0 - self.margin) ** 2
         h2 = h * h
-        inside = h2 < bound
+        inside = h2 < bound if self.beyond_margin == "zero" else None
         np.minimum(h2, bound, out=h2)  # keeps 1 − h² ≥ 2ε − ε² > 0
         slope = np.reciprocal(np.subtract(1.0, h2, out=h2), out=h2)
-        slope *= inside
+        if inside is not None:
+            slope *= inside
         return slope
 
     def jacobian_vector(self, h_t: np.ndarray, dv: np.ndarray) -> np.ndarray:
@@ -371,9 +481,12 @@ class RegularizedInverse:
         return (self.pre_activation(v_t) - self.pre_activation(h_t)) @ self._g_t
 
 
-def output_target(h_last: np.ndarray, dh_last: np.ndarray, gamma_h: float) -> np.ndarray:
-    """Eq 1: v_τ = h_τ − γ_h ∂_h ℓ(y, c_θ(h_τ)), per example."""
-    return h_last - gamma_h * dh_last
+def output_target(h_last: np.ndarray, grad_last: np.ndarray, gamma_h: float) -> np.ndarray:
+    """Eq 1: v_τ = h_τ − γ_h ∇_{h_τ} L̄, with ``grad_last`` = ∂L̄/∂h_τ per example.
+
+    L̄ is the batch-mean loss, so ``grad_last`` row i is (1/B) ∂ℓ_i/∂h_τ (the paper's code).
+    """
+    return h_last - gamma_h * grad_last
 
 
 def propagate_targets(
@@ -421,19 +534,31 @@ def propagate_targets(
     return h[:, 1:] + lam
 
 
-def transition_update(params: RNNParams, fp: ForwardPass, v: np.ndarray):
-    """Gradient of Eq 3's objective (1/B) Σ_i Σ_t ½‖f_t(h_{t−1}) − v_t‖² w.r.t. (W_xh, W_hh, b_h).
+def transition_update(
+    params: RNNParams, fp: ForwardPass, v: np.ndarray, mode: str = "local"
+):
+    """Gradient of Eq 3's objective Σ_i Σ_t ½‖h_t − v_t‖² w.r.t. (W_xh, W_hh, b_h).
 
-    The forward states h_{t−1} are held fixed (each step is fitted to its own target), so the
-    pre-activation error is du_t = (h_t − v_t) ⊙ (1 − h_t²).
+    Summed over the batch and time (the paper's code). ``mode="local"``: each step is fitted
+    with h_{t−1} held fixed (Eq 3 as written), du_t = (h_t − v_t) ⊙ (1 − h_t²).
+    ``mode="through_time"``: h_t is a function of θ through the whole recurrence (the paper's
+    code differentiates it so), so the errors h_t − v_t are back-propagated through time.
 
     Returns
     -------
     grad_w_xh, grad_w_hh, grad_b_h : ndarray
     """
+    if mode not in TRANSITION_GRADIENTS:
+        raise ValueError(
+            f"unknown transition gradient {mode!r}; allowed: {', '.join(TRANSITION_GRADIENTS)}"
+        )
     h = fp.h[:, 1:]
-    du = (h - v) * (1.0 - h * h)
-    return _transition_gradients(params, fp, du)
+    if mode == "local":
+        du = (h - v) * (1.0 - h * h)
+    else:
+        error = h - v
+        du = _backprop_through_time(params, fp, lambda t: error[:, t - 1])
+    return _transition_gradients(fp, du)
 
 
 def tp_directions(
@@ -445,14 +570,18 @@ def tp_directions(
     gamma_h: float,
     r: float,
     rule: str = "linearized",
-    margin: float = 1e-6,
+    margin: float = 1e-3,
+    beyond_margin: str = "clamp",
+    transition_gradient: str = "local",
 ) -> tuple[float, RNNParams]:
     """Mean loss and seed 002's target-propagation update directions.
 
-    Output target by Eq 1 (per example), targets propagated by Eq 2 (or the difference formula)
-    through one :class:`RegularizedInverse` encoded for this update, transition parameters by
-    the gradient of Eq 3, readout by the gradient of the loss. Subtracting γ_θ times the returned
-    directions is one TP step (:func:`sgd_step`).
+    Output target by Eq 1 (a step on the batch-mean loss), targets propagated by Eq 2 (or the
+    difference formula) through one :class:`RegularizedInverse` encoded for this update,
+    transition parameters by the gradient of Eq 3 summed over batch and time, readout by the
+    gradient of the batch-mean loss. Subtracting γ_θ times the returned directions is one TP
+    step (:class:`SGD`). These are the paper code's conventions, so its ``lr``, ``lr_target``
+    and ``reg`` are γ_θ, γ_h and r here.
 
     Parameters
     ----------
@@ -465,8 +594,10 @@ def tp_directions(
     r : float
         Regularization r ≥ 0 of the inverse (Sec 2.1).
     rule : {"linearized", "difference"}
-    margin : float
-        The projection π clips into [−1 + margin, 1 − margin] (see :class:`RegularizedInverse`).
+    margin, beyond_margin
+        Projection margin and slope beyond it (see :class:`RegularizedInverse`).
+    transition_gradient : {"local", "through_time"}
+        See :func:`transition_update`.
 
     Returns
     -------
@@ -478,11 +609,56 @@ def tp_directions(
         raise ValueError(f"gamma_h must be finite and > 0, got {gamma_h!r}")
     fp = forward(params, x)
     value, dh_last, grad_w_hy, grad_b_y = _readout_gradients(params, fp, y, loss)
-    inverse = RegularizedInverse(params, r, margin=margin)
+    inverse = RegularizedInverse(params, r, margin=margin, beyond_margin=beyond_margin)
     v_last = output_target(fp.h[:, -1], dh_last, gamma_h)
     v = propagate_targets(fp, v_last, inverse, rule)
-    d_w_xh, d_w_hh, d_b_h = transition_update(params, fp, v)
+    d_w_xh, d_w_hh, d_b_h = transition_update(params, fp, v, transition_gradient)
     return value, RNNParams(d_w_xh, d_w_hh, d_b_h, grad_w_hy, grad_b_y)
+
+
+class SGD:
+    """SGD with optional Nesterov momentum, in PyTorch's form (``torch.optim.SGD``).
+
+    With momentum μ > 0 and direction g: b ← g on the first step, b ← μ b + g afterwards;
+    θ ← θ − γ (g + μ b). With μ = 0: θ ← θ − γ g (plain SGD, which seed 002's TP uses).
+
+    Parameters
+    ----------
+    step_size : float
+        γ > 0.
+    momentum : float
+        μ in [0, 1).
+    hidden_bias_factor : float
+        Multiplies the step of b_h. The paper's code trains PyTorch's pair b_ih + b_hh, which
+        receive the same gradient, so its effective hidden bias moves by 2γ: factor 2.
+    """
+
+    def __init__(self, step_size: float, momentum: float = 0.0, hidden_bias_factor: float = 1.0):
+        if not np.isfinite(step_size) or step_size <= 0:
+            raise ValueError(f"step_size must be finite and > 0, got {step_size!r}")
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        if not np.isfinite(hidden_bias_factor) or hidden_bias_factor <= 0:
+            raise ValueError(f"hidden_bias_factor must be > 0, got {hidden_bias_factor!r}")
+        self.step_size = float(step_size)
+        self.momentum = float(momentum)
+        self.hidden_bias_factor = float(hidden_bias_factor)
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def step(self, params: RNNParams, directions: RNNParams) -> None:
+        """In place: one update of ``params`` along ``directions``."""
+        for name in params.names:
+            d = getattr(directions, name)
+            if self.momentum > 0:
+                buf = self._buffers.get(name)
+                if buf is None:
+                    buf = self._buffers[name] = d.copy()
+                else:
+                    buf *= self.momentum
+                    buf += d
+                d = d + self.momentum * buf
+            scale = self.step_size * (self.hidden_bias_factor if name == "b_h" else 1.0)
+            getattr(params, name)[...] -= scale * d
 
 
 def sgd_step(params: RNNParams, directions: RNNParams, step_size: float) -> None:

@@ -3,10 +3,22 @@
 A run is described by a frozen :class:`RNNExperimentConfig` (loadable from TOML with
 :func:`load_config`) and returns an ``xarray.Dataset`` on an ``iteration`` dimension
 (docs/model.md §5): the mean training loss over each evaluation window, held-out accuracy (for the
-adding problem, the fraction of held-out sequences with squared error < 0.04), held-out loss, and
-the training wall time. Every variable has ``units`` and ``long_name``; the resolved config is
-stored as JSON in the global attributes. A run that produces NaN/Inf (or a recurrent matrix whose
-regularized Gram matrix cannot be factorized) is recorded as diverged, not raised.
+adding problem, the fraction of held-out sequences solved, see ``adding_success``), held-out
+loss, and the training wall time. Every variable has ``units`` and ``long_name``; the resolved
+config is stored as JSON in the global attributes.
+
+Step sizes are those of the paper's public code as they are: ``gamma_theta`` is its ``lr``,
+``gamma_h`` its ``lr_target``, ``r`` its ``reg`` (the normalization conventions that make this
+so are in :mod:`cdtp.reference.rnn`). The defaults of the options that the paper's text leaves
+open are its code's: orthogonal initialization, PyTorch's paired hidden bias, projection margin
+1e-3 with a clamped slope, Eq 3 differentiated through time, the code's marker positions, the
+absolute-error success test of the adding problem, PyTorch's ``MSELoss``.
+
+Stop rule (the paper's code): a run stops when its loss is NaN/Inf or exceeds ``stop_factor``
+(2) times its initial value. The code checks its training loss on 4 000 fresh mini-batches every
+4 000 iterations; here the held-out loss (fresh sequences for the synthetic tasks, the test split
+for the digits) is checked at every evaluation against its value before training. A stopped run
+(or one whose regularized Gram matrix cannot be factorized) is recorded as diverged, not raised.
 """
 
 from __future__ import annotations
@@ -25,6 +37,8 @@ import xarray as xr
 
 from cdtp.reference import rnn
 from cdtp.reference.sequence_tasks import (
+    ADDING_SUCCESS,
+    MARKER_POSITIONS,
     TASKS,
     adding_batch,
     adding_success,
@@ -32,9 +46,18 @@ from cdtp.reference.sequence_tasks import (
     temporal_order_batch,
 )
 
-__all__ = ["METHODS", "TASK_DEFAULT_LENGTH", "RNNExperimentConfig", "load_config", "run"]
+__all__ = [
+    "METHODS",
+    "REGRESSION_LOSSES",
+    "TASK_DEFAULT_LENGTH",
+    "RNNExperimentConfig",
+    "load_config",
+    "run",
+]
 
 METHODS = ("tp", "bptt")
+#: Loss of the adding problem: PyTorch's ``MSELoss`` (paper's code) or ½ (ŷ − y)².
+REGRESSION_LOSSES = {"mse": "linear_mse", "half_squared": "linear"}
 #: Sequence length used when ``T`` is not given; the digits tasks only allow this length.
 TASK_DEFAULT_LENGTH = {"temporal_order": 60, "adding": 30, "digits_pixel": 64, "digits_row": 8}
 _FIXED_LENGTH_TASKS = ("digits_pixel", "digits_row")
@@ -70,24 +93,50 @@ class RNNExperimentConfig:
     iterations : int
         Number of parameter updates.
     gamma_theta : float
-        Step size γ_θ of the parameter updates (both methods, plain SGD).
+        Step size γ_θ of the parameter updates (both methods); the paper's ``lr``.
     gamma_h : float
-        Target step size γ_h of Eq 1 (TP only; must still be > 0).
+        Target step size γ_h of Eq 1 (TP only; must still be > 0); the paper's ``lr_target``.
     r : float
-        Regularization of the inverse (TP only), r ≥ 0.
+        Regularization of the inverse (TP only), r ≥ 0; the paper's ``reg``.
+    momentum : float
+        Nesterov momentum in [0, 1) (0: plain SGD). The paper's BPTT uses 0.9 on the synthetic
+        tasks; its TP uses plain SGD.
     rule : {"linearized", "difference"}
         Eq 2 or the difference formula of Lee et al. (TP only).
+    transition_gradient : {"through_time", "local"}
+        How Eq 3 is differentiated (TP only): through the recurrence, as the paper's code does,
+        or with h_{t−1} held fixed, as its text writes
+        (:func:`cdtp.reference.rnn.transition_update`).
     margin : float
         The projection π onto tanh's range clips into [−1 + margin, 1 − margin] (TP only);
-        see :class:`cdtp.reference.rnn.RegularizedInverse`. In (0, 1).
+        see :class:`cdtp.reference.rnn.RegularizedInverse`. In (0, 1); the paper's code: 1e-3.
+    beyond_margin : {"clamp", "zero"}
+        The linearized inverse's slope at a unit beyond the margin (TP only).
+    init : {"orthogonal", "scaled"}
+        :func:`cdtp.reference.rnn.init_params`; the paper's code: orthogonal.
     input_scale : float or None
-        Standard deviation of the entries of W_xh at initialization; ``None`` means 1/√d.
+        Only with ``init = "scaled"``: standard deviation of the entries of W_xh; ``None``
+        means 1/√d.
+    paired_hidden_bias : bool
+        The hidden bias is PyTorch's pair b_ih + b_hh, so it moves by 2γ_θ (the paper's code).
+    positions : {"code", "text"}
+        Marker positions of the temporal order problem
+        (:func:`cdtp.reference.sequence_tasks.temporal_order_marker_range`).
+    adding_success : {"absolute", "squared"}
+        The adding problem counts a sequence solved if |ŷ − y| < 0.04 (code) or
+        (ŷ − y)² < 0.04 (text).
+    regression_loss : {"mse", "half_squared"}
+        Loss of the adding problem: (ŷ − y)² (PyTorch's ``MSELoss``, the code) or ½ (ŷ − y)².
+    stop_factor : float
+        Stop when the held-out loss exceeds this multiple of its initial value (> 1; ``inf``
+        disables the rule; NaN/Inf always stops).
     seed : int
         Seeds initialization, mini-batches and the held-out set (independent streams).
     eval_every : int
-        Evaluation period in iterations; must divide ``iterations``.
+        Evaluation period in iterations; must divide ``iterations``. The paper: 200.
     eval_size : int
         Held-out sequences for the synthetic tasks (the digits use their fixed test split).
+        The paper: 8 000 (drawn afresh at every evaluation; here drawn once).
     """
 
     task: str = "temporal_order"
@@ -97,14 +146,23 @@ class RNNExperimentConfig:
     batch_size: int = 20
     iterations: int = 1000
     gamma_theta: float = 0.1
-    gamma_h: float = 0.1
-    r: float = 0.1
+    gamma_h: float = 0.01
+    r: float = 1.0
+    momentum: float = 0.0
     rule: str = "linearized"
-    margin: float = 1e-6
+    transition_gradient: str = "through_time"
+    margin: float = 1e-3
+    beyond_margin: str = "clamp"
+    init: str = "orthogonal"
     input_scale: float | None = None
+    paired_hidden_bias: bool = True
+    positions: str = "code"
+    adding_success: str = "absolute"
+    regression_loss: str = "mse"
+    stop_factor: float = 2.0
     seed: int = 0
-    eval_every: int = 100
-    eval_size: int = 1000
+    eval_every: int = 200
+    eval_size: int = 8000
 
     def __post_init__(self):
         def bad(key, allowed):
@@ -116,8 +174,19 @@ class RNNExperimentConfig:
             raise bad("task", ", ".join(TASKS))
         if self.method not in METHODS:
             raise bad("method", ", ".join(METHODS))
-        if self.rule not in rnn.TARGET_RULES:
-            raise bad("rule", ", ".join(rnn.TARGET_RULES))
+        for key, allowed in (
+            ("rule", rnn.TARGET_RULES),
+            ("transition_gradient", rnn.TRANSITION_GRADIENTS),
+            ("beyond_margin", rnn.BEYOND_MARGIN),
+            ("init", rnn.INITS),
+            ("positions", MARKER_POSITIONS),
+            ("adding_success", ADDING_SUCCESS),
+            ("regression_loss", tuple(REGRESSION_LOSSES)),
+        ):
+            if getattr(self, key) not in allowed:
+                raise bad(key, ", ".join(allowed))
+        if not isinstance(self.paired_hidden_bias, bool):
+            raise bad("paired_hidden_bias", "true or false")
         for key in ("hidden", "batch_size", "iterations", "eval_every", "eval_size"):
             if not _is_int(getattr(self, key)) or getattr(self, key) < 1:
                 raise bad(key, "an integer ≥ 1")
@@ -139,12 +208,19 @@ class RNNExperimentConfig:
             raise bad("r", "a finite number ≥ 0")
         if not _is_real(self.margin) or not 0.0 < self.margin < 1.0:
             raise bad("margin", "a number in (0, 1)")
-        if self.input_scale is not None and (
-            not _is_real(self.input_scale)
-            or not math.isfinite(self.input_scale)
-            or self.input_scale < 0
-        ):
-            raise bad("input_scale", "a finite number ≥ 0, or omitted")
+        if not _is_real(self.momentum) or not 0.0 <= self.momentum < 1.0:
+            raise bad("momentum", "a number in [0, 1)")
+        if not _is_real(self.stop_factor) or not self.stop_factor > 1.0:
+            raise bad("stop_factor", "a number > 1 (inf disables the rule)")
+        if self.input_scale is not None:
+            if self.init != "scaled":
+                raise bad("input_scale", "omitted unless init = 'scaled'")
+            if (
+                not _is_real(self.input_scale)
+                or not math.isfinite(self.input_scale)
+                or self.input_scale < 0
+            ):
+                raise bad("input_scale", "a finite number ≥ 0, or omitted")
 
     @property
     def length(self) -> int:
@@ -157,6 +233,8 @@ class RNNExperimentConfig:
         if not isinstance(values, Mapping):
             raise ValueError(f"a config must be a table of keys, got {type(values).__name__}")
         values = dict(values)
+        if values.get("stop_factor") == "inf":  # as written by to_json
+            values["stop_factor"] = math.inf
         kind = values.pop("kind", "rnn")  # scenario files say kind = "rnn" for the cdtp command
         if kind != "rnn":
             raise ValueError(f"kind = {kind!r}: an RNN experiment file has kind = 'rnn'")
@@ -174,6 +252,8 @@ class RNNExperimentConfig:
         """The resolved config as JSON (T filled in)."""
         d = asdict(self)
         d["T"] = self.length
+        if math.isinf(d["stop_factor"]):
+            d["stop_factor"] = "inf"  # JSON has no infinity
         return json.dumps(d, sort_keys=True)
 
 
@@ -206,9 +286,10 @@ class _Task:
         length, task = config.length, config.task
         if task == "temporal_order":
             self.readout, self.n_in, self.n_out = "softmax", 6, 4
-            self._draw = lambda rng, n: temporal_order_batch(rng, n, length)
+            self._draw = lambda rng, n: temporal_order_batch(rng, n, length, config.positions)
         elif task == "adding":
-            self.readout, self.n_in, self.n_out = "linear", 2, 1
+            self.readout = REGRESSION_LOSSES[config.regression_loss]
+            self.n_in, self.n_out = 2, 1
             self._draw = lambda rng, n: adding_batch(rng, n, length)
         else:
             digits = load_digit_sequences("pixel" if task == "digits_pixel" else "row")
@@ -225,8 +306,8 @@ class _Task:
         """(held-out mean loss, held-out accuracy or adding success fraction)."""
         z = rnn.forward(params, self.x_eval).z
         value = float(np.mean(loss.value(z, self.y_eval)))
-        if self.readout == "linear":
-            score = float(np.mean(adding_success(z, self.y_eval)))
+        if self.readout != "softmax":
+            score = float(np.mean(adding_success(z, self.y_eval, self.config.adding_success)))
         else:
             score = float(np.mean(np.argmax(z, axis=1) == np.argmax(self.y_eval, axis=1)))
         return value, score
@@ -239,12 +320,16 @@ def _package_version() -> str:
         return "unknown"
 
 
-def run(config: RNNExperimentConfig) -> xr.Dataset:
+def run(config: RNNExperimentConfig, progress=None) -> xr.Dataset:
     """Train one RNN as ``config`` says and return its learning curve.
 
     Parameters
     ----------
     config : RNNExperimentConfig
+    progress : callable, optional
+        Called after every evaluation as ``progress(iteration, record)`` with ``record`` a dict
+        of that evaluation's ``train_loss``, ``eval_loss``, ``accuracy`` and ``wall_time``
+        (lets a long run report, or save, its curve so far).
 
     Returns
     -------
@@ -252,8 +337,10 @@ def run(config: RNNExperimentConfig) -> xr.Dataset:
         Dimension ``iteration`` (eval_every, 2·eval_every, …, iterations) with variables
         ``train_loss`` (mean mini-batch loss over the preceding window), ``eval_loss``,
         ``accuracy`` and ``wall_time`` (training time only, evaluation excluded). Global attrs:
-        ``config`` (JSON), ``seed``, ``diverged`` (0/1), ``diverged_iteration`` (−1 if none),
-        ``cdtp_version``. After a divergence every later entry is NaN.
+        ``config`` (JSON), ``seed``, ``diverged`` (0/1, the stop rule included),
+        ``diverged_iteration`` (−1 if none), ``stopped`` (why, or ""), ``initial_eval_loss``,
+        ``initial_accuracy`` (before training), ``cdtp_version``. After a stop every later
+        entry is NaN.
     """
     if not isinstance(config, RNNExperimentConfig):
         raise TypeError(f"config must be an RNNExperimentConfig, got {type(config).__name__}")
@@ -262,33 +349,53 @@ def run(config: RNNExperimentConfig) -> xr.Dataset:
     task = _Task(config, data_rng, eval_rng)
     loss = rnn.readout_loss(task.readout)
     params = rnn.init_params(
-        task.n_in, config.hidden, task.n_out, init_rng, input_scale=config.input_scale
+        task.n_in,
+        config.hidden,
+        task.n_out,
+        init_rng,
+        init=config.init,
+        **({"input_scale": config.input_scale} if config.init == "scaled" else {}),
+    )
+    optimizer = rnn.SGD(
+        config.gamma_theta,
+        momentum=config.momentum,
+        hidden_bias_factor=2.0 if config.paired_hidden_bias else 1.0,
     )
 
     n_eval = config.iterations // config.eval_every
     out = {k: np.full(n_eval, np.nan) for k in ("train_loss", "eval_loss", "accuracy", "wall")}
     diverged_at = -1
+    stopped = ""
     elapsed = 0.0
     window = 0.0
     with np.errstate(all="ignore"):
+        initial_loss, initial_score = task.evaluate(params, loss)
         for it in range(1, config.iterations + 1):
             x, y = task.batch()
             start = time.perf_counter()
             try:
                 if config.method == "tp":
                     value, directions = rnn.tp_directions(
-                        params, x, y, loss, gamma_h=config.gamma_h, r=config.r, rule=config.rule,
+                        params,
+                        x,
+                        y,
+                        loss,
+                        gamma_h=config.gamma_h,
+                        r=config.r,
+                        rule=config.rule,
                         margin=config.margin,
+                        beyond_margin=config.beyond_margin,
+                        transition_gradient=config.transition_gradient,
                     )
                 else:
                     value, directions = rnn.bptt_gradients(params, x, y, loss)
-                rnn.sgd_step(params, directions, config.gamma_theta)
+                optimizer.step(params, directions)
                 finite = math.isfinite(value) and params.is_finite()
             except np.linalg.LinAlgError:
                 finite = False
             elapsed += time.perf_counter() - start
             if not finite:
-                diverged_at = it
+                diverged_at, stopped = it, "NaN/Inf or unfactorizable Gram matrix"
                 break
             window += value
             if it % config.eval_every == 0:
@@ -297,16 +404,34 @@ def run(config: RNNExperimentConfig) -> xr.Dataset:
                 out["eval_loss"][k], out["accuracy"][k] = task.evaluate(params, loss)
                 out["wall"][k] = elapsed
                 window = 0.0
-                if not (math.isfinite(out["eval_loss"][k])):
+                if progress is not None:
+                    progress(
+                        it,
+                        {
+                            "train_loss": out["train_loss"][k],
+                            "eval_loss": out["eval_loss"][k],
+                            "accuracy": out["accuracy"][k],
+                            "wall_time": elapsed,
+                        },
+                    )
+                if not math.isfinite(out["eval_loss"][k]):
+                    diverged_at, stopped = it, "NaN/Inf held-out loss"
+                    break
+                if out["eval_loss"][k] > config.stop_factor * initial_loss:
                     diverged_at = it
+                    stopped = f"held-out loss > {config.stop_factor:g} × its initial value"
                     break
 
     score_name = (
-        "fraction of held-out sequences with squared error < 0.04"
-        if task.readout == "linear"
+        f"fraction of held-out sequences with {config.adding_success} error < 0.04"
+        if task.readout != "softmax"
         else "held-out classification accuracy"
     )
-    loss_name = "cross-entropy" if task.readout == "softmax" else "½ squared error"
+    loss_name = {
+        "softmax": "cross-entropy",
+        "linear": "½ squared error",
+        "linear_mse": "squared error",
+    }[task.readout]
     iteration = np.arange(1, n_eval + 1) * config.eval_every
     ds = xr.Dataset(
         {
@@ -339,6 +464,9 @@ def run(config: RNNExperimentConfig) -> xr.Dataset:
             "seed": config.seed,
             "diverged": int(diverged_at > 0),
             "diverged_iteration": diverged_at,
+            "stopped": stopped,
+            "initial_eval_loss": initial_loss,
+            "initial_accuracy": initial_score,
             "cdtp_version": _package_version(),
             "title": f"{config.method.upper()} on {config.task} (T = {config.length})",
         },

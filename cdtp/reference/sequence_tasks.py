@@ -17,7 +17,9 @@ from importlib import resources
 import numpy as np
 
 __all__ = [
+    "ADDING_SUCCESS",
     "ADDING_SUCCESS_THRESHOLD",
+    "MARKER_POSITIONS",
     "TASKS",
     "TEMPORAL_ORDER_CLASSES",
     "TEMPORAL_ORDER_SYMBOLS",
@@ -34,9 +36,14 @@ __all__ = [
 TEMPORAL_ORDER_SYMBOLS = ("a", "b", "c", "d", "X", "Y")
 #: Output classes: the order in which the two markers appear.
 TEMPORAL_ORDER_CLASSES = ("XX", "XY", "YX", "YY")
-#: A prediction of the adding problem counts as correct if its squared error is below this
-#: (seed 002 Sec 4, following Manchev & Spratling 2020).
+#: A prediction of the adding problem counts as correct if its error is below this (seed 002
+#: Sec 4, following Manchev & Spratling 2020): the absolute error in the paper's code, the
+#: squared error in its text.
 ADDING_SUCCESS_THRESHOLD = 0.04
+#: How the adding problem's success is measured: |ŷ − y| (code) or (ŷ − y)² (text) < 0.04.
+ADDING_SUCCESS = ("absolute", "squared")
+#: Marker-position conventions of the temporal order problem.
+MARKER_POSITIONS = ("code", "text")
 #: Task names understood by :mod:`cdtp.reference.rnn_experiment`.
 TASKS = ("temporal_order", "adding", "digits_pixel", "digits_row")
 
@@ -56,25 +63,40 @@ def _check_positive_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
-def temporal_order_marker_range(length: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """1-based inclusive ranges of t1 ∈ [T/10, 2T/10] and t2 ∈ [4T/10, 5T/10].
+def temporal_order_marker_range(
+    length: int, positions: str = "code"
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """1-based inclusive ranges of the two marker positions t1 and t2.
 
-    The real-valued bounds are rounded inwards (ceil of the lower, floor of the upper).
+    ``positions="code"`` (the paper's public code): 0-based p0 ∈ [⌊T/10⌋, 2⌊T/10⌋) and
+    p1 ∈ [⌊T/2⌋, ⌊T/2⌋ + ⌊T/10⌋), i.e. t1 ∈ [⌊T/10⌋ + 1, 2⌊T/10⌋] and
+    t2 ∈ [⌊T/2⌋ + 1, ⌊T/2⌋ + ⌊T/10⌋]. ``positions="text"`` (the paper's Sec 4):
+    t1 ∈ [T/10, 2T/10] and t2 ∈ [4T/10, 5T/10], real bounds rounded inwards.
     """
     length = _check_positive_int("length", length, minimum=10)
+    if positions not in MARKER_POSITIONS:
+        raise ValueError(
+            f"unknown marker positions {positions!r}; allowed: {', '.join(MARKER_POSITIONS)}"
+        )
+    if positions == "code":
+        tenth, half = length // 10, length // 2
+        return (tenth + 1, 2 * tenth), (half + 1, half + tenth)
     lo1, hi1 = -(-length // 10), (2 * length) // 10
     lo2, hi2 = -(-4 * length // 10), (5 * length) // 10
     return (max(lo1, 1), hi1), (lo2, hi2)
 
 
 def temporal_order_batch(
-    rng: np.random.Generator, batch_size: int, length: int
+    rng: np.random.Generator, batch_size: int, length: int, positions: str = "code"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Temporal order problem (seed 002 Sec 4; Hochreiter & Schmidhuber 1997).
 
-    Each step carries a random symbol from {a, b, c, d}, except positions t1 ∈ [T/10, 2T/10]
-    and t2 ∈ [4T/10, 5T/10] which carry X or Y. The class is the order of the two markers,
-    one of XX, XY, YX, YY (uniform). Inputs are one-hot over the six symbols.
+    Each step carries a random symbol from {a, b, c, d}, except positions t1 and t2
+    (:func:`temporal_order_marker_range`) which carry X or Y, each drawn independently and
+    uniformly. The class is the order of the two markers, one of XX, XY, YX, YY. Inputs are
+    one-hot over the six symbols. The paper's code numbers the symbols X, Y, a–d as 0–5 and the
+    classes as v0 + 2·v1; ours are a permutation of both, which changes nothing for a model
+    whose input and readout weights are drawn rotation-invariantly.
 
     Parameters
     ----------
@@ -82,6 +104,8 @@ def temporal_order_batch(
     batch_size : int
     length : int
         Sequence length T ≥ 10.
+    positions : {"code", "text"}
+        Marker ranges of the paper's code or of its text.
 
     Returns
     -------
@@ -91,7 +115,7 @@ def temporal_order_batch(
     """
     rng = _check_rng(rng)
     batch_size = _check_positive_int("batch_size", batch_size)
-    (lo1, hi1), (lo2, hi2) = temporal_order_marker_range(length)
+    (lo1, hi1), (lo2, hi2) = temporal_order_marker_range(length, positions)
     symbols = rng.integers(0, 4, size=(batch_size, length))
     labels = rng.integers(0, 4, size=batch_size)
     t1 = rng.integers(lo1, hi1 + 1, size=batch_size)
@@ -109,7 +133,9 @@ def adding_marker_range(length: int) -> tuple[tuple[int, int], tuple[int, int]]:
     """1-based inclusive ranges t1 ∈ [1, T/10] and t2 ∈ (T/10, T/2].
 
     The paper's intervals [1, T/10] and [T/10, T/2] share the point T/10; we give it to t1 so that
-    the two markers never coincide.
+    the two markers never coincide. Its code's 0-based p0 ∈ [0, ⌊T/10⌋) and
+    p1 ∈ [⌊T/10⌋, ⌊T/10⌋ + ⌊0.4T⌋) are the same ranges whenever ⌊T/10⌋ + ⌊0.4T⌋ = ⌊T/2⌋
+    (e.g. T = 30: t1 ∈ [1, 3], t2 ∈ [4, 15]).
     """
     length = _check_positive_int("length", length, minimum=10)
     hi1 = length // 10
@@ -144,10 +170,20 @@ def adding_batch(
     return x, y[:, None]
 
 
-def adding_success(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Boolean per example: squared error below :data:`ADDING_SUCCESS_THRESHOLD` (0.04)."""
-    err = np.sum((np.asarray(prediction) - np.asarray(target)) ** 2, axis=-1)
-    return err < ADDING_SUCCESS_THRESHOLD
+def adding_success(
+    prediction: np.ndarray, target: np.ndarray, kind: str = "absolute"
+) -> np.ndarray:
+    """Boolean per example: error below :data:`ADDING_SUCCESS_THRESHOLD` (0.04).
+
+    ``kind="absolute"``: |ŷ − y| < 0.04 (the paper's code, which its Fig 3 plots);
+    ``kind="squared"``: (ŷ − y)² < 0.04, i.e. |ŷ − y| < 0.2 (its text).
+    """
+    if kind not in ADDING_SUCCESS:
+        raise ValueError(f"unknown adding success {kind!r}; allowed: {', '.join(ADDING_SUCCESS)}")
+    err = np.asarray(prediction) - np.asarray(target)
+    if kind == "absolute":
+        return np.all(np.abs(err) < ADDING_SUCCESS_THRESHOLD, axis=-1)
+    return np.sum(err**2, axis=-1) < ADDING_SUCCESS_THRESHOLD
 
 
 @dataclass(frozen=True)
