@@ -82,7 +82,7 @@ def specs(quick: bool = False) -> list[Spec]:
         Spec("mnist1d", (40, 100, 100, 10), 1 if quick else 5,
              lambda: _split(tasks.mnist1d(42), 800),
              "MNIST-1D (the `mnist1d` package's make_dataset, seed 42, generated offline),"
-             " 3 200 fit / 800 validation / 1 000 test; 5 epochs (time, see below)"),
+             " 3 200 fit / 800 validation / 1 000 test (chance 0.1)"),
         Spec("teacher_classes", (16, 32, 32, 3), 1,
              lambda: _split(tasks.teacher_classes(7, n_train=6000, n_test=1000), 1000),
              "16 Gaussian inputs, 3 classes from a random tanh teacher [16, 32, 3]; one pass over"
@@ -246,6 +246,9 @@ def render(results: list[dict]) -> str:
         f" {c.feedback_gain}), leak λ = {c.leak}, difference = {c.difference}, η_W = {c.eta_w},"
         f" β = {c.beta}; other tasks change only `sizes`.",
         "\n".join(f"- {s.name}: {s.note}" for s in (r["spec"] for r in results)),
+        "Wall times were measured while other jobs shared the machine's 2 cores: they bound the"
+        " cost of a row, they are not a speed measurement (see RESULTS.md for the engine's"
+        " speed).",
         table(results),
         curves_table(results),
         *([(RESULTS / "exploration.md").read_text().strip()]
