@@ -145,6 +145,23 @@ def _positive_int(name: str, value) -> int:
     return int(value)
 
 
+def _teacher_sizes(n_in, hidden, n_out, n_train, n_test, nonlinearity, out_name: str):
+    """Validated layer sizes of a teacher network and the split sizes (shared by the teacher
+    tasks); ``out_name`` names the output width in messages."""
+    n_in = _positive_int("n_in", n_in)
+    n_out = _positive_int(out_name, n_out)
+    n_train = _positive_int("n_train", n_train)
+    n_test = _positive_int("n_test", n_test)
+    if isinstance(hidden, Integral):
+        hidden = (hidden,)
+    hidden = tuple(_positive_int("each hidden width", h) for h in hidden)
+    if nonlinearity not in NONLINEARITIES:
+        raise ValueError(
+            f"unknown nonlinearity {nonlinearity!r}; allowed: {', '.join(sorted(NONLINEARITIES))}"
+        )
+    return (n_in, *hidden, n_out), n_train, n_test
+
+
 def teacher_student(
     rng_or_seed=0,
     n_in: int = 16,
@@ -185,20 +202,11 @@ def teacher_student(
         :class:`~cdtp.layers.Network` and ``metadata["sizes"]`` its layer sizes.
     """
     rng = _as_generator(rng_or_seed)
-    n_in = _positive_int("n_in", n_in)
-    n_out = _positive_int("n_out", n_out)
-    n_train = _positive_int("n_train", n_train)
-    n_test = _positive_int("n_test", n_test)
-    if isinstance(hidden, Integral):
-        hidden = (hidden,)
-    hidden = tuple(_positive_int("each hidden width", h) for h in hidden)
-    if nonlinearity not in NONLINEARITIES:
-        raise ValueError(
-            f"unknown nonlinearity {nonlinearity!r}; allowed: {', '.join(sorted(NONLINEARITIES))}"
-        )
+    sizes, n_train, n_test = _teacher_sizes(n_in, hidden, n_out, n_train, n_test, nonlinearity,
+                                            "n_out")
+    n_in = sizes[0]
     if not isinstance(noise, Real) or not np.isfinite(noise) or noise < 0:
         raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
-    sizes = (n_in, *hidden, n_out)
     teacher = init_network(sizes, rng, nonlinearity=nonlinearity)
     x_train = rng.standard_normal((n_train, n_in))
     x_test = rng.standard_normal((n_test, n_in))
@@ -260,22 +268,13 @@ def teacher_classes(
         ``loss == "softmax_cross_entropy"``, one-hot targets, integer labels.
     """
     rng = _as_generator(rng_or_seed)
-    n_in = _positive_int("n_in", n_in)
-    n_classes = _positive_int("n_classes", n_classes)
-    n_train = _positive_int("n_train", n_train)
-    n_test = _positive_int("n_test", n_test)
+    sizes, n_train, n_test = _teacher_sizes(n_in, hidden, n_classes, n_train, n_test,
+                                            nonlinearity, "n_classes")
+    n_in, n_classes = sizes[0], sizes[-1]
     if n_classes < 2:
         raise ValueError(f"n_classes must be at least 2, got {n_classes}")
-    if isinstance(hidden, Integral):
-        hidden = (hidden,)
-    hidden = tuple(_positive_int("each hidden width", h) for h in hidden)
-    if nonlinearity not in NONLINEARITIES:
-        raise ValueError(
-            f"unknown nonlinearity {nonlinearity!r}; allowed: {', '.join(sorted(NONLINEARITIES))}"
-        )
     if not isinstance(margin, Real) or not np.isfinite(margin) or margin < 0:
         raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
-    sizes = (n_in, *hidden, n_classes)
     teacher = init_network(sizes, rng, nonlinearity=nonlinearity)
     probe = teacher.forward(rng.standard_normal((4096, n_in)))[-1]
     mean, std = probe.mean(axis=0), probe.std(axis=0) + 1e-12
