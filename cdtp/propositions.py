@@ -908,8 +908,8 @@ def check_p8(ds: xr.Dataset, tolerance: float = 1e-9) -> xr.Dataset:
     the largest relative error over those boundaries of the cycle (n/a if there are none, e.g.
     a sinusoid whose snapshots all fall where the hold gate is open).
 
-    n/a with difference feedback (where Δ1 is applied as γ Δ2's error by definition) and for
-    circuits whose Ω does not follow Δ1 / Δ2 (``fixed``, ``mirror``).
+    n/a with difference feedback, where m_{l−1} carries the held baseline and Δ1 is applied as
+    γ Δ2's error by definition.
 
     Tolerance 1e-9: an identity of the update (m is γ a + (1 − γ) g); float64 round-off on O(1)
     values is ~1e-16, so anything above 1e-9 is a wrong drive, not round-off."""
@@ -936,8 +936,6 @@ def check_p8(ds: xr.Dataset, tolerance: float = 1e-9) -> xr.Dataset:
     if circuit.difference:
         why_not = ("difference feedback: m_{l−1} = a_{l−1} + (1 − γ)(g_l(u_l) − ĝ_{l−1}), and Δ1 is"
                    " applied as γ (a_{l−1} − g_l(u_l)) σ(u_l)ᵀ, so Δ1 = γΔ2 by construction")
-    elif circuit.feedback_rule not in ("delta1", "delta2"):
-        why_not = f"Ω follows the {circuit.feedback_rule!r} rule, not Δ1 / Δ2"
     if why_not:
         res[:] = np.nan
         na = np.full(res.shape, why_not, dtype=object)

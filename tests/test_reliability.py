@@ -292,13 +292,16 @@ def test_a_unit_of_another_dimension_says_wrong_dimension(text, dim):
 
 
 # -- divergence --------------------------------------------------------------------------------
-@pytest.mark.parametrize("override", ["circuit.plasticity.eta_w=1000",
-                                      "circuit.plasticity.beta=1e6",
-                                      'circuit.plasticity.eta_omega="1e9 /s"'])
-def test_divergence_in_the_first_cycle_is_reported_and_readable(tmp_path, capsys, override):
+@pytest.mark.parametrize("overrides", [["circuit.plasticity.eta_w=1000"],
+                                       ["circuit.plasticity.beta=1e6"],
+                                       # η_Ω drives Δ1 (the shipped circuit mirrors W instead)
+                                       ['circuit.feedback.rule="delta1"',
+                                        'circuit.plasticity.eta_omega="1e9 /s"']])
+def test_divergence_in_the_first_cycle_is_reported_and_readable(tmp_path, capsys, overrides):
     path = _setup(tmp_path)
     out = tmp_path / "d.nc"
-    assert main(["run", str(path), "-o", str(out), "--set", override]) == 1
+    sets = [arg for o in overrides for arg in ("--set", o)]
+    assert main(["run", str(path), "-o", str(out), *sets]) == 1
     err = capsys.readouterr().err
     assert re.search(r"the run diverged: cycle 0: ", err), err
     ds = load(out)
@@ -315,8 +318,10 @@ def test_divergence_in_the_first_cycle_is_reported_and_readable(tmp_path, capsys
 def test_divergence_after_some_cycles_is_plotted_and_checked(tmp_path, capsys):
     path = _setup(tmp_path, SCENARIO.replace("cycles = 2", "cycles = 20"))
     out = tmp_path / "d.nc"
-    # a tight activity bound that the targets cross once learning has started
-    code = main(["run", str(path), "-o", str(out), "--set", "circuit.divergence.activity_bound=3"])
+    # a tight activity bound that the activity crosses once learning has started (measured:
+    # |a| of layer 1 reaches 1.57 in cycle 1 with the shipped teacher-student circuit)
+    code = main(["run", str(path), "-o", str(out), "--set",
+                 "circuit.divergence.activity_bound=1.5"])
     assert code == 1
     ds = load(out)
     k = ds.attrs["cycles_completed"]

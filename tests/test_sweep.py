@@ -197,7 +197,7 @@ def test_info_check_and_plot_read_a_sweep_file(gate_sweep, tmp_path, capsys):
     assert bool(report["failures"]) == any(f is not None and f < 1 for f in fractions)
     assert main(["plot", str(out), "-o", str(tmp_path / "figs")]) == 0
     names = {p.name for p in (tmp_path / "figs").iterdir()}
-    assert {"learning_curves.png", "final_loss.png", "P8_median_residual.png"} <= names
+    assert {"learning_curves.png", "final_loss.png", "P5_median_residual.png"} <= names
 
 
 @pytest.mark.slow

@@ -83,7 +83,8 @@ def test_get_task_by_name():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda: get_task("mnist"), r"unknown task 'mnist'; allowed: digits, mnist1d, teacher_classes, teacher_student"),
+        (lambda: get_task("mnist"),
+         r"unknown task 'mnist'; allowed: digits, mnist1d, teacher_classes, teacher_student"),
         (lambda: digits(test_fraction=1.5), r"test_fraction must be in \(0, 1\)"),
         (lambda: digits(scale=-1.0), r"scale must be a finite number > 0"),
         (lambda: digits(seed=-2), r"seed must be a non-negative integer"),

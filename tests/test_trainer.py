@@ -112,4 +112,5 @@ def test_network_must_fit_task(small_task):
 
 
 def test_methods_list_is_complete():
-    assert set(METHODS) == {"bp", "dtp1", "dtp", "difference_tp", "regularized_tp"}
+    assert set(METHODS) == {"bp", "dtp1", "dtp", "difference_tp", "regularized_tp",
+                            "cdtp_recipe"}
