@@ -21,6 +21,10 @@ Eqs 46–48 (h, a, u)         run_regularly ``dynamics`` of layer l (forward Eul
                             influence factor, W follows the change of the scaled
                             discrepancy ``scaled_error`` = s_l (τ_l − a_l) (see
                             :mod:`cdtp.reference.cdtp_map`)
+leaky loop, difference      ``leak`` (λ) in the u update; ``fb_ref`` (ĝ_{l−1}, held with
+feedback (docs/model.md      ``hold_above``) in the targets code; the ``mirror`` rule is a
+§2.3)                       run_regularly of ``feedback_l`` adding ``mirror_gain`` × W's update
+                            with pre and post exchanged
 ‖σ̃(a)‖², Σ(a − τ)², Σe^a   NeuronGroup ``norm_l`` (one normalization neuron per layer)
                             pooling through summed synapses ``pool_l``; the results come
                             back through one-to-all summed synapses ``broadcast_l``
@@ -855,10 +859,20 @@ def _feedforward_matrix(run, l: int, k: int) -> np.ndarray:
 
 
 def _feedback_matrix(run, l: int, k: int) -> np.ndarray:
-    """Ω_l of circuit k of a built run."""
-    sizes, bias = run.circuit.sizes, int(run.circuit.bias)
+    """Ω_l of circuit k of a built run; with the ``mirror`` rule on a slow plasticity clock, the
+    pending mirrored update is added as for W (:func:`_feedforward_matrix`)."""
+    circuit = run.circuit
+    sizes, bias = circuit.sizes, int(circuit.bias)
     nb_pre, nb_post = sizes[l] + bias, sizes[l - 1] + bias
-    return _block_matrix(run.feedback[l], "Omega", nb_post, nb_pre, sizes[l - 1], nb_pre, k)
+    om = _block_matrix(run.feedback[l], "Omega", nb_post, nb_pre, sizes[l - 1], nb_pre, k)
+    if run.plasticity_every > 1 and circuit.feedback_rule == "mirror" and circuit.eta_w != 0:
+        below, above = run.layers[l - 1], run.layers[l]
+        sl = slice(k * nb_post, k * nb_post + sizes[l - 1])
+        sa = np.asarray(below.sa[sl]) * np.asarray(below.inv_norm[sl])
+        drive = np.asarray(above.w_drive[k * nb_pre: k * nb_pre + sizes[l]])
+        gain = float(np.asarray(run.feedback[l].mirror_gain[:])[k * nb_pre * sizes[l - 1]])
+        om[:, : sizes[l]] += gain * circuit.eta_w * np.outer(sa, drive)
+    return om
 
 
 def _divergence_after_run(layers, circuit: CircuitConfig, outputs, block: int = 0):

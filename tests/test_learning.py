@@ -133,3 +133,22 @@ def test_circuit_update_converges_to_the_reference_recipe():
         assert errors[1e-3][l] < 5e-3
         # first order in η_W (measured ratio 10.0)
         assert 8 < errors[1e-3][l] / errors[1e-4][l] < 12
+
+
+@pytest.mark.brian2
+@pytest.mark.parametrize("every", [1, 2])
+def test_brian2_mirror_keeps_feedback_the_scaled_transpose(every):
+    """In the Brian2 circuit too (every step, and on the slower plasticity clock), Ω_l stays
+    c_l W_lᵀ while W_l moves."""
+    circuit = _recipe((5, 6, 5, 3), eta_w=0.2)
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(5, 5)), np.eye(3)[rng.integers(0, 3, 5)]
+    run = build(circuit, SCHEDULE, x, y, dt=DT, device="numpy", plasticity_every=every).run(5)
+    net = initial_network(circuit)
+    gains = cdtp_map.mirror_gains(net.weights, circuit.sizes, circuit.feedback_gain)
+    for l in (2, 3):
+        n_pre, n_post = circuit.sizes[l - 1], circuit.sizes[l]
+        w = run.weights(l)[:, :n_pre]
+        assert np.max(np.abs(w - net.weights[l][:, :n_pre])) > 1e-3
+        # rounding of a few hundred additive updates; a missed or doubled update is O(1e-3)
+        assert np.max(np.abs(run.feedback_weights(l)[:, :n_post] - gains[l][0] * w.T)) < 1e-12
