@@ -22,22 +22,48 @@ from collections.abc import Callable
 __all__ = ["RaiseOnInterrupt", "Shielded", "StopOnInterrupt", "ignore_interrupts"]
 
 
-class StopOnInterrupt:
-    """A context manager: the first SIGINT sets :attr:`requested` and calls the registered
-    stop callbacks; the second sets :attr:`aborted` and raises :class:`KeyboardInterrupt`.
+class _SigintHandler:
+    """A context manager that installs ``self._handle`` for SIGINT in the main thread and
+    restores the previous handler on exit (elsewhere it does nothing). With
+    ``_replace_brian2``, brian2 is imported first, so that the handler brian2 installs on import
+    is the one replaced."""
 
-    Outside the main thread (where Python cannot install signal handlers) it does nothing.
-    """
+    _replace_brian2 = True
 
-    def __init__(self, message: str = "interrupted: stopping after the current time step and"
-                                      " writing what is complete (Ctrl-C again to abort and"
-                                      " write nothing)"):
-        self.message = message
+    def __init__(self):
+        self._previous = None
+        self._installed = False
+
+    def _handle(self, signum, frame):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            if self._replace_brian2:
+                try:
+                    import brian2  # noqa: F401  (installs its own handler on import)
+                except ImportError:  # pragma: no cover - brian2 is a dependency
+                    pass
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous)
+            self._installed = False
+
+
+class _WithStops(_SigintHandler):
+    """:class:`_SigintHandler` with the stop-callback protocol that
+    :func:`cdtp.simulation.simulate` follows: :attr:`requested`, :attr:`aborted`,
+    :meth:`on_stop`, :meth:`remove_stop`."""
+
+    def __init__(self):
+        super().__init__()
         self.requested = False
         self.aborted = False
         self._stops: list[Callable[[], None]] = []
-        self._previous = None
-        self._installed = False
 
     def on_stop(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` on the first SIGINT (e.g. a Brian2 network's ``stop``); if the
@@ -51,6 +77,20 @@ class StopOnInterrupt:
         if callback in self._stops:
             self._stops.remove(callback)
 
+
+class StopOnInterrupt(_WithStops):
+    """A context manager: the first SIGINT sets :attr:`requested` and calls the registered
+    stop callbacks; the second sets :attr:`aborted` and raises :class:`KeyboardInterrupt`.
+
+    Outside the main thread (where Python cannot install signal handlers) it does nothing.
+    """
+
+    def __init__(self, message: str = "interrupted: stopping after the current time step and"
+                                      " writing what is complete (Ctrl-C again to abort and"
+                                      " write nothing)"):
+        super().__init__()
+        self.message = message
+
     def _handle(self, signum, frame):
         if self.requested:
             # (an exception raised in a signal handler can be swallowed, e.g. when it lands in
@@ -62,20 +102,6 @@ class StopOnInterrupt:
         for stop in self._stops:
             stop()
 
-    def __enter__(self) -> StopOnInterrupt:
-        if threading.current_thread() is threading.main_thread():
-            try:
-                import brian2  # noqa: F401  (installs its own handler on import: replace it)
-            except ImportError:  # pragma: no cover - brian2 is a dependency
-                pass
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-            self._installed = False
 
 
 def ignore_interrupts() -> None:
@@ -84,7 +110,7 @@ def ignore_interrupts() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-class RaiseOnInterrupt:
+class RaiseOnInterrupt(_WithStops):
     """A context manager around a sweep, whose points are either complete or not recorded.
 
     With ``immediately`` (waiting on Dask workers), SIGINT raises :class:`KeyboardInterrupt`
@@ -99,23 +125,8 @@ class RaiseOnInterrupt:
     message = "interrupted: stopping (the point in progress is not recorded)"
 
     def __init__(self, immediately: bool = True):
+        super().__init__()
         self.immediately = immediately
-        self.requested = False
-        self.aborted = False
-        self._stops: list[Callable[[], None]] = []
-        self._previous = None
-        self._installed = False
-
-    def on_stop(self, callback: Callable[[], None]) -> None:
-        """As :meth:`StopOnInterrupt.on_stop`."""
-        self._stops.append(callback)
-        if self.requested:
-            callback()
-
-    def remove_stop(self, callback: Callable[[], None]) -> None:
-        """Forget a callback of :meth:`on_stop` (its simulation is over)."""
-        if callback in self._stops:
-            self._stops.remove(callback)
 
     def _handle(self, signum, frame):
         first = not self.requested
@@ -132,41 +143,17 @@ class RaiseOnInterrupt:
         if self.requested:
             raise KeyboardInterrupt
 
-    def __enter__(self) -> RaiseOnInterrupt:
-        if threading.current_thread() is threading.main_thread():
-            try:
-                import brian2  # noqa: F401
-            except ImportError:  # pragma: no cover
-                pass
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-            self._installed = False
 
 
-class Shielded:
+class Shielded(_SigintHandler):
     """A context manager for clean-up that must finish (shutting down a sweep's workers):
     SIGINT only prints ``message``."""
 
+    _replace_brian2 = False
+
     def __init__(self, message: str):
+        super().__init__()
         self.message = message
-        self._previous = None
-        self._installed = False
 
     def _handle(self, signum, frame):
         print(f"\n{self.message}", file=sys.stderr, flush=True)
-
-    def __enter__(self) -> Shielded:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-            self._installed = False
