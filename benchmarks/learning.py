@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.circuit_learning import network_of
 from cdtp import tasks
 from cdtp.circuit import CircuitConfig, load_circuit
 from cdtp.engine import build, initial_network
@@ -69,9 +70,9 @@ def _split(task: tasks.Task, n_val: int, seed: int = 0):
         return tasks.Task(task.name, task.x_train[idx_train], task.y_train[idx_train], x_test,
                           y_test, task.loss, task.labels_train[idx_train], l_test)
 
-    return (sub(fit, task.x_train[val], task.y_train[val], task.labels_train[val]),
-            sub(fit, task.x_train[val], task.y_train[val], task.labels_train[val]),
-            sub(fit, task.x_test, task.y_test, task.labels_test))
+    # the fit task's "test" split is the validation part: the one used to choose settings
+    validation = sub(fit, task.x_train[val], task.y_train[val], task.labels_train[val])
+    return validation, validation, sub(fit, task.x_test, task.y_test, task.labels_test)
 
 
 def specs(quick: bool = False) -> list[Spec]:
@@ -116,14 +117,13 @@ def run_circuit(circuit: CircuitConfig, fit, evals, epochs: int, seed: int) -> d
     t_build = time.perf_counter() - t0
     curves = {k: [] for k in evals}
     sim = 0.0
-    net = initial_network(c)
     for _ in range(epochs):
         t0 = time.perf_counter()
         run.run(fit.n_train)
         sim += time.perf_counter() - t0
         if run.diverged:
             break
-        net.weights = [None] + [run.weights(l) for l in range(1, c.depth + 1)]
+        net = network_of(run, c)
         for k, task in evals.items():
             curves[k].append(accuracy(net, task))
     steps = run.cycle * SCHEDULE.steps_per_cycle(DT)
