@@ -65,10 +65,12 @@ def digits_circuit() -> CircuitConfig:
 
 
 def network_of(run, circuit: CircuitConfig) -> Network:
-    """The circuit's current feedforward weights as a numpy :class:`Network`."""
+    """The circuit's current feedforward and feedback weights as a numpy :class:`Network`."""
     net = initial_network(circuit)
     for l in range(1, circuit.depth + 1):
         net.weights[l] = run.weights(l)
+        if l >= 2:
+            net.feedback[l] = run.feedback_weights(l)
     return net
 
 

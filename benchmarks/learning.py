@@ -38,6 +38,7 @@ from cdtp.circuit import CircuitConfig, load_circuit
 from cdtp.engine import build, initial_network
 from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
 from cdtp.layers import Network
+from cdtp.reference import alignment
 from cdtp.reference.trainer import train
 
 HERE = Path(__file__).resolve().parent
@@ -116,6 +117,7 @@ def run_circuit(circuit: CircuitConfig, fit, evals, epochs: int, seed: int) -> d
     run = build(c, SCHEDULE, x, y, dt=DT, device="cython")
     t_build = time.perf_counter() - t0
     curves = {k: [] for k in evals}
+    diag = [diagnostics(network_of(run, c), c, evals["val"])]
     sim = 0.0
     for _ in range(epochs):
         t0 = time.perf_counter()
@@ -126,9 +128,25 @@ def run_circuit(circuit: CircuitConfig, fit, evals, epochs: int, seed: int) -> d
         net = network_of(run, c)
         for k, task in evals.items():
             curves[k].append(accuracy(net, task))
+        diag.append(diagnostics(net, c, evals["val"]))
     steps = run.cycle * SCHEDULE.steps_per_cycle(DT)
     return {"curves": curves, "diverged": run.diverged, "sim": sim, "build": t_build,
-            "us_per_step": 1e6 * sim / max(steps, 1)}
+            "us_per_step": 1e6 * sim / max(steps, 1), "diagnostics": diag}
+
+
+DIAGNOSTIC_EXAMPLES = 200
+
+
+def diagnostics(net: Network, circuit: CircuitConfig, task: tasks.Task) -> dict:
+    """Decoder reconstruction errors and the update's angles to BP and Gauss-Newton, on the
+    first :data:`DIAGNOSTIC_EXAMPLES` validation examples (lists indexed by layer; NaN where
+    undefined)."""
+    x = task.x_test[:DIAGNOSTIC_EXAMPLES]
+    y = task.y_test[:DIAGNOSTIC_EXAMPLES]
+    rec = alignment.reconstruction_errors(net, x)
+    ang = alignment.update_alignment(net, x, y, circuit.loss, circuit.beta, circuit.leak)
+    out = {f"rec_{k}": v for k, v in rec.items()} | {f"angle_{k}": v for k, v in ang.items()}
+    return {k: [None if np.isnan(e) else float(e) for e in v] for k, v in out.items()}
 
 
 def run_bp(circuit: CircuitConfig, fit, val, test, epochs: int, seed: int, lr: float) -> dict:

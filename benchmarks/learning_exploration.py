@@ -50,6 +50,7 @@ class Cfg:
     k_u: float = 1.0
     oracle_noise: float = 0.0
     leak: float = 0.0
+    eta_decay: float = 0.0    # eta_w / (1 + eta_decay * epoch)
 
 def make_sigma(cfg):
     if cfg.sigma == "tanh": return np.tanh
@@ -190,7 +191,7 @@ def train(cfg, seeds, Xtr, Ytr, Xte, lab_te, epochs, order_seed=100, eval_every_
                         sa = wb(sig(a[l - 1]))
                         npre = sa / (np.sum(sa * sa, -1, keepdims=True) + 1e-12)
                         d = de[l] if (cfg.influence or cfg.clip) else dtau[l]
-                        dW = cfg.eta_w * d[:, :, None] * npre[:, None, :]
+                        dW = cfg.eta_w / (1 + cfg.eta_decay * ep) * d[:, :, None] * npre[:, None, :]
                         W[l] += dW
                         if cfg.mirror and l >= 2:
                             Om[l][:, :, :-1] += cmir[l] * np.swapaxes(dW[:, :, :-1], 1, 2)

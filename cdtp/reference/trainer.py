@@ -23,7 +23,7 @@ Methods
     ½‖f_l(h_{l−1}) − τ_l‖² for every layer. For the top layer this is lr·β times the loss
     gradient step, as in Lee et al.
 ``"cdtp_recipe"``  (docs/model.md §2.3)
-    The circuit's learning recipe with converged loops (:func:`_recipe_step`): leaky
+    The circuit's learning recipe with converged loops (:func:`recipe_targets`): leaky
     input-correction targets with difference feedback, DTP1 updates with the normalized
     presynaptic factor, feedback weights mirroring W's changes. Start Ω at the transpose
     (``init_network(..., feedback_init="transpose")``); ``regularization`` is the leak λ.
@@ -290,18 +290,53 @@ def _step(net: Network, x, y, loss, cfg: TrainingConfig, rng, counters: dict) ->
     return [None] + [cfg.lr * u for u in updates[1:]]
 
 
-def _recipe_step(net: Network, x, y, loss, cfg: TrainingConfig, counters: dict) -> list:
-    """The circuit's learning recipe (docs/model.md §2.3) with its loops run to convergence.
+def recipe_targets(net: Network, x, y, loss, beta: float, leak: float,
+                   max_iter: int = 1000) -> tuple[list, list, int]:
+    """Targets of the circuit's learning recipe (docs/model.md §2.3) with its loops converged.
 
     Output target τ_L = h_L − β ∂ℓ/∂h_L (Eq 7); top-down, the leaky input-correction loop of
     layer l with difference feedback, u ← u + τ_l − f_l(h_{l−1} + g_l(u) − g_l(h_l))
-    − λ (u − h_l) from u = h_l, until its increment is below 1e-10 (or
-    ``inversion_iterations`` steps; counted as unconverged), gives τ_{l−1} = h_{l−1} + g_l(u) −
-    g_l(h_l); every layer moves by lr (τ_l − h_l) σ̃(h_{l−1})ᵀ / ‖σ̃(h_{l−1})‖² (DTP1 with the
-    circuit's normalized presynaptic factor), and Ω_l by the transpose of that change times
-    c_l, the ratio Ω_l / W_lᵀ of the transpose start (the ``mirror`` rule). λ is
-    ``regularization``. This is what the circuit computes per γ cycle when its loops settle
-    within the feedback phase, so it is the circuit's reference at convergence.
+    − λ (u − h_l) from u = h_l, until its increment is below 1e-10 (or ``max_iter`` steps),
+    gives τ_{l−1} = h_{l−1} + g_l(u) − g_l(h_l). λ is ``leak``.
+
+    Returns
+    -------
+    h : list
+        The forward activities h_0..h_L, each (batch, n_l).
+    taus : list
+        τ_1..τ_L (index 0 is ``None``).
+    unconverged : int
+        How many loops reached ``max_iter`` without converging.
+    """
+    L = net.depth
+    h = net.forward(x)
+    taus: list = [None] * (L + 1)
+    taus[L] = output_target(h[L], y, loss, beta)
+    unconverged = 0
+    for l in range(L, 1, -1):
+        ref = net.g(l, h[l])
+        u = h[l].copy()
+        for _ in range(max_iter):
+            du = taus[l] - net.f(l, h[l - 1] + net.g(l, u) - ref) - leak * (u - h[l])
+            u = u + du
+            if np.max(np.abs(du)) < 1e-10:
+                break
+        else:
+            unconverged += 1
+        taus[l - 1] = h[l - 1] + net.g(l, u) - ref
+    return h, taus, unconverged
+
+
+def _recipe_step(net: Network, x, y, loss, cfg: TrainingConfig, counters: dict) -> list:
+    """The circuit's learning recipe (docs/model.md §2.3) with its loops run to convergence.
+
+    Targets from :func:`recipe_targets` (λ = ``regularization``, at most
+    ``inversion_iterations`` loop steps, non-convergence counted); every layer moves by
+    lr (τ_l − h_l) σ̃(h_{l−1})ᵀ / ‖σ̃(h_{l−1})‖² (DTP1 with the circuit's normalized presynaptic
+    factor), and Ω_l by the transpose of that change times c_l, the ratio Ω_l / W_lᵀ of the
+    transpose start (the ``mirror`` rule). This is what the circuit computes per γ cycle when
+    its loops settle within the feedback phase, so it is the circuit's reference at
+    convergence.
     """
     L = net.depth
     if "mirror" not in counters:
@@ -310,21 +345,9 @@ def _recipe_step(net: Network, x, y, loss, cfg: TrainingConfig, counters: dict) 
             w = net.weights[l][:, : net.sizes[l - 1]]
             ratios.append(float(np.sum(net.feedback[l][:, : net.sizes[l]] * w.T) / np.sum(w**2)))
         counters["mirror"] = ratios
-    lam = cfg.regularization
-    h = net.forward(x)
-    taus: list = [None] * (L + 1)
-    taus[L] = output_target(h[L], y, loss, cfg.beta)
-    for l in range(L, 1, -1):
-        ref = net.g(l, h[l])
-        u = h[l].copy()
-        for _ in range(cfg.inversion_iterations):
-            du = taus[l] - net.f(l, h[l - 1] + net.g(l, u) - ref) - lam * (u - h[l])
-            u = u + du
-            if np.max(np.abs(du)) < 1e-10:
-                break
-        else:
-            counters["unconverged"] += 1
-        taus[l - 1] = h[l - 1] + net.g(l, u) - ref
+    h, taus, unconverged = recipe_targets(net, x, y, loss, cfg.beta, cfg.regularization,
+                                          cfg.inversion_iterations)
+    counters["unconverged"] += unconverged
     dw: list = [None]
     for l in range(1, L + 1):
         pre = with_bias(net.sigma(h[l - 1]), net.bias)
