@@ -129,6 +129,9 @@ def _configure_device(device: str, directory: str | None, threads: int = 1):
         b2.get_device().activate(directory=directory, build_on_run=False)
         # OpenMP threads of the standalone binary (0 or 1: none)
         b2.prefs.devices.cpp_standalone.openmp_threads = threads if threads > 1 else 0
+        # Brian2's default is an unbounded `make -j`: one compiler per source file at once
+        # (measured: 20+ compilers, load average 50 on a 2-core machine); bound it by the cores
+        b2.prefs.devices.cpp_standalone.extra_make_args_unix = [f"-j{os.cpu_count() or 1}"]
         return directory
     b2.set_device("runtime")
     b2.prefs.codegen.target = device
