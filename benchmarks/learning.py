@@ -110,28 +110,53 @@ def stream(task: tasks.Task, epochs: int, seed: int):
     return task.x_train[order], task.y_train[order]
 
 
-def run_circuit(circuit: CircuitConfig, fit, evals, epochs: int, seed: int) -> dict:
+def run_circuit(circuit: CircuitConfig, fit, evals, epochs: int, seed: int,
+                device: str = "cython") -> dict:
+    """One seed of the circuit: per-epoch accuracies and diagnostics, times.
+
+    On cython the run stops after every epoch and the weights are read from the synapses; on
+    cpp_standalone (one compiled binary, one run) they come from snapshots recorded at the
+    start of each epoch's first cycle (``build(..., snapshot_every=n)``) and, for the last
+    epoch, from the synapses after the run."""
     c = dataclasses.replace(circuit, seed=seed)
     x, y = stream(fit, epochs, seed)
+    standalone = device == "cpp_standalone"
     t0 = time.perf_counter()
-    run = build(c, SCHEDULE, x, y, dt=DT, device="cython")
+    run = build(c, SCHEDULE, x, y, dt=DT, device=device,
+                snapshot_every=fit.n_train if standalone else 0)
     t_build = time.perf_counter() - t0
     curves = {k: [] for k in evals}
-    diag = [diagnostics(network_of(run, c), c, evals["val"])]
+    nets = [network_of(run, c)]
     sim = 0.0
-    for _ in range(epochs):
+    if standalone:
         t0 = time.perf_counter()
-        run.run(fit.n_train)
-        sim += time.perf_counter() - t0
-        if run.diverged:
-            break
-        net = network_of(run, c)
+        run.run(fit.n_train * epochs)  # code generation, compilation and the simulation
+        sim = time.perf_counter() - t0
+        done = run.cycle // fit.n_train
+        for e in range(1, done):
+            net = initial_network(c)
+            for l in range(1, c.depth + 1):
+                net.weights[l] = run.weight_snapshots(l)[e]
+                if l >= 2:
+                    net.feedback[l] = run.weight_snapshots(l, "feedback")[e]
+            nets.append(net)
+        if not run.diverged:
+            nets.append(network_of(run, c))
+    else:
+        for _ in range(epochs):
+            t0 = time.perf_counter()
+            run.run(fit.n_train)
+            sim += time.perf_counter() - t0
+            if run.diverged:
+                break
+            nets.append(network_of(run, c))
+    for net in nets[1:]:
         for k, task in evals.items():
             curves[k].append(accuracy(net, task))
-        diag.append(diagnostics(net, c, evals["val"]))
+    diag = [diagnostics(net, c, evals["val"]) for net in nets]
     steps = run.cycle * SCHEDULE.steps_per_cycle(DT)
     return {"curves": curves, "diverged": run.diverged, "sim": sim, "build": t_build,
-            "us_per_step": 1e6 * sim / max(steps, 1), "diagnostics": diag}
+            "us_per_step": 1e6 * sim / max(steps, 1), "diagnostics": diag, "device": device}
 
 
 DIAGNOSTIC_EXAMPLES = 200

@@ -304,6 +304,24 @@ class CircuitRun:
         """Ω_l as an (n_{l−1}, n_l [+1]) matrix (bias column last)."""
         return _feedback_matrix(self, l, 0)
 
+    def weight_snapshots(self, l: int, kind: str = "feedforward") -> np.ndarray:
+        """W_l (``kind="feedforward"``) or Ω_l (``"feedback"``) at the start of cycles 0,
+        s, 2s, … that have begun (s = ``snapshot_every`` of :func:`build`), shape
+        (n_snapshots, rows, columns) as :meth:`weights` / :meth:`feedback_weights`."""
+        key = f"{kind}_snapshots_{l}"
+        if key not in self.monitors:
+            raise ValueError(f"no {kind} snapshots of layer {l}: build with snapshot_every > 0"
+                             " (feedback weights exist for layers ≥ 2)")
+        sizes, bias = self.circuit.sizes, int(self.circuit.bias)
+        if kind == "feedforward":
+            syn, var, shape = self.feedforward[l], "W", (sizes[l] + bias, sizes[l - 1] + bias,
+                                                         sizes[l], sizes[l - 1] + bias)
+        else:
+            syn, var, shape = self.feedback[l], "Omega", (sizes[l - 1] + bias, sizes[l] + bias,
+                                                          sizes[l - 1], sizes[l] + bias)
+        values = np.asarray(getattr(self.monitors[key], var))  # (n_synapses, n_snapshots)
+        return np.array([_block_matrix(syn, var, *shape, values=v) for v in values.T])
+
     def state(self, var: str, l: int) -> np.ndarray:
         """Current values of ``var`` (``a``, ``h``, ``u``, ``target``, …) of layer l, without
         the bias unit."""
@@ -704,13 +722,14 @@ def _block_synapses(matrices, nb_pre: int, nb_post: int, n_post: int):
     return k * nb_pre + pre, k * nb_post + post, mats[k, post, pre]
 
 
-def _block_matrix(syn, var, n_post_block, n_pre_block, n_rows, n_cols, k=0):
+def _block_matrix(syn, var, n_post_block, n_pre_block, n_rows, n_cols, k=0, values=None):
     """Synaptic variable ``var`` of circuit k (block k) of an all-to-all-per-block Synapses
-    object as an (n_rows, n_cols) matrix."""
+    object as an (n_rows, n_cols) matrix; ``values`` (one per synapse, e.g. a monitored
+    snapshot) replace the variable's current values."""
     i, j = np.asarray(syn.i[:]), np.asarray(syn.j[:])
     mine = i // n_pre_block == k
     w = np.zeros((n_rows, n_cols))
-    values = np.asarray(getattr(syn, var)[:])
+    values = np.asarray(getattr(syn, var)[:] if values is None else values)
     w[j[mine] - k * n_post_block, i[mine] - k * n_pre_block] = values[mine]
     return w
 
@@ -728,6 +747,7 @@ def build(
     standalone_directory: str | None = None,
     threads: int = 1,
     plasticity_every: int = 1,
+    snapshot_every: int = 0,
 ) -> CircuitRun:
     """Build the Brian2 network of ``circuit`` driven by ``schedule``.
 
@@ -764,6 +784,11 @@ def build(
         than ``plasticity_every`` steps. The feedback rules (Eqs 51/52) do not telescope
         (both factors change as u converges) and stay on every step. Must divide the steps
         per γ cycle.
+    snapshot_every : int
+        Record every W_l and Ω_l every this many γ cycles, at the start of a cycle (after the
+        previous cycles' weight changes; with ``plasticity_every`` > 1, without the drive not
+        yet applied): :meth:`CircuitRun.weight_snapshots`. 0 (default): none. A
+        cpp_standalone circuit runs once, so this is how it reports learning curves.
 
     Several circuits that differ in their schedules (and initial weights) are simulated
     together by :func:`cdtp.batch.build_batch`.
@@ -829,6 +854,19 @@ def build(
         monitors["outputs"] = b2.StateMonitor(layers[L], "a", record=np.arange(nL),
                                               when="start", clock=cycle_clock,
                                               name="output_monitor")
+    if snapshot_every:
+        if int(snapshot_every) != snapshot_every or snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be a whole number of cycles ≥ 0, got"
+                             f" {snapshot_every!r}")
+        snap_clock = b2.Clock(dt=int(snapshot_every) * spc * dt * b2.second,
+                              name="snapshot_clock")
+        for l in range(1, L + 1):
+            for kind, syn, var in (("feedforward", parts.feedforward[l], "W"),
+                                   ("feedback", parts.feedback[l] if l >= 2 else None, "Omega")):
+                if syn is not None:
+                    monitors[f"{kind}_snapshots_{l}"] = b2.StateMonitor(
+                        syn, var, record=True, when="start", clock=snap_clock,
+                        name=f"{kind}_snapshots_{l}")
     network = b2.Network(
         *layers, *parts.norms, *parts.pools, *parts.broadcasts, *parts.feedforward[1:],
         *parts.feedback[2:], *([clamp] if clamp is not None else []),

@@ -152,3 +152,28 @@ def test_brian2_mirror_keeps_feedback_the_scaled_transpose(every):
         assert np.max(np.abs(w - net.weights[l][:, :n_pre])) > 1e-3
         # rounding of a few hundred additive updates; a missed or doubled update is O(1e-3)
         assert np.max(np.abs(run.feedback_weights(l)[:, :n_post] - gains[l][0] * w.T)) < 1e-12
+
+
+@pytest.mark.brian2
+def test_weight_snapshots_are_the_weights_at_cycle_starts():
+    """``snapshot_every``: W and Ω recorded at the start of every s-th cycle equal the map's
+    weights at the end of the cycle before (what a cpp_standalone run reports curves from)."""
+    circuit = _recipe((5, 6, 5, 3), eta_w=0.2)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6, 5))
+    y = np.eye(3)[rng.integers(0, 3, 6)]
+    run = build(circuit, SCHEDULE, x, y, dt=DT, device="numpy", snapshot_every=2).run(6)
+    ref = cdtp_map.run(initial_network(circuit), cdtp_map.parameters_of(circuit, DT), SCHEDULE,
+                       x, y, record_every=0)
+    for l in range(1, 4):
+        snaps = run.weight_snapshots(l)
+        assert snaps.shape[0] == 3  # cycles 0, 2, 4 (the run ends before cycle 6 starts)
+        np.testing.assert_array_equal(snaps[0], initial_network(circuit).weights[l])
+        for k, cycle in ((1, 2), (2, 4)):
+            # the same arithmetic as the map to rounding (see the test above)
+            assert np.max(np.abs(snaps[k] - ref["weights_at_cycle_end"][l][cycle - 1][0])) < 1e-9
+    for l in (2, 3):
+        snaps = run.weight_snapshots(l, "feedback")
+        assert np.max(np.abs(snaps[2] - ref["feedback_at_cycle_end"][l][3][0])) < 1e-9
+    with pytest.raises(ValueError, match="snapshot_every"):
+        run.weight_snapshots(1, "feedback")
