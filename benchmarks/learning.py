@@ -126,7 +126,7 @@ def run_circuit(circuit: CircuitConfig, fit, evals, epochs: int, seed: int,
                 snapshot_every=fit.n_train if standalone else 0)
     t_build = time.perf_counter() - t0
     curves = {k: [] for k in evals}
-    nets = [network_of(run, c)]
+    nets = [initial_network(c)]  # the weights the circuit starts from
     sim = 0.0
     if standalone:
         t0 = time.perf_counter()
@@ -184,16 +184,32 @@ def run_bp(circuit: CircuitConfig, fit, val, test, epochs: int, seed: int, lr: f
     return out
 
 
-def run_task(spec: Spec, seeds) -> dict:
+def run_reference(circuit: CircuitConfig, test, epochs: int, seed: int) -> dict:
+    """The recipe with its loops solved (``cdtp_recipe``): the circuit's settings, the same
+    initial weights and example order, test accuracy per epoch (nothing tuned on it, so no
+    validation run)."""
+    c = dataclasses.replace(circuit, seed=seed)
+    t0 = time.perf_counter()
+    ds = train(initial_network(c), test, "cdtp_recipe", epochs=epochs, batch_size=1,
+               lr=c.eta_w, beta=c.beta, regularization=c.leak, inversion_iterations=1000,
+               seed=100 + seed)
+    return {"test": [float(v) for v in ds.test_accuracy.values[1:]],
+            "time": time.perf_counter() - t0}
+
+
+def run_task(spec: Spec, seeds, device: str = "cython") -> dict:
     fit, val, test = spec.make()
     circuit = circuit_for(spec.sizes)
     res = {"spec": spec, "circuit": [], "bp": {}, "circuit_cfg": circuit}
     for seed in seeds:
-        r = run_circuit(circuit, fit, {"val": val, "test": test}, spec.epochs, seed)
+        r = run_circuit(circuit, fit, {"val": val, "test": test}, spec.epochs, seed, device)
         res["circuit"].append(r)
         print(f"{spec.name} circuit seed {seed}: val {r['curves']['val'][-1:]} test"
               f" {r['curves']['test'][-1:]} ({r['sim']:.0f} s, {r['us_per_step']:.0f} µs/step)",
               flush=True)
+    res["reference"] = [run_reference(circuit, test, spec.epochs, seed) for seed in seeds]
+    print(f"{spec.name} reference recipe: test {[r['test'][-1] for r in res['reference']]}",
+          flush=True)
     for lr in BP_STEPS:
         t0 = time.perf_counter()
         res["bp"][lr] = [run_bp(circuit, fit, val, test, spec.epochs, s, lr) for s in seeds]
@@ -218,13 +234,21 @@ def table(results: list[dict]) -> str:
         cir = res["circuit"]
         ok = [r for r in cir if not r["diverged"]]
         lines.append(
-            f"| {spec.name} | {list(spec.sizes)} | circuit (Brian2, cython), {len(cir)} seeds |"
+            f"| {spec.name} | {list(spec.sizes)} | circuit (Brian2,"
+            f" {cir[0].get('device', 'cython')}), {len(cir)} seeds |"
             f" {spec.epochs} |"
             f" {_ms([r['curves']['val'][-1] for r in ok])} |"
             f" **{_ms([r['curves']['test'][-1] for r in ok])}** |"
             f" {np.mean([r['sim'] for r in cir]):.0f} s (+ {np.mean([r['build'] for r in cir]):.0f}"
             f" s build) | {np.mean([r['us_per_step'] for r in cir]):.0f} |"
         )
+        if res.get("reference"):
+            ref = res["reference"]
+            lines.append(
+                f"| {spec.name} | {list(spec.sizes)} | reference recipe, loops solved"
+                f" (`cdtp_recipe`), {len(ref)} seeds | {spec.epochs} | — |"
+                f" **{_ms([r['test'][-1] for r in ref])}** |"
+                f" {np.mean([r['time'] for r in ref]):.0f} s | — |")
         best = max(res["bp"], key=lambda lr: np.mean([r["val"][-1] for r in res["bp"][lr]]))
         bp = res["bp"][best]
         lines.append(
@@ -249,6 +273,73 @@ def curves_table(results: list[dict]) -> str:
         lines.append(f"Circuit test accuracy per epoch, {res['spec'].name} (mean of "
                      f"{len(tests)} seeds): " + ", ".join(f"{v:.3f}" for v in tests.mean(0)))
     return "\n\n".join(lines)
+
+
+def _diag_mean(res: dict, key: str) -> np.ndarray:
+    """(epochs + 1, L + 1) mean over the seeds that did not diverge."""
+    runs = [r["diagnostics"] for r in res["circuit"] if not r["diverged"] and "diagnostics" in r]
+    return np.nanmean(np.array([[[np.nan if v is None else v for v in row[key]] for row in d]
+                                for d in runs], dtype=float), axis=0)
+
+
+def diagnostics_table(results: list[dict]) -> str:
+    """Per task: decoder reconstruction errors and the update's angles, at the start, after
+    the first epoch, midway and at the end (mean over seeds)."""
+    out = ["## What the feedback computes while the circuit learns",
+           "On the first 200 validation examples, after each epoch, mean of the seeds"
+           " (`cdtp.reference.alignment`): the decoders' relative reconstruction error"
+           " ‖g_l(f_l(h)) − h‖/‖h‖ (*regular*) and, for displacements δ of 5 % of ‖h‖,"
+           " ‖g_l(f_l(h + δ)) − g_l(f_l(h)) − δ‖/‖δ‖ (*difference*: what differential feedback"
+           " uses); the angle (degrees) of the recipe's per-example update of hidden layer l"
+           " (targets of the converged loops on the circuit's current weights) to the backprop"
+           " step and to the Gauss-Newton step J_l⁺(τ_L − h_L), and the angle between those"
+           " two. Figure: `learning_diagnostics.png`."]
+    for res in results:
+        if not any("diagnostics" in r for r in res["circuit"]):
+            continue
+        L = len(res["spec"].sizes) - 1
+        rr, rd = _diag_mean(res, "rec_regular"), _diag_mean(res, "rec_difference")
+        ab, ag, abg = (_diag_mean(res, k) for k in ("angle_bp", "angle_gn", "angle_bp_gn"))
+        n = len(rr) - 1
+        epochs = sorted({0, 1, n // 2, n} & set(range(n + 1)))
+        head = ("| epoch | " + " | ".join(f"rec. g_{l} regular / difference" for l in
+                                          range(2, L + 1)) + " | "
+                + " | ".join(f"∠ layer {l}: to BP / to GN (BP–GN)" for l in range(1, L)) + " |")
+        out += [f"**{res['spec'].name}**", "\n".join([
+            head, "|" + "---|" * (1 + (L - 1) * 2)] + [
+            f"| {e} | " + " | ".join(f"{rr[e, l]:.2f} / {rd[e, l]:.2f}" for l in range(2, L + 1))
+            + " | " + " | ".join(f"{ab[e, l]:.0f}° / {ag[e, l]:.0f}° ({abg[e, l]:.0f}°)"
+                                 for l in range(1, L)) + " |" for e in epochs])]
+    return "\n\n".join(out) if len(out) > 1 else ""
+
+
+def diagnostics_figure(results: list[dict], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results if any("diagnostics" in c for c in r["circuit"])]
+    if not rows:
+        return
+    fig, axes = plt.subplots(len(rows), 2, figsize=(9, 3 * len(rows)), squeeze=False,
+                             layout="constrained")
+    for (ax_r, ax_a), res in zip(axes, rows):
+        L = len(res["spec"].sizes) - 1
+        rr, rd = _diag_mean(res, "rec_regular"), _diag_mean(res, "rec_difference")
+        ab, ag = _diag_mean(res, "angle_bp"), _diag_mean(res, "angle_gn")
+        ep = np.arange(len(rr))
+        for l in range(2, L + 1):
+            (line,) = ax_r.plot(ep, rr[:, l], label=f"g_{l} regular")
+            ax_r.plot(ep, rd[:, l], "--", color=line.get_color(), label=f"g_{l} difference")
+        for l in range(1, L):
+            (line,) = ax_a.plot(ep, ab[:, l], label=f"layer {l} to BP")
+            ax_a.plot(ep, ag[:, l], "--", color=line.get_color(), label=f"layer {l} to GN")
+        ax_r.set(title=f"{res['spec'].name}: decoder reconstruction error", xlabel="epoch",
+                 ylabel="relative error")
+        ax_a.set(title=f"{res['spec'].name}: angle of the update", xlabel="epoch",
+                 ylabel="degrees")
+        ax_r.legend(fontsize=7)
+        ax_a.legend(fontsize=7)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 RESULTS = HERE / "learning_results"
@@ -294,6 +385,7 @@ def render(results: list[dict]) -> str:
         " speed).",
         table(results),
         curves_table(results),
+        *([d] if (d := diagnostics_table(results)) else []),
         *([(RESULTS / "exploration.md").read_text().strip()]
           if (RESULTS / "exploration.md").exists() else []),
     ]) + "\n"
@@ -307,6 +399,8 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="one seed, one epoch, nothing stored")
     ap.add_argument("--seeds", type=int, default=len(SEEDS), help="run the first N seeds")
     ap.add_argument("--epochs", type=int, help="override the task's epochs")
+    ap.add_argument("--device", default="cython", choices=("cython", "cpp_standalone"),
+                    help="Brian2 device of the circuit rows")
     args = ap.parse_args(argv)
     seeds = SEEDS[:1] if args.quick else SEEDS[: max(1, args.seeds)]
     all_specs = specs(args.quick)
@@ -319,7 +413,7 @@ def main(argv=None) -> None:
         if not chosen:
             ap.error(f"--task: unknown task {args.task!r}; allowed:"
                      f" {', '.join(s.name for s in all_specs)}")
-        results = [run_task(s, seeds) for s in chosen]
+        results = [run_task(s, seeds, args.device) for s in chosen]
         if not args.quick:
             for r in results:
                 _store(r)
@@ -327,6 +421,7 @@ def main(argv=None) -> None:
     print(text)
     if (args.write or args.report) and not args.quick:
         (HERE / "LEARNING.md").write_text(text)
+        diagnostics_figure(results, HERE / "learning_diagnostics.png")
 
 
 if __name__ == "__main__":
