@@ -110,57 +110,76 @@ def stream(task: tasks.Task, epochs: int, seed: int):
     return task.x_train[order], task.y_train[order]
 
 
-def run_circuit(circuit: CircuitConfig, fit, evals, epochs: int, seed: int,
-                device: str = "cython") -> dict:
-    """One seed of the circuit: per-epoch accuracies and diagnostics, times.
+def _evaluate(nets, c, evals, **fields) -> dict:
+    curves = {k: [accuracy(net, task) for net in nets[1:]] for k, task in evals.items()}
+    diag = [diagnostics(net, c, evals["val"]) for net in nets]
+    return {"curves": curves, "diagnostics": diag, **fields}
 
-    On cython the run stops after every epoch and the weights are read from the synapses; on
-    cpp_standalone (one compiled binary, one run) they come from snapshots recorded at the
-    start of each epoch's first cycle (``build(..., snapshot_every=n)``) and, for the last
-    epoch, from the synapses after the run."""
+
+def run_circuit(circuit: CircuitConfig, fit, evals, epochs: int, seed: int) -> dict:
+    """One seed of the circuit on cython: the run stops after every epoch and the weights are
+    read from the synapses. Per-epoch accuracies and diagnostics, times."""
     c = dataclasses.replace(circuit, seed=seed)
     x, y = stream(fit, epochs, seed)
-    standalone = device == "cpp_standalone"
     t0 = time.perf_counter()
-    run = build(c, SCHEDULE, x, y, dt=DT, device=device,
-                snapshot_every=fit.n_train if standalone else 0)
+    run = build(c, SCHEDULE, x, y, dt=DT, device="cython")
     t_build = time.perf_counter() - t0
-    curves = {k: [] for k in evals}
     nets = [initial_network(c)]  # the weights the circuit starts from
     sim = 0.0
-    if standalone:
+    for _ in range(epochs):
         t0 = time.perf_counter()
-        run.run(fit.n_train * epochs)  # code generation, compilation and the simulation
-        t_build += time.perf_counter() - t0
-        import brian2
+        run.run(fit.n_train)
+        sim += time.perf_counter() - t0
+        if run.diverged:
+            break
+        nets.append(network_of(run, c))
+    steps = run.cycle * SCHEDULE.steps_per_cycle(DT)
+    return _evaluate(nets, c, evals, diverged=run.diverged, sim=sim, build=t_build,
+                     us_per_step=1e6 * sim / max(steps, 1), device="cython")
 
-        sim = brian2.get_device()._last_run_time  # the binary's own run time
-        t_build -= sim
-        done = run.cycle // fit.n_train
-        for e in range(1, done):
+
+def run_circuits_standalone(circuit: CircuitConfig, fit, evals, epochs: int, seeds) -> list:
+    """Every seed at once on cpp_standalone: one compiled network holding one circuit per seed
+    (:func:`cdtp.batch.build_batch`, each with its own initial weights and example order),
+    run once through all epochs; the weights after each epoch come from snapshots taken at
+    the start of the next epoch's first cycle, and after the run from the synapses."""
+    from cdtp.batch import build_batch
+
+    cs = [dataclasses.replace(circuit, seed=s) for s in seeds]
+    streams = [stream(fit, epochs, s) for s in seeds]
+    n = fit.n_train * epochs
+    t0 = time.perf_counter()
+    batch = build_batch(circuit, [SCHEDULE] * len(seeds), [x for x, _ in streams],
+                        [y for _, y in streams], n, dt=DT, device="cpp_standalone",
+                        networks=[initial_network(c) for c in cs], snapshot_every=fit.n_train)
+    batch.run()  # code generation, compilation and the simulation
+    import brian2
+
+    sim = brian2.get_device()._last_run_time  # the binary's own run time, all seeds together
+    t_build = time.perf_counter() - t0 - sim
+    steps = n * SCHEDULE.steps_per_cycle(DT)
+    out = []
+    for k, c in enumerate(cs):
+        done = batch.cycles_completed[k] // fit.n_train
+        nets = [initial_network(c)]
+        for e in range(1, min(done + 1, epochs)):
             net = initial_network(c)
             for l in range(1, c.depth + 1):
-                net.weights[l] = run.weight_snapshots(l)[e]
+                net.weights[l] = batch.weight_snapshots(l, k)[e]
                 if l >= 2:
-                    net.feedback[l] = run.weight_snapshots(l, "feedback")[e]
+                    net.feedback[l] = batch.weight_snapshots(l, k, "feedback")[e]
             nets.append(net)
-        if not run.diverged:
-            nets.append(network_of(run, c))
-    else:
-        for _ in range(epochs):
-            t0 = time.perf_counter()
-            run.run(fit.n_train)
-            sim += time.perf_counter() - t0
-            if run.diverged:
-                break
-            nets.append(network_of(run, c))
-    for net in nets[1:]:
-        for k, task in evals.items():
-            curves[k].append(accuracy(net, task))
-    diag = [diagnostics(net, c, evals["val"]) for net in nets]
-    steps = run.cycle * SCHEDULE.steps_per_cycle(DT)
-    return {"curves": curves, "diverged": run.diverged, "sim": sim, "build": t_build,
-            "us_per_step": 1e6 * sim / max(steps, 1), "diagnostics": diag, "device": device}
+        if not batch.diverged[k]:
+            net = initial_network(c)
+            for l in range(1, c.depth + 1):
+                net.weights[l] = batch.weights(l, k)
+                if l >= 2:
+                    net.feedback[l] = batch.feedback_weights(l, k)
+            nets.append(net)
+        out.append(_evaluate(nets, c, evals, diverged=batch.diverged[k], sim=sim / len(cs),
+                             build=t_build / len(cs), us_per_step=1e6 * sim / steps,
+                             device=f"cpp_standalone, {len(cs)} seeds in one network"))
+    return out
 
 
 DIAGNOSTIC_EXAMPLES = 200
@@ -205,9 +224,12 @@ def run_task(spec: Spec, seeds, device: str = "cython") -> dict:
     fit, val, test = spec.make()
     circuit = circuit_for(spec.sizes)
     res = {"spec": spec, "circuit": [], "bp": {}, "circuit_cfg": circuit}
-    for seed in seeds:
-        r = run_circuit(circuit, fit, {"val": val, "test": test}, spec.epochs, seed, device)
-        res["circuit"].append(r)
+    evals = {"val": val, "test": test}
+    if device == "cpp_standalone":
+        res["circuit"] = run_circuits_standalone(circuit, fit, evals, spec.epochs, seeds)
+    else:
+        res["circuit"] = [run_circuit(circuit, fit, evals, spec.epochs, s) for s in seeds]
+    for seed, r in zip(seeds, res["circuit"]):
         print(f"{spec.name} circuit seed {seed}: val {r['curves']['val'][-1:]} test"
               f" {r['curves']['test'][-1:]} ({r['sim']:.0f} s, {r['us_per_step']:.0f} µs/step)",
               flush=True)

@@ -48,6 +48,8 @@ from cdtp.engine import (
     _feedback_matrix,
     _feedforward_matrix,
     _schedule_constants,
+    _snapshot_matrices,
+    _snapshot_monitors,
     _stream_arrays,
     _validate,
     compiled_kind,
@@ -214,6 +216,11 @@ class BatchRun:
         """Ω_l of circuit k as an (n_{l−1}, n_l [+1]) matrix (bias column last)."""
         return _feedback_matrix(self, l, k)
 
+    def weight_snapshots(self, l: int, k: int, kind: str = "feedforward") -> np.ndarray:
+        """W_l or Ω_l of circuit k at the start of every s-th cycle (s = ``snapshot_every``
+        of :func:`build_batch`), as :meth:`cdtp.engine.CircuitRun.weight_snapshots`."""
+        return _snapshot_matrices(self, l, kind, k)
+
     def state(self, var: str, l: int, k: int) -> np.ndarray:
         """Current values of ``var`` of layer l of circuit k, without the bias unit."""
         nb = _block_sizes(self.circuit)[l]
@@ -279,6 +286,7 @@ def build_batch(
     threads: int = 1,
     plasticity_every: int = 1,
     output_every: int | None = None,
+    snapshot_every: int = 0,
 ) -> BatchRun:
     """Build K = ``len(schedules)`` copies of ``circuit`` as blocks of one Brian2 network.
 
@@ -302,6 +310,10 @@ def build_batch(
         every γ period must be a multiple of it. Default: the greatest common divisor of the
         periods (in steps). A cpp_standalone batch to be rerun with other frequencies needs a
         grid that fits those too.
+    snapshot_every : int
+        Record every circuit's W_l and Ω_l every this many γ cycles
+        (:meth:`BatchRun.weight_snapshots`; as :func:`cdtp.engine.build`). Needs one γ period
+        for the whole batch.
     """
     schedules = list(schedules)
     K = len(schedules)
@@ -342,9 +354,15 @@ def build_batch(
         clock=b2.Clock(dt=output_every * dt * b2.second, name="output_clock"),
         name="output_monitor",
     )
+    snapshots = {}
+    if snapshot_every:
+        if len(set(spcs)) > 1:
+            raise ValueError("snapshot_every needs one γ period for the whole batch; got"
+                             f" {', '.join(map(str, spcs))} steps")
+        snapshots = _snapshot_monitors(parts, snapshot_every, spcs[0], dt)
     network = b2.Network(
         *parts.layers, *parts.norms, *parts.pools, *parts.broadcasts, *parts.feedforward[1:],
-        *parts.feedback[2:], monitor, name="cdtp_batch",
+        *parts.feedback[2:], monitor, *snapshots.values(), name="cdtp_batch",
     )
     return BatchRun(
         circuit=circuit, schedules=schedules, n_cycles=n_cycles, network=network,

@@ -308,19 +308,7 @@ class CircuitRun:
         """W_l (``kind="feedforward"``) or Ω_l (``"feedback"``) at the start of cycles 0,
         s, 2s, … that have begun (s = ``snapshot_every`` of :func:`build`), shape
         (n_snapshots, rows, columns) as :meth:`weights` / :meth:`feedback_weights`."""
-        key = f"{kind}_snapshots_{l}"
-        if key not in self.monitors:
-            raise ValueError(f"no {kind} snapshots of layer {l}: build with snapshot_every > 0"
-                             " (feedback weights exist for layers ≥ 2)")
-        sizes, bias = self.circuit.sizes, int(self.circuit.bias)
-        if kind == "feedforward":
-            syn, var, shape = self.feedforward[l], "W", (sizes[l] + bias, sizes[l - 1] + bias,
-                                                         sizes[l], sizes[l - 1] + bias)
-        else:
-            syn, var, shape = self.feedback[l], "Omega", (sizes[l - 1] + bias, sizes[l] + bias,
-                                                          sizes[l - 1], sizes[l] + bias)
-        values = np.asarray(getattr(self.monitors[key], var))  # (n_synapses, n_snapshots)
-        return np.array([_block_matrix(syn, var, *shape, values=v) for v in values.T])
+        return _snapshot_matrices(self, l, kind, 0)
 
     def state(self, var: str, l: int) -> np.ndarray:
         """Current values of ``var`` (``a``, ``h``, ``u``, ``target``, …) of layer l, without
@@ -855,18 +843,7 @@ def build(
                                               when="start", clock=cycle_clock,
                                               name="output_monitor")
     if snapshot_every:
-        if int(snapshot_every) != snapshot_every or snapshot_every < 0:
-            raise ValueError(f"snapshot_every must be a whole number of cycles ≥ 0, got"
-                             f" {snapshot_every!r}")
-        snap_clock = b2.Clock(dt=int(snapshot_every) * spc * dt * b2.second,
-                              name="snapshot_clock")
-        for l in range(1, L + 1):
-            for kind, syn, var in (("feedforward", parts.feedforward[l], "W"),
-                                   ("feedback", parts.feedback[l] if l >= 2 else None, "Omega")):
-                if syn is not None:
-                    monitors[f"{kind}_snapshots_{l}"] = b2.StateMonitor(
-                        syn, var, record=True, when="start", clock=snap_clock,
-                        name=f"{kind}_snapshots_{l}")
+        monitors.update(_snapshot_monitors(parts, snapshot_every, spc, dt))
     network = b2.Network(
         *layers, *parts.norms, *parts.pools, *parts.broadcasts, *parts.feedforward[1:],
         *parts.feedback[2:], *([clamp] if clamp is not None else []),
@@ -914,6 +891,42 @@ def _feedback_matrix(run, l: int, k: int) -> np.ndarray:
         gain = float(np.asarray(run.feedback[l].mirror_gain[:])[k * nb_pre * sizes[l - 1]])
         om[:, : sizes[l]] += gain * circuit.eta_w * np.outer(sa, drive)
     return om
+
+
+def _snapshot_monitors(parts, snapshot_every, spc: int, dt: float) -> dict:
+    """StateMonitors of every W_l and Ω_l at the start of every ``snapshot_every``-th cycle
+    (cycles of ``spc`` steps)."""
+    if isinstance(snapshot_every, bool) or int(snapshot_every) != snapshot_every \
+            or snapshot_every < 0:
+        raise ValueError(f"snapshot_every must be a whole number of cycles ≥ 0, got"
+                         f" {snapshot_every!r}")
+    clock = b2.Clock(dt=int(snapshot_every) * spc * dt * b2.second, name="snapshot_clock")
+    monitors = {}
+    for l in range(1, len(parts.layers)):
+        for kind, syn, var in (("feedforward", parts.feedforward[l], "W"),
+                               ("feedback", parts.feedback[l] if l >= 2 else None, "Omega")):
+            if syn is not None:
+                monitors[f"{kind}_snapshots_{l}"] = b2.StateMonitor(
+                    syn, var, record=True, when="start", clock=clock,
+                    name=f"{kind}_snapshots_{l}")
+    return monitors
+
+
+def _snapshot_matrices(run, l: int, kind: str, k: int) -> np.ndarray:
+    """The snapshots of W_l or Ω_l of circuit k of a run built with ``snapshot_every``."""
+    name = f"{kind}_snapshots_{l}"
+    if kind not in ("feedforward", "feedback") or name not in {o.name for o in run.network.objects}:
+        raise ValueError(f"no {kind} snapshots of layer {l}: build with snapshot_every > 0"
+                         " (feedback weights exist for layers ≥ 2)")
+    sizes, bias = run.circuit.sizes, int(run.circuit.bias)
+    if kind == "feedforward":
+        syn, var = run.feedforward[l], "W"
+        shape = (sizes[l] + bias, sizes[l - 1] + bias, sizes[l], sizes[l - 1] + bias)
+    else:
+        syn, var = run.feedback[l], "Omega"
+        shape = (sizes[l - 1] + bias, sizes[l] + bias, sizes[l - 1], sizes[l] + bias)
+    values = np.asarray(getattr(run.network[name], var))  # (n_synapses, n_snapshots)
+    return np.array([_block_matrix(syn, var, *shape, k=k, values=v) for v in values.T])
 
 
 def _divergence_after_run(layers, circuit: CircuitConfig, outputs, block: int = 0):

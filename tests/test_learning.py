@@ -179,6 +179,31 @@ def test_weight_snapshots_are_the_weights_at_cycle_starts():
         run.weight_snapshots(1, "feedback")
 
 
+@pytest.mark.brian2
+def test_batch_weight_snapshots_per_circuit():
+    """A batch of circuits with their own initial weights and streams snapshots each one's
+    weights as a separate map run would (one compilation for several seeds)."""
+    from cdtp.batch import build_batch
+
+    circuit = _recipe((5, 6, 5, 3), eta_w=0.2)
+    rng = np.random.default_rng(6)
+    xs = [rng.normal(size=(4, 5)) for _ in range(2)]
+    ys = [np.eye(3)[rng.integers(0, 3, 4)] for _ in range(2)]
+    nets = [initial_network(dataclasses.replace(circuit, seed=s)) for s in (1, 2)]
+    batch = build_batch(circuit, [SCHEDULE] * 2, xs, ys, 4, dt=DT, device="numpy",
+                        networks=nets, snapshot_every=1).run()
+    for k in range(2):
+        ref = cdtp_map.run(nets[k], cdtp_map.parameters_of(circuit, DT), SCHEDULE, xs[k], ys[k],
+                           record_every=0)
+        for l in (1, 3):
+            snaps = batch.weight_snapshots(l, k)
+            assert snaps.shape[0] == 4
+            # rounding only, as above; blocks that mixed up would differ by O(1)
+            assert np.max(np.abs(snaps[3] - ref["weights_at_cycle_end"][l][2][0])) < 1e-9
+        om = batch.weight_snapshots(3, k, "feedback")
+        assert np.max(np.abs(om[2] - ref["feedback_at_cycle_end"][3][1][0])) < 1e-9
+
+
 @pytest.fixture(scope="module")
 def recipe_runs(small_task):
     """The recipe on the untuned task, 60 cycles through the map (which records the circuit's
