@@ -66,13 +66,12 @@ def load_circuit(path):
 
 
 def _output_path(output, scenario) -> Path:
-    from cdtp.circuit import ConfigError
     from cdtp.cli import BadInput, _check_output
 
     try:
         return _check_output(Path(output), scenario.files, option="output")
     except BadInput as exc:
-        raise ConfigError(str(scenario.source), "output", str(exc)) from None
+        raise ValueError(str(exc)) from None
 
 
 def run(scenario, output=None, *, overrides=None, progress=None):
@@ -100,7 +99,10 @@ def run(scenario, output=None, *, overrides=None, progress=None):
     Raises
     ------
     cdtp.circuit.ConfigError
-        A scenario or output path that does not validate; nothing is written.
+        A scenario that does not validate; nothing is written.
+    ValueError
+        An output path that ``cdtp run -o`` would refuse (not ``.nc``, a folder, in a folder
+        that is not writable, or one of the input files); nothing is written.
 
     Examples
     --------
@@ -151,7 +153,6 @@ def run_sweep(scenario, output, *, overrides=None, workers=0, batch=False):
     xarray.Dataset
         One dimension per swept key (see :func:`cdtp.sweep.combine`).
     """
-    from cdtp.circuit import ConfigError
     from cdtp.cli import BadInput, _check_output
     from cdtp.recording import save
     from cdtp.sweep import combine, grid, sweep
@@ -163,7 +164,7 @@ def run_sweep(scenario, output, *, overrides=None, workers=0, batch=False):
         points_dir = _check_output(out.with_name(out.stem + "_points"), inputs, suffix=None,
                                    folder=True, option="output")
     except BadInput as exc:
-        raise ConfigError(str(scenario), "output", str(exc)) from None
+        raise ValueError(str(exc)) from None
     out.parent.mkdir(parents=True, exist_ok=True)
     info = sweep(scenario, points_dir, overrides=list(overrides or []), workers=workers,
                  batch=batch)
