@@ -80,7 +80,8 @@ def run(scenario, output=None, *, overrides=None, progress=None):
     Parameters
     ----------
     scenario : str, path-like or cdtp.scenario.Scenario
-        A scenario file, or one loaded by :func:`load_scenario`.
+        A scenario file, or one loaded by :func:`load_scenario`. A ``kind = "rnn"`` file runs
+        seed 002's RNN experiment (:mod:`cdtp.reference.rnn_experiment`), as ``cdtp run`` does.
     output : str or path-like, optional
         Write the results file here (a ``.nc`` path, written atomically; the checks of
         ``cdtp run -o`` apply: it may not be the scenario, circuit or ``.npz`` file). Without
@@ -113,6 +114,10 @@ def run(scenario, output=None, *, overrides=None, progress=None):
     from cdtp.scenario import Scenario
 
     if not isinstance(scenario, Scenario):
+        from cdtp.cli import _kind
+
+        if _kind(str(scenario), list(overrides or [])) == "rnn":
+            return _run_rnn(scenario, output, overrides)
         scenario = load_scenario(scenario, overrides)
     elif overrides:
         raise ValueError("overrides apply to a scenario file; got a loaded Scenario (use"
@@ -125,6 +130,33 @@ def run(scenario, output=None, *, overrides=None, progress=None):
     ds = scenario.simulate(path=path, progress=progress)
     with ds:
         return ds.load()
+
+
+def _run_rnn(path, output, overrides):
+    """A ``kind = "rnn"`` file: seed 002's RNN experiment (:mod:`cdtp.reference.rnn_experiment`),
+    as ``cdtp run`` runs it."""
+    from cdtp.circuit import read_toml
+    from cdtp.cli import BadInput, _check_output
+    from cdtp.recording import save
+    from cdtp.reference import rnn_experiment
+    from cdtp.scenario import apply_overrides
+
+    data = apply_overrides(read_toml(path, "scenario"), list(overrides or []))
+    try:
+        config = rnn_experiment.RNNExperimentConfig.from_mapping(data)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: kind: 'rnn' (an RNN experiment file), but: {exc}") from None
+    out = None
+    if output is not None:
+        try:
+            out = _check_output(Path(output), [path], option="output")
+        except BadInput as exc:
+            raise ValueError(str(exc)) from None
+    ds = rnn_experiment.run(config)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save(ds, out)
+    return ds
 
 
 def run_sweep(scenario, output, *, overrides=None, workers=0, batch=False):

@@ -39,7 +39,9 @@ Global attributes: ``circuit``, ``schedule``, ``record`` and ``scenario`` as JSO
 ``cdtp_version``, ``seed``, ``dt`` (s), ``steps_per_cycle``, ``boundary_steps`` (JSON),
 ``device``, ``diverged`` ("" or the divergence message), ``interrupted`` ("" or how the run
 was cut short by Ctrl-C), ``cycles_completed`` and ``cycles_planned`` (a run is complete when
-they are equal; a diverged or interrupted run records the cycles it completed).
+they are equal; a diverged or interrupted run records the cycles it completed), ``held_out``
+(JSON: where the test examples of ``test_accuracy`` / ``test_loss`` came from, how many, the
+problem kind and the epoch length; only when they are recorded).
 
 Values of a variable that a layer does not have (u below layer 2, h and τ of the input) are
 NaN.

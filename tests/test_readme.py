@@ -123,3 +123,13 @@ def test_check_and_report_of_a_result_match_the_propositions_module():
     text = cdtp.report(ds)
     assert text.startswith(propositions.report(checks))
     assert "no violation" in text or "is violated" in text
+
+
+def test_run_takes_rnn_files_as_the_command_does(tmp_path):
+    import cdtp
+
+    path = tmp_path / "r.toml"
+    path.write_text('kind = "rnn"\ntask = "temporal_order"\nhiden = 10\n')
+    with pytest.raises(ValueError, match=r"kind: 'rnn' .*hiden"):
+        cdtp.run(path, tmp_path / "o.nc")
+    assert not (tmp_path / "o.nc").exists()
