@@ -10,9 +10,13 @@ metadata dict saying how the task was made. Randomness comes in only as a seed o
 - :func:`digits` — the 1 797 bundled 8×8 handwritten digits (``cdtp/data/digits.npz``, read with
   :mod:`importlib.resources`; no download, no scikit-learn), with a seeded stratified train/test
   split; softmax cross-entropy loss, one-hot targets.
-- :func:`get_task` — either of the above by name.
-- :func:`read_npz` — the user's own examples from a ``.npz`` file (arrays ``x`` and ``y``),
-  checked before any simulation.
+- :func:`teacher_classes` — the argmax class of a random teacher; :func:`mnist1d` —
+  MNIST-1D generated offline.
+- :func:`get_task` — any of the above by name.
+- :func:`read_npz_task` — the user's own examples from a ``.npz`` file (arrays ``x`` and ``y``,
+  optionally ``x_test`` and ``y_test``; integer labels or one-hot rows or regression targets),
+  with a held-out split (:func:`split_held_out`), checked before any simulation;
+  :func:`read_npz` — its training arrays only.
 """
 
 from __future__ import annotations
@@ -423,9 +427,10 @@ def get_task(name: str, **kwargs) -> Task:
 
     Parameters
     ----------
-    name : {"digits", "teacher_classes", "teacher_student"}
+    name : {"digits", "mnist1d", "teacher_classes", "teacher_student"}
     **kwargs
-        Passed to :func:`digits`, :func:`teacher_classes` or :func:`teacher_student`.
+        Passed to :func:`digits`, :func:`mnist1d`, :func:`teacher_classes` or
+        :func:`teacher_student`.
     """
     try:
         factory = TASKS[name]
