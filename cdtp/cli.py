@@ -559,6 +559,10 @@ def cmd_info(args) -> int:
           + f"; interrupted: {a.get('interrupted') or 'no'}")
     if "loss" in ds and ds.sizes.get("cycle", 0):
         print(f"loss: first cycle {float(ds.loss[0]):.4g}, last {float(ds.loss[-1]):.4g}")
+    from cdtp.evaluation import held_out_summary
+
+    for line in held_out_summary(ds):
+        print(line)
     print("variables: " + ", ".join(f"{k}{tuple(v.dims)}" for k, v in ds.data_vars.items()))
     return 0
 

@@ -7,6 +7,8 @@ brian2.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import xarray as xr
 
@@ -15,6 +17,7 @@ from cdtp.recording import layer_traces
 __all__ = [
     "label_of",
     "plot_cycle",
+    "plot_held_out",
     "plot_learning_curve",
     "plot_premise",
     "plot_residuals",
@@ -105,6 +108,54 @@ def plot_learning_curve(ds: xr.Dataset, window: int = 20):
                       color="C2", label="accuracy")
             twin.set_ylabel(f"online accuracy (mean of {window})")
             twin.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _epoch_means(ds: xr.Dataset, values: np.ndarray, epoch_length: int):
+    """Means of per-cycle ``values`` over each epoch (a last partial epoch included), with the
+    epochs completed at each bin's end."""
+    k = ds.cycle.values
+    edges = np.arange(0, k[-1] + 1 + epoch_length, epoch_length)
+    x, y = [], []
+    for lo, hi in itertools.pairwise(edges):
+        sel = (k >= lo) & (k < hi)
+        if sel.any():
+            x.append(min(hi, k[-1] + 1) / epoch_length)
+            y.append(float(np.mean(values[sel])))
+    return np.array(x), np.array(y)
+
+
+def plot_held_out(ds: xr.Dataset):
+    """The learning curve by epoch: held-out accuracy (classification) or loss (regression)
+    of the forward weights after each epoch (:mod:`cdtp.evaluation`), with the same measure
+    of the training examples as they were presented (online: each example's output in its own
+    cycle), averaged over each epoch."""
+    import json
+
+    fig, ax = _figure(figsize=(6, 3.5))
+    meta = json.loads(ds.attrs.get("held_out", "{}"))
+    epoch_length = int(meta.get("epoch_length", ds.sizes.get("cycle", 1)))
+    classification = "test_accuracy" in ds
+    name = "test_accuracy" if classification else "test_loss"
+    ax.plot(ds.epoch.values, ds[name].values, "o-", color="C3", label="held out")
+    if "loss" in ds and ds.sizes.get("cycle", 0):
+        if classification:
+            online = (ds.output.values.argmax(axis=1) == ds.label.values.argmax(axis=1))
+            ylabel = "accuracy"
+        else:
+            online = ds.loss.values
+            ylabel = "loss"
+        x, y = _epoch_means(ds, online.astype(float), epoch_length)
+        ax.plot(x, y, "s--", color="C0", label="training examples (online, epoch mean)")
+    else:
+        ylabel = "accuracy" if classification else "loss"
+    ax.set_xlabel(label_of(ds.epoch))
+    ax.set_ylabel(ylabel)
+    if classification:
+        ax.set_ylim(0, 1)
+    ax.set_title(f"held out: {meta.get('n_test', '?')} examples", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -322,7 +373,8 @@ def _plot_sweep_line(da: xr.DataArray, x: str):
 
 
 def save_all(ds: xr.Dataset, directory, checks: dict | None = None) -> list:
-    """Write the standard figures of a run into ``directory`` (PNG): learning curve, a γ cycle,
+    """Write the standard figures of a run into ``directory`` (PNG): learning curve, the
+    held-out learning curve by epoch (``held_out.png``, when recorded), a γ cycle,
     the residuals of every check per cycle, one premise-vs-conclusion figure per check
     (``premise_<check>.png``, :func:`plot_premise`) and the weight change; returns their
     paths."""
@@ -334,6 +386,8 @@ def save_all(ds: xr.Dataset, directory, checks: dict | None = None) -> list:
     directory.mkdir(parents=True, exist_ok=True)
     checks = check_all(ds) if checks is None else checks
     figures = {"learning_curve": lambda: plot_learning_curve(ds)}
+    if "test_loss" in ds and ds.sizes.get("epoch", 0):
+        figures["held_out"] = lambda: plot_held_out(ds)
     if "time" in ds.dims:
         first = int(ds.cycle.values[0]) if "cycle" in ds.dims else 0
         figures["cycle"] = lambda: plot_cycle(ds, cycle=first)

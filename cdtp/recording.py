@@ -20,6 +20,10 @@ variable                  dims                         what
 ``loss``                  (cycle)                      ℓ(output, label) of each cycle's example
 ``boundary_time``         (cycle, boundary)            when each boundary was snapshotted (s)
 ``weight_change``         (cycle, pathway)             ‖ΔW‖_F of each projection over the cycle
+``test_accuracy``         (epoch)                      held-out accuracy after each epoch
+``test_loss``             (epoch)                      held-out loss after each epoch
+                                                       (:mod:`cdtp.evaluation`; when the task has
+                                                       a held-out set)
 ========================  ===========================  ===========================================
 
 Coordinates: ``time`` (s); ``neuron`` with ``layer`` and ``unit``; ``node`` (all neurons of
@@ -35,7 +39,9 @@ Global attributes: ``circuit``, ``schedule``, ``record`` and ``scenario`` as JSO
 ``cdtp_version``, ``seed``, ``dt`` (s), ``steps_per_cycle``, ``boundary_steps`` (JSON),
 ``device``, ``diverged`` ("" or the divergence message), ``interrupted`` ("" or how the run
 was cut short by Ctrl-C), ``cycles_completed`` and ``cycles_planned`` (a run is complete when
-they are equal; a diverged or interrupted run records the cycles it completed).
+they are equal; a diverged or interrupted run records the cycles it completed), ``held_out``
+(JSON: where the test examples of ``test_accuracy`` / ``test_loss`` came from, how many, the
+problem kind and the epoch length; only when they are recorded).
 
 Values of a variable that a layer does not have (u below layer 2, h and τ of the input) are
 NaN.
@@ -230,6 +236,7 @@ class Recorder:
     _cycle_parts: list = field(default_factory=list)
     _tmpdir: str | None = None
     _n_parts: int = 0
+    _extra: list = field(default_factory=list)
 
     def __post_init__(self):
         self.sizes = tuple(self.sizes)
@@ -324,6 +331,11 @@ class Recorder:
                             {"long_name": "γ cycle (one example each)"})}
         self._add(xr.Dataset(data, coords=coords), self._cycle_parts, "cycle")
 
+    def add_dataset(self, ds: xr.Dataset) -> None:
+        """Variables on dimensions of their own (e.g. the held-out evaluation on ``epoch``,
+        :mod:`cdtp.evaluation`), merged into the result as they are (small: kept in memory)."""
+        self._extra.append(ds)
+
     def _add(self, ds: xr.Dataset, parts: list, kind: str) -> None:
         if self._tmpdir is None:
             parts.append(ds)
@@ -350,14 +362,15 @@ class Recorder:
                     pieces.append(xr.concat(self._time_parts, dim="time"))
                 if self._cycle_parts:
                     pieces.append(xr.concat(self._cycle_parts, dim="cycle"))
-                ds = xr.merge(pieces, combine_attrs="override")
+                ds = xr.merge([*pieces, *self._extra], combine_attrs="override")
                 ds.attrs = all_attrs
                 return ds
             pieces = [static]
             for parts, dim in ((self._time_parts, "time"), (self._cycle_parts, "cycle")):
                 if parts:
                     pieces.append(_lazy_concat(parts, dim))
-            ds = xr.merge(pieces, compat="override", join="outer", combine_attrs="override")
+            ds = xr.merge([*pieces, *self._extra], compat="override", join="outer",
+                          combine_attrs="override")
             ds.attrs = all_attrs
             tmp = Path(self._tmpdir) / "result.nc"
             import dask

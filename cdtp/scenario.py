@@ -11,9 +11,12 @@ Layout (units as strings)::
     seed = 0                                       # the task's seed (the circuit has its own)
 
     [task]
-    name = "teacher_student"                       # teacher_student | digits | npz
-    # teacher_student: seed (default: the scenario's), n_test; digits: scale;
-    # npz: path (arrays x and y)
+    name = "teacher_student"   # teacher_student | teacher_classes | digits | mnist1d | npz
+    # teacher_student: seed (default: the scenario's), n_train, n_test, noise;
+    # teacher_classes: seed, n_train, n_test, margin, hidden, nonlinearity;
+    # digits: seed, scale, test_fraction; mnist1d: seed, n_train, n_test;
+    # npz: path (arrays x, y and optionally x_test, y_test), test_fraction, seed, problem
+    # (see TASK_KEYS; the held-out examples are evaluated after every epoch)
 
     [gamma]                                        # cdtp.gating.GammaSchedule
     shape = "square"
@@ -33,6 +36,7 @@ Layout (units as strings)::
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass
@@ -50,13 +54,14 @@ from cdtp.circuit import (
     read_toml,
 )
 from cdtp.gating import GAMMA_SHAPES, PLASTICITY_GATES, GammaSchedule, PlasticityGate, Schedule
+from cdtp.nonlinearities import NONLINEARITIES
 from cdtp.recording import TRACE_VARIABLES, RecordSpec
 from cdtp.units import UnitError, parse_quantity
 
-__all__ = ["Scenario", "apply_overrides", "load_scenario", "memory_estimate",
+__all__ = ["TASK_KEYS", "Scenario", "apply_overrides", "load_scenario", "memory_estimate",
            "scenario_from_dict"]
 
-TASKS = ("teacher_student", "digits", "npz")
+TASKS = ("teacher_student", "teacher_classes", "digits", "mnist1d", "npz")
 DEVICES = ("numpy", "cython")
 _TOP = {
     "name": "str",
@@ -82,7 +87,18 @@ _GAMMA = {
     "values": None,
 }
 _GATE = {"kind": "str", "start": "float", "end": "float"}
-_TASK = {"name": "str", "seed": "seed", "n_test": "count", "scale": "float", "path": "str"}
+#: The keys each task of a ``[task]`` table accepts (besides ``name``), with their kinds.
+TASK_KEYS = {
+    "teacher_student": {"seed": "seed", "n_train": "count", "n_test": "count",
+                        "noise": "float"},
+    "teacher_classes": {"seed": "seed", "n_train": "count", "n_test": "count",
+                        "margin": "float", "hidden": None, "nonlinearity": "str"},
+    "digits": {"seed": "seed", "scale": "float", "test_fraction": "float"},
+    "mnist1d": {"seed": "seed", "n_train": "count", "n_test": "count"},
+    "npz": {"path": "str", "seed": "seed", "test_fraction": "float", "problem": "str"},
+}
+#: Fixed input and output widths of the built-in data sets.
+_TASK_WIDTHS = {"digits": (64, 10), "mnist1d": (40, 10)}
 _RECORD = {
     "variables": None,
     "layers": None,
@@ -123,11 +139,12 @@ class Scenario:
         ``interrupt``."""
         from cdtp.simulation import simulate
 
-        inputs, labels, task = self.stream()
+        data = self.task_data()
+        inputs, labels, task = self.stream(data)
         return simulate(
             self.circuit, self.schedule, inputs, labels, dt=self.dt, device=self.device,
             record=self.record, path=path, progress=progress, attrs=self.attributes(task, attrs),
-            interrupt=interrupt,
+            interrupt=interrupt, held_out=self.held_out(data),
         )
 
     def attributes(self, task: dict, attrs: dict | None = None) -> dict:
@@ -135,29 +152,39 @@ class Scenario:
         return {"scenario": self.raw, "scenario_file": str(self.source), "task": task,
                 **(attrs or {})}
 
-    def stream(self) -> tuple[np.ndarray, np.ndarray, dict]:
-        """The example stream (one example per γ cycle) and a description of the task."""
+    def task_data(self):
+        """The task's training and held-out examples (:class:`cdtp.tasks.Task`).
+
+        ``teacher_student`` and ``teacher_classes`` take the circuit's widths (their teacher
+        the circuit's hidden widths and σ, unless given); ``teacher_student`` has
+        ``n_train = cycles`` (512 with ``epochs``) unless given; ``digits``, ``mnist1d`` and
+        ``npz`` are checked against the circuit's widths."""
         from cdtp import tasks
 
         c, t = self.circuit, self.task
         kind = t.get("name", "teacher_student")
+        seed = t.get("seed", self.seed)
         if kind == "teacher_student":
-            n = self.cycles or 512
             task = tasks.teacher_student(
-                t.get("seed", self.seed),
-                n_in=c.sizes[0],
-                hidden=tuple(c.sizes[1:-1]),
-                n_out=c.sizes[-1],
-                n_train=n,
-                n_test=t.get("n_test", 256),
-                nonlinearity=c.nonlinearity,
+                seed, n_in=c.sizes[0], hidden=tuple(c.sizes[1:-1]), n_out=c.sizes[-1],
+                n_train=t.get("n_train", self.cycles or 512), n_test=t.get("n_test", 256),
+                nonlinearity=c.nonlinearity, noise=t.get("noise", 0.0),
+            )
+        elif kind == "teacher_classes":
+            task = tasks.teacher_classes(
+                seed, n_in=c.sizes[0], hidden=tuple(t.get("hidden", c.sizes[1:-1])),
+                n_classes=c.sizes[-1], n_train=t.get("n_train", 6000),
+                n_test=t.get("n_test", 1000), nonlinearity=t.get("nonlinearity", c.nonlinearity),
+                margin=t.get("margin", 0.0),
             )
         elif kind == "digits":
-            task = tasks.digits(seed=t.get("seed", self.seed), scale=t.get("scale", 1.0))
+            task = tasks.digits(seed=seed, scale=t.get("scale", 1.0),
+                                test_fraction=t.get("test_fraction", 0.2))
+        elif kind == "mnist1d":
+            task = tasks.mnist1d(seed=seed, n_train=t.get("n_train", 4000),
+                                 n_test=t.get("n_test", 1000))
         else:
-            path = self.npz_path()
-            x, y = _read_npz(self.source, path, c)
-            return (*self._repeat(x, y), {"task": "npz", "path": str(path)})
+            task = _read_npz(self.source, self.npz_path(), c, t, self.seed)
         if task.n_in != c.sizes[0] or task.n_out != c.sizes[-1]:
             raise ConfigError(
                 self.source,
@@ -165,9 +192,34 @@ class Scenario:
                 f"{kind} has {task.n_in} inputs and"
                 f" {task.n_out} outputs; the circuit has sizes {list(c.sizes)}",
             )
+        return task
+
+    def held_out(self, task=None):
+        """The :class:`cdtp.evaluation.HeldOut` evaluation of the task's test examples (None
+        when the task has none): test accuracy for a classification, test loss always, after
+        every epoch of ``task.n_train`` cycles."""
+        from cdtp.evaluation import HeldOut
+
+        task = self.task_data() if task is None else task
+        if task.n_test == 0:
+            return None
+        source = {
+            "digits": "the digits test split",
+            "mnist1d": "the MNIST-1D test split",
+            "npz": str(task.metadata.get("held_out", "")),
+        }.get(task.name, f"the {task.name} test set")
+        return HeldOut(self.circuit, task.x_test, task.y_test, task.labels_test,
+                       epoch_length=task.n_train, source=source)
+
+    def stream(self, task=None) -> tuple[np.ndarray, np.ndarray, dict]:
+        """The example stream (one training example per γ cycle) and a description of the
+        task."""
+        task = self.task_data() if task is None else task
         info = {
-            "task": kind,
+            "task": task.name,
             **{k: v for k, v in task.metadata.items() if isinstance(v, str | int | float)},
+            "n_train": task.n_train, "n_test": task.n_test,
+            "problem": "classification" if task.is_classification else "regression",
         }
         return (*self._repeat(task.x_train, task.y_train), info)
 
@@ -176,16 +228,14 @@ class Scenario:
         return Path(self.source).parent / self.task["path"]
 
     def _repeat(self, x, y):
-        if (
-            len(x) == 0
-            or x.shape[1] != self.circuit.sizes[0]
-            or y.shape != (len(x), self.circuit.sizes[-1])
-        ):
+        n_in, n_out = self.circuit.sizes[0], self.circuit.sizes[-1]
+        if len(x) == 0 or x.shape[1] != n_in or y.shape != (len(x), n_out):
             raise ConfigError(
                 self.source,
                 "task",
-                f"examples of shape {x.shape} → {y.shape}"
-                f" do not fit a circuit of sizes {list(self.circuit.sizes)}",
+                f"training examples of shape x {x.shape}, y {y.shape}"
+                f" do not fit a circuit of sizes {list(self.circuit.sizes)}; allowed: x"
+                f" (n ≥ 1, {n_in}) and y (n, {n_out})",
             )
         rng = np.random.default_rng(self.seed)
         if self.epochs:
@@ -327,15 +377,19 @@ def _record(source, r: dict) -> dict:
     return r
 
 
-def _read_npz(source, path: Path, circuit: CircuitConfig):
-    from cdtp.tasks import read_npz
+def _read_npz(source, path: Path, circuit: CircuitConfig, task: dict, seed: int = 0):
+    """The ``.npz`` task, its errors naming the scenario file and the key at fault."""
+    from cdtp.tasks import read_npz_task
 
     if not path.is_file():
         raise ConfigError(source, "task.path", f"no such file {path}")
     try:
-        return read_npz(path, circuit.sizes[0], circuit.sizes[-1], circuit.loss)
+        return read_npz_task(path, circuit.sizes[0], circuit.sizes[-1], circuit.loss,
+                             test_fraction=task.get("test_fraction"),
+                             seed=task.get("seed", seed), problem=task.get("problem"))
     except ValueError as exc:
-        raise ConfigError(source, "task.path", str(exc)) from None
+        key = "task.test_fraction" if "test_fraction" in str(exc) else "task.path"
+        raise ConfigError(source, key, str(exc)) from None
 
 
 def _phases(source, schedule: Schedule, circuit: CircuitConfig, dt: float, spc: int) -> None:
@@ -376,10 +430,48 @@ def _cycles_of(top: dict, task: dict) -> int:
     if "cycles" in top:
         return top["cycles"]
     kind = task.get("name", "teacher_student")
-    n = {"teacher_student": 512, "digits": 1438}.get(kind, 0)
-    if kind == "npz":
-        n = 0  # read below, once the file is checked
+    n = {"teacher_student": 512, "teacher_classes": 6000, "mnist1d": 4000}.get(kind, 0)
+    if kind == "digits":
+        n = round(1797 * (1 - task.get("test_fraction", 0.2)))
+    n = task.get("n_train", n)  # npz: read below, once the file is checked
     return top["epochs"] * n
+
+
+def _task(source, table: dict) -> dict:
+    """The ``[task]`` table checked key by key against the keys of its task."""
+    name = table.get("name", "teacher_student")
+    _typed(source, "task.name", name, "str")
+    _choice(source, "task.name", name, TASKS)
+    spec = {"name": "str", **TASK_KEYS[name]}
+    for key in table:
+        if key not in spec:
+            hint = difflib.get_close_matches(key, list(spec), n=1)
+            raise ConfigError(source, f"task.{key}", f"unknown key for task {name!r}"
+                              + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                              + "; allowed: " + ", ".join(sorted(spec)))
+    task = _values(source, "task", table, spec)
+    for key in ("scale",):
+        if key in task and not task[key] > 0:
+            raise ConfigError(source, f"task.{key}", f"{task[key]!r}; allowed: a number > 0")
+    for key in ("noise", "margin"):
+        if key in task and task[key] < 0:
+            raise ConfigError(source, f"task.{key}", f"{task[key]!r}; allowed: a number ≥ 0")
+    if "test_fraction" in task and not 0 < task["test_fraction"] < 1:
+        raise ConfigError(source, "task.test_fraction", f"{task['test_fraction']!r}; allowed:"
+                          " a fraction of the examples in (0, 1), e.g. 0.2")
+    if "problem" in task:
+        _choice(source, "task.problem", task["problem"], ("classification", "regression"))
+    if "nonlinearity" in task:
+        _choice(source, "task.nonlinearity", task["nonlinearity"], sorted(NONLINEARITIES))
+    if "hidden" in task:
+        h = task["hidden"]
+        if not isinstance(h, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in h):
+            raise ConfigError(source, "task.hidden", f"{h!r} is not allowed; allowed: a list of"
+                              " layer widths ≥ 1 (the teacher's hidden layers), e.g. [32]")
+    if name == "npz" and "path" not in task:
+        raise ConfigError(source, "task.path", "missing: the .npz file with arrays x and y")
+    return task
 
 
 def memory_estimate(circuit: CircuitConfig, schedule: Schedule, record: RecordSpec, dt: float,
@@ -518,26 +610,23 @@ def scenario_from_dict(data: dict, source: str = "<dict>") -> Scenario:
         if bad:
             raise ConfigError(source, "record.layers", f"layer {bad[0]} does not exist; allowed:"
                               f" 0 … {circuit.depth} (the circuit has sizes {list(circuit.sizes)})")
-    task = _values(source, "task", _table(source, "task", data.get("task", {})), _TASK)
-    _choice(source, "task.name", task.get("name", "teacher_student"), TASKS)
-    if task.get("name") == "npz" and "path" not in task:
-        raise ConfigError(source, "task.path", "missing: the .npz file with arrays x and y")
-    if "scale" in task and not task["scale"] > 0:
-        raise ConfigError(source, "task.scale", f"{task['scale']!r}; allowed: a number > 0")
+    task = _task(source, _table(source, "task", data.get("task", {})))
     try:
         spc = schedule.steps_per_cycle(dt)
     except ValueError as exc:
         raise ConfigError(source, "gamma.frequency", str(exc)) from None
     cycles = _cycles_of(top, task)
-    if task.get("name") == "digits" and (circuit.sizes[0], circuit.sizes[-1]) != (64, 10):
-        raise ConfigError(source, "task.name", f"digits has 64 inputs and 10 outputs; the"
-                          f" circuit has sizes {list(circuit.sizes)}")
+    widths = _TASK_WIDTHS.get(task.get("name"))
+    if widths and (circuit.sizes[0], circuit.sizes[-1]) != widths:
+        raise ConfigError(source, "task.name", f"{task['name']} has {widths[0]} inputs and"
+                          f" {widths[1]} outputs; the circuit has sizes {list(circuit.sizes)};"
+                          f" allowed: a circuit with sizes [{widths[0]}, …, {widths[1]}]")
     if task.get("name") == "npz":
         npz = (Path(source).parent if source != "<dict>" else Path()) / task["path"]
-        x, _ = _read_npz(source, npz, circuit)
+        data_npz = _read_npz(source, npz, circuit, task, top.get("seed", 0))
         files.append(npz)
         if "epochs" in top:
-            cycles = top["epochs"] * len(x)
+            cycles = top["epochs"] * data_npz.n_train
     _check_memory(source, memory_estimate(circuit, schedule, record, dt, cycles))
     _phases(source, schedule, circuit, dt, spc)
     return Scenario(

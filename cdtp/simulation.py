@@ -70,6 +70,7 @@ class _Snapshots:
         self.done: list[int] = []
         self.last_weights: dict[str, np.ndarray] | None = None
         self.valid = self._valid_mask()
+        self.held_out = None  # a cdtp.evaluation.HeldOut, shown the weights at cycle ends
 
     def _valid_mask(self) -> dict[str, np.ndarray]:
         L = len(self.sizes) - 1
@@ -122,6 +123,8 @@ class _Snapshots:
                 entry["state"][b] = s
             if weights is not None:
                 entry["weights"][b] = weights
+        if r == 0 and weights is not None and self.held_out is not None:
+            self.held_out.observe(c, weights)  # the weights at the end of cycle c − 1
         if r == 0 and weights is not None:
             # ‖ΔW‖ of the cycle that just ended
             if c >= 1 and (c - 1) in self.pending and self.last_weights is not None:
@@ -192,6 +195,7 @@ def simulate(
     attrs: dict | None = None,
     progress: Callable[[int, int], None] | None = None,
     interrupt=None,
+    held_out=None,
 ) -> xr.Dataset:
     """Simulate ``n_cycles`` γ cycles (one example each) and record them.
 
@@ -220,6 +224,9 @@ def simulate(
         ``attrs["interrupted"]`` saying so; if no cycle was completed, or the interrupt is
         ``aborted`` (a second Ctrl-C; any Ctrl-C during a sweep), it raises
         :class:`KeyboardInterrupt` and writes nothing.
+    held_out : cdtp.evaluation.HeldOut, optional
+        Evaluate the forward weights on held-out examples at the end of every epoch and of
+        the run; recorded as ``test_accuracy`` / ``test_loss`` on the ``epoch`` dimension.
 
     Returns
     -------
@@ -242,6 +249,7 @@ def simulate(
     spc, bsteps = base_attrs["steps_per_cycle"], base_attrs["boundary_steps"]
     recorder = Recorder(record, circuit.sizes, circuit.bias, base_attrs, path=path)
     snaps = _Snapshots(circuit, record, bsteps, spc, inputs, labels, get_loss(circuit.loss))
+    snaps.held_out = held_out
 
     def stop_requested() -> bool:
         return interrupt is not None and interrupt.requested
@@ -303,8 +311,13 @@ def simulate(
             interrupted = f"interrupted (SIGINT) after {done} of {n_cycles} cycles"
         if interrupt is not None and interrupt.aborted:
             raise KeyboardInterrupt  # a second Ctrl-C whose exception was swallowed
+        extra = {}
+        if held_out is not None:
+            held_out.finish(recorded)
+            recorder.add_dataset(held_out.dataset())
+            extra["held_out"] = held_out.attributes()
         return recorder.finish({"diverged": diverged, "interrupted": interrupted,
-                                "cycles_completed": done, "cycles_planned": n_cycles})
+                                "cycles_completed": done, "cycles_planned": n_cycles, **extra})
     except BaseException:
         recorder.discard()
         raise

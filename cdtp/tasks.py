@@ -10,9 +10,13 @@ metadata dict saying how the task was made. Randomness comes in only as a seed o
 - :func:`digits` — the 1 797 bundled 8×8 handwritten digits (``cdtp/data/digits.npz``, read with
   :mod:`importlib.resources`; no download, no scikit-learn), with a seeded stratified train/test
   split; softmax cross-entropy loss, one-hot targets.
-- :func:`get_task` — either of the above by name.
-- :func:`read_npz` — the user's own examples from a ``.npz`` file (arrays ``x`` and ``y``),
-  checked before any simulation.
+- :func:`teacher_classes` — the argmax class of a random teacher; :func:`mnist1d` —
+  MNIST-1D generated offline.
+- :func:`get_task` — any of the above by name.
+- :func:`read_npz_task` — the user's own examples from a ``.npz`` file (arrays ``x`` and ``y``,
+  optionally ``x_test`` and ``y_test``; integer labels or one-hot rows or regression targets),
+  with a held-out split (:func:`split_held_out`), checked before any simulation;
+  :func:`read_npz` — its training arrays only.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from cdtp.layers import init_network
 from cdtp.losses import LOSSES
 from cdtp.nonlinearities import NONLINEARITIES
 
-__all__ = ["TASKS", "Task", "digits", "get_task", "read_npz", "teacher_student"]
+__all__ = ["PROBLEMS", "TASKS", "Task", "digits", "get_task", "mnist1d", "read_npz",
+           "read_npz_task", "split_held_out", "teacher_classes", "teacher_student"]
 
 
 def _frozen(a, dtype) -> np.ndarray:
@@ -422,9 +427,10 @@ def get_task(name: str, **kwargs) -> Task:
 
     Parameters
     ----------
-    name : {"digits", "teacher_classes", "teacher_student"}
+    name : {"digits", "mnist1d", "teacher_classes", "teacher_student"}
     **kwargs
-        Passed to :func:`digits`, :func:`teacher_classes` or :func:`teacher_student`.
+        Passed to :func:`digits`, :func:`mnist1d`, :func:`teacher_classes` or
+        :func:`teacher_student`.
     """
     try:
         factory = TASKS[name]
@@ -433,79 +439,253 @@ def get_task(name: str, **kwargs) -> Task:
     return factory(**kwargs)
 
 
-def read_npz(path, n_in: int, n_out: int, loss: str = "squared_error"
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """The examples of a user's ``.npz`` file, checked against a circuit.
+PROBLEMS = ("classification", "regression")
 
-    Parameters
-    ----------
-    path : path-like
-        A ``.npz`` file (``numpy.savez``) with arrays ``x`` (n, n_in) and ``y``: either
-        targets (n, n_out) or integer class labels (n,) in [0, n_out), one-hot encoded here.
-        Nothing is unpickled.
-    n_in, n_out : int
-        The circuit's input and output widths.
-    loss : str
-        With ``softmax_cross_entropy`` every target row must be a distribution (≥ 0, sum 1).
+_NPZ_ALLOWED = "a numpy.savez file with arrays x and y (and optionally x_test and y_test)"
 
-    Returns
-    -------
-    x, y : numpy.ndarray
-        float64, shapes (n, n_in) and (n, n_out).
 
-    Raises
-    ------
-    ValueError
-        Saying what is wrong with the file (not a .npz, missing or non-numeric arrays, wrong
-        shape, NaN or infinite values, labels out of range) and what is allowed.
-    """
+def _open_npz(path) -> dict[str, np.ndarray]:
+    """The numeric arrays of a ``.npz`` file (nothing is unpickled)."""
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path} is not a readable .npz file ({type(exc).__name__}: {exc});"
-                         " allowed: a numpy.savez file with arrays x and y") from None
+                         f" allowed: {_NPZ_ALLOWED}") from None
     if not isinstance(data, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} is a single .npy array, not a .npz archive; allowed: a"
-                         " numpy.savez file with arrays x and y")
+        raise ValueError(f"{path} is a single .npy array, not a .npz archive; allowed:"
+                         f" {_NPZ_ALLOWED}")
     arrays = {}
     with data:
         missing = {"x", "y"} - set(data.files)
         if missing:
-            raise ValueError(f"{path} lacks arrays {sorted(missing)} (needs x and y)")
-        for name in ("x", "y"):
+            raise ValueError(f"{path} lacks arrays {sorted(missing)} (has {sorted(data.files)});"
+                             f" allowed: {_NPZ_ALLOWED}")
+        if ("x_test" in data.files) != ("y_test" in data.files):
+            raise ValueError(f"{path} has only one of x_test and y_test; allowed: both (a"
+                             " held-out set) or neither")
+        for name in ("x", "y", "x_test", "y_test"):
+            if name not in data.files:
+                continue
             try:
                 arrays[name] = data[name]
             except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
                 raise ValueError(f"{path}: array {name} cannot be read ({exc}); allowed:"
                                  " numeric arrays (object arrays are not unpickled)") from None
-    x, y = arrays["x"], arrays["y"]
-    for name, a in (("x", x), ("y", y)):
-        if a.dtype.kind not in "biuf":
-            raise ValueError(f"{path}: array {name} has dtype {a.dtype}; allowed: integer or"
-                             " floating-point numbers")
+            if arrays[name].dtype.kind not in "biuf":
+                raise ValueError(f"{path}: array {name} has dtype {arrays[name].dtype};"
+                                 " allowed: integer or floating-point numbers")
+    return arrays
+
+
+def _is_one_hot(y: np.ndarray) -> bool:
+    return (y.ndim == 2 and y.shape[1] >= 2 and bool(np.all((y == 0) | (y == 1)))
+            and bool(np.all(y.sum(axis=1) == 1)))
+
+
+def _inputs(path, name: str, x: np.ndarray, n_in: int) -> np.ndarray:
     if x.ndim != 2 or x.shape[1] != n_in or len(x) == 0:
-        raise ValueError(f"{path}: x has shape {x.shape}; allowed: (n ≥ 1, {n_in}), one row"
-                         " per example for the circuit's input layer")
-    if y.ndim == 1 and y.dtype.kind in "biu":
+        raise ValueError(f"{path}: {name} has shape {x.shape}; allowed: (n ≥ 1, {n_in}), one row"
+                         f" per example for the circuit's {n_in} input units")
+    x = x.astype(float)
+    if not np.all(np.isfinite(x)):
+        row = int(np.argwhere(~np.isfinite(x))[0][0])
+        raise ValueError(f"{path}: {name} has NaN or infinite values (first in row {row});"
+                         " allowed: finite numbers")
+    return x
+
+
+def _targets(path, name: str, y: np.ndarray, n: int, n_out: int, problem: str | None
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Targets (n, n_out) and, for a classification, integer labels (n,) — the rule of
+    :func:`read_npz_task`."""
+    shapes = (f"allowed: ({n},) integer class labels in [0, {n_out}), or ({n}, {n_out})"
+              f" one-hot rows or regression targets — the circuit's output layer has {n_out}"
+              " units")
+    if n_out == 1:
+        shapes = f"allowed: ({n},) or ({n}, 1) regression targets — the circuit has one output"
+    if y.ndim == 0 or y.ndim > 2 or len(y) != n:
+        raise ValueError(f"{path}: {name} has shape {y.shape} for {n} examples; {shapes}")
+    if not np.all(np.isfinite(y)):
+        row = int(np.argwhere(~np.isfinite(y))[0][0])
+        raise ValueError(f"{path}: {name} has NaN or infinite values (first in row {row});"
+                         " allowed: finite numbers")
+    if y.ndim == 1 and n_out == 1:
+        y = y.reshape(n, 1)
+    if y.ndim == 1:
+        if not np.all(y == np.round(y)):
+            raise ValueError(f"{path}: {name} has shape {y.shape} with non-integer values (e.g."
+                             f" {y[y != np.round(y)][0]!r}); {shapes}")
         bad = y[(y < 0) | (y >= n_out)]
         if bad.size:
-            raise ValueError(f"{path}: class label {bad[0]} in y is outside the {n_out} output"
-                             f" units; allowed: integers 0 … {n_out - 1}")
-        y = np.eye(n_out)[y]
-    if y.ndim != 2 or y.shape[1] != n_out:
-        raise ValueError(f"{path}: y has shape {y.shape}; allowed: ({len(x)}, {n_out}) targets"
-                         f" or ({len(x)},) integer class labels in [0, {n_out})")
-    if len(y) != len(x):
-        raise ValueError(f"{path}: x has {len(x)} rows and y {len(y)}; one target per example")
-    x, y = x.astype(float), y.astype(float)
-    for name, a in (("x", x), ("y", y)):
-        if not np.all(np.isfinite(a)):
-            row = int(np.argwhere(~np.isfinite(a))[0][0])
-            raise ValueError(f"{path}: {name} has NaN or infinite values (first in row {row});"
-                             " allowed: finite numbers")
-    if loss == "softmax_cross_entropy" and (
-        np.any(y < 0) or not np.allclose(y.sum(axis=1), 1.0, rtol=0, atol=1e-9)
-    ):
-        raise ValueError(f"{path}: softmax cross-entropy needs every row of y to be a"
-                         " distribution (entries ≥ 0, summing to 1), e.g. one-hot labels")
-    return x, y
+            raise ValueError(f"{path}: class label {bad[0]:g} in {name} is outside the {n_out}"
+                             f" output units; allowed: integers 0 … {n_out - 1}")
+        labels = y.astype(np.int64)
+        if problem == "regression":
+            return np.eye(n_out)[labels], None
+        return np.eye(n_out)[labels], labels
+    if y.shape[1] != n_out:
+        raise ValueError(f"{path}: {name} has shape {y.shape}; {shapes}")
+    y = y.astype(float)
+    if problem == "regression":
+        return y, None
+    if _is_one_hot(y):
+        return y, np.argmax(y, axis=1).astype(np.int64)
+    if problem == "classification":
+        raise ValueError(f"{path}: {name}: problem = 'classification' needs class labels, but"
+                         f" its rows are not one-hot; {shapes}")
+    return y, None
+
+
+def split_held_out(n: int, test_fraction: float, rng_or_seed=0,
+                   labels: np.ndarray | None = None) -> np.ndarray:
+    """A seeded held-out mask over ``n`` examples, stratified by class when labels are given.
+
+    Within each class (or over all examples, without labels) ``round(test_fraction · n_c)``
+    examples, chosen by a permutation drawn from the seed, are held out; the same seed gives the
+    same split.
+
+    Parameters
+    ----------
+    n : int
+        Number of examples.
+    test_fraction : float
+        Fraction held out, in (0, 1).
+    rng_or_seed : int or numpy.random.Generator
+        Source of the permutations (one per class, in class order).
+    labels : numpy.ndarray, optional
+        Integer class labels (n,): stratify by them.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask, True for the held-out examples.
+
+    Raises
+    ------
+    ValueError
+        When ``test_fraction`` is out of range or leaves the train or the test split empty.
+    """
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, Real) or not (
+            0.0 < test_fraction < 1.0):
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    rng = _as_generator(rng_or_seed)
+    mask = np.zeros(n, dtype=bool)
+    groups = ([np.arange(n)] if labels is None
+              else [np.flatnonzero(labels == c) for c in np.unique(labels)])
+    for idx in groups:
+        mask[rng.permutation(idx)[: round(test_fraction * len(idx))]] = True
+    if not mask.any() or mask.all():
+        raise ValueError(f"test_fraction = {test_fraction} of {n} examples leaves the"
+                         f" {'test' if not mask.any() else 'training'} split empty")
+    return mask
+
+
+def read_npz_task(path, n_in: int, n_out: int, loss: str = "squared_error", *,
+                  test_fraction: float | None = None, seed=0, problem: str | None = None
+                  ) -> Task:
+    """A user's ``.npz`` examples as a :class:`Task`, checked against a circuit.
+
+    The file holds arrays ``x`` (n, n_in) and ``y``, and optionally a held-out set ``x_test``,
+    ``y_test`` of the same layouts. Nothing is unpickled.
+
+    **Classification or regression** (``problem``), when not given, follows from ``y``:
+
+    - ``y`` of shape (n,) and the circuit has several outputs: integer class labels in
+      [0, n_out) (integer-valued floats are accepted), one-hot encoded as targets →
+      classification;
+    - ``y`` of shape (n, n_out) whose rows are all one-hot (entries 0 or 1, one 1 per row) →
+      classification, the label being the 1's position;
+    - any other ``y`` of shape (n, n_out) — or (n,) with a single output unit — → regression
+      targets.
+
+    ``problem = "regression"`` treats labels as plain one-hot targets (no accuracy);
+    ``problem = "classification"`` refuses targets that are not labels or one-hot rows.
+
+    **Held out**: ``x_test``/``y_test`` from the file, or, with ``test_fraction``, a seeded
+    split of ``x``/``y`` (:func:`split_held_out`, stratified by class for a classification); the
+    two may not be combined. Without either the task has no test examples.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.npz`` file (``numpy.savez``).
+    n_in, n_out : int
+        The circuit's input and output widths.
+    loss : str
+        The circuit's loss; with ``softmax_cross_entropy`` every target row must be a
+        distribution (≥ 0, sum 1).
+    test_fraction : float, optional
+        Fraction of the examples held out, in (0, 1).
+    seed : int or numpy.random.Generator
+        Source of the held-out split.
+    problem : {"classification", "regression"}, optional
+        Decided from ``y`` when not given (the rule above).
+
+    Returns
+    -------
+    Task
+        Named ``"npz"``; ``metadata`` says where the held-out set came from.
+
+    Raises
+    ------
+    ValueError
+        Saying what is wrong (not a .npz, missing or non-numeric arrays, shapes that do not fit
+        the circuit — with the shapes that would — NaN or infinite values, labels out of range)
+        and what is allowed.
+    """
+    if problem is not None and problem not in PROBLEMS:
+        raise ValueError(f"problem {problem!r} is not allowed; allowed: {', '.join(PROBLEMS)}")
+    arrays = _open_npz(path)
+    x = _inputs(path, "x", arrays["x"], n_in)
+    y, labels = _targets(path, "y", arrays["y"], len(x), n_out, problem)
+    classification = labels is not None
+    if "x_test" in arrays:
+        if test_fraction is not None:
+            raise ValueError(f"{path} has x_test and y_test, and a test_fraction is given too;"
+                             " allowed: one held-out set, from the file or from test_fraction")
+        x_test = _inputs(path, "x_test", arrays["x_test"], n_in)
+        y_test, labels_test = _targets(path, "y_test", arrays["y_test"], len(x_test), n_out,
+                                       "classification" if classification else "regression")
+        held_out = {"held_out": "x_test and y_test of the file"}
+        x_train, y_train, labels_train = x, y, labels
+    elif test_fraction is not None:
+        mask = split_held_out(len(x), test_fraction, seed, labels)
+        x_train, y_train, x_test, y_test = x[~mask], y[~mask], x[mask], y[mask]
+        labels_train = None if labels is None else labels[~mask]
+        labels_test = None if labels is None else labels[mask]
+        held_out = {"held_out": f"test_fraction = {test_fraction:g} of the file's examples"
+                    + (" (stratified by class)" if classification else "")
+                    + (f", seed {seed}" if isinstance(seed, Integral) else "")}
+    else:
+        x_train, y_train, labels_train = x, y, labels
+        x_test, y_test = np.zeros((0, n_in)), np.zeros((0, n_out))
+        labels_test = None if labels is None else np.zeros(0, dtype=np.int64)
+        held_out = {"held_out": "none"}
+    if loss == "softmax_cross_entropy":
+        for name, t in (("y", y_train), ("y_test", y_test)):
+            if np.any(t < 0) or not np.allclose(t.sum(axis=1), 1.0, rtol=0, atol=1e-9):
+                raise ValueError(f"{path}: softmax cross-entropy needs every row of {name} to be"
+                                 " a distribution (entries ≥ 0, summing to 1), e.g. one-hot"
+                                 " labels or integer class labels")
+    return Task(
+        name="npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, loss=loss,
+        labels_train=labels_train, labels_test=labels_test,
+        metadata={"path": str(path), "problem": "classification" if classification
+                  else "regression", **held_out},
+    )
+
+
+def read_npz(path, n_in: int, n_out: int, loss: str = "squared_error"
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """The training examples of a user's ``.npz`` file, checked against a circuit.
+
+    The arrays ``x`` and ``y`` of :func:`read_npz_task` (which see for the layouts allowed),
+    ``y`` as targets of shape (n, n_out) (class labels one-hot encoded).
+
+    Returns
+    -------
+    x, y : numpy.ndarray
+        float64, shapes (n, n_in) and (n, n_out).
+    """
+    task = read_npz_task(path, n_in, n_out, loss)
+    return np.array(task.x_train), np.array(task.y_train)
