@@ -45,7 +45,7 @@ from cdtp.circuit import CircuitConfig, load_circuit
 from cdtp.engine import build, initial_network
 from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
 from cdtp.layers import Network
-from cdtp.reference import alignment
+from cdtp.reference import alignment, cdtp_map
 from cdtp.reference.trainer import train
 
 HERE = Path(__file__).resolve().parent
@@ -204,6 +204,38 @@ def diagnostics(net: Network, circuit: CircuitConfig, task: tasks.Task) -> dict:
     return {k: [None if np.isnan(e) else float(e) for e in v] for k, v in out.items()}
 
 
+def run_map(circuit: CircuitConfig, fit, evals, epochs: int, seeds, chunk: int = 200) -> list:
+    """The discrete CDTP map (:mod:`cdtp.reference.cdtp_map`, the circuit's oracle), every
+    seed as one batch of circuits, with the circuit's initial weights and example orders."""
+    cs = [dataclasses.replace(circuit, seed=s) for s in seeds]
+    inits = [initial_network(c) for c in cs]
+    state = cdtp_map.CDTPState.initial(inits[0], len(cs))
+    for l in range(1, circuit.depth + 1):
+        state.weights[l] = np.stack([n.weights[l] for n in inits])
+        if l >= 2:
+            state.feedback[l] = np.stack([n.feedback[l] for n in inits])
+    streams = [stream(fit, epochs, s) for s in seeds]
+    x = np.stack([x for x, _ in streams], axis=1)  # (cycles, seeds, n_0)
+    y = np.stack([y for _, y in streams], axis=1)
+    params = cdtp_map.parameters_of(circuit, DT)
+    nets = [[n] for n in inits]
+    t0 = time.perf_counter()
+    for e in range(epochs):
+        for start in range(e * fit.n_train, (e + 1) * fit.n_train, chunk):
+            stop = min(start + chunk, (e + 1) * fit.n_train)
+            state = cdtp_map.run(inits[0], params, SCHEDULE, x[start:stop], y[start:stop],
+                                 record_every=0, state=state)["state"]
+        for k, c in enumerate(cs):
+            net = initial_network(c)
+            for l in range(1, c.depth + 1):
+                net.weights[l] = state.weights[l][k].copy()
+                if l >= 2:
+                    net.feedback[l] = state.feedback[l][k].copy()
+            nets[k].append(net)
+    sim = time.perf_counter() - t0
+    return [_evaluate(n, c, evals, diverged=None, sim=sim / len(cs)) for n, c in zip(nets, cs)]
+
+
 def run_bp(circuit: CircuitConfig, task, epochs: int, seed: int, lr: float) -> list:
     """Online BP from the circuit's initial weights, in the circuit's example order; accuracy
     on ``task``'s test split after each epoch (index 0: before training)."""
@@ -226,7 +258,7 @@ def run_reference(circuit: CircuitConfig, test, epochs: int, seed: int) -> dict:
             "time": time.perf_counter() - t0}
 
 
-def run_task(spec: Spec, seeds, device: str = "cython") -> dict:
+def run_task(spec: Spec, seeds, device: str = "cython", with_map: bool = False) -> dict:
     fit, val, test = spec.make()
     circuit = circuit_for(spec.sizes)
     res = {"spec": spec, "circuit": [], "bp": {}, "circuit_cfg": circuit}
@@ -238,6 +270,10 @@ def run_task(spec: Spec, seeds, device: str = "cython") -> dict:
     for seed, r in zip(seeds, res["circuit"]):
         print(f"{spec.name} circuit seed {seed}: val {r['curves']['val'][-1:]} test"
               f" {r['curves']['test'][-1:]} ({r['sim']:.0f} s, {r['us_per_step']:.0f} µs/step)",
+              flush=True)
+    if with_map:
+        res["map"] = run_map(circuit, fit, {"val": val, "test": test}, spec.epochs, seeds)
+        print(f"{spec.name} map: test {[r['curves']['test'][-1] for r in res['map']]}",
               flush=True)
     res["reference"] = [run_reference(circuit, test, spec.epochs, seed) for seed in seeds]
     print(f"{spec.name} reference recipe: test {[r['test'][-1] for r in res['reference']]}",
@@ -278,6 +314,14 @@ def table(results: list[dict]) -> str:
             f" {np.mean([r['sim'] for r in cir]):.0f} s (+ {np.mean([r['build'] for r in cir]):.0f}"
             f" s build) | {np.mean([r['us_per_step'] for r in cir]):.0f} |"
         )
+        if res.get("map"):
+            mp = res["map"]
+            lines.append(
+                f"| {spec.name} | {list(spec.sizes)} | discrete CDTP map (numpy, the circuit's"
+                f" oracle), {len(mp)} seeds | {spec.epochs} |"
+                f" {_ms([r['curves']['val'][-1] for r in mp])} |"
+                f" **{_ms([r['curves']['test'][-1] for r in mp])}** |"
+                f" {np.mean([r['sim'] for r in mp]):.0f} s | — |")
         if res.get("reference"):
             ref = res["reference"]
             lines.append(
@@ -435,6 +479,10 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="one seed, one epoch, nothing stored")
     ap.add_argument("--seeds", type=int, default=len(SEEDS), help="run the first N seeds")
     ap.add_argument("--epochs", type=int, help="override the task's epochs")
+    ap.add_argument("--map", action="store_true",
+                    help="add rows of the discrete CDTP map (slow: numpy, step by step)")
+    ap.add_argument("--add-map", action="store_true",
+                    help="with --task: run only the map and add its rows to the stored numbers")
     ap.add_argument("--device", default="cpp_standalone", choices=("cython", "cpp_standalone"),
                     help="Brian2 device of the circuit rows")
     args = ap.parse_args(argv)
@@ -442,6 +490,17 @@ def main(argv=None) -> None:
     all_specs = specs(args.quick)
     if args.epochs:
         all_specs = [dataclasses.replace(s, epochs=args.epochs) for s in all_specs]
+    if args.add_map:
+        spec = next((s for s in all_specs if s.name == args.task), None)
+        stored = _load(spec) if spec else None
+        if stored is None:
+            ap.error("--add-map needs --task NAME with stored numbers")
+        fit, val, test = spec.make()
+        stored["map"] = run_map(circuit_for(spec.sizes), fit, {"val": val, "test": test},
+                                spec.epochs, seeds)
+        stored["spec"] = spec
+        _store(stored)
+        return
     if args.report:
         results = [r for r in (_load(s) for s in all_specs) if r is not None]
     else:
@@ -449,7 +508,7 @@ def main(argv=None) -> None:
         if not chosen:
             ap.error(f"--task: unknown task {args.task!r}; allowed:"
                      f" {', '.join(s.name for s in all_specs)}")
-        results = [run_task(s, seeds, args.device) for s in chosen]
+        results = [run_task(s, seeds, args.device, args.map) for s in chosen]
         if not args.quick:
             for r in results:
                 _store(r)
