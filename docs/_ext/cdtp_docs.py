@@ -7,9 +7,9 @@
   :class:`cdtp.reference.rnn_experiment.RNNExperimentConfig`, with the defaults of the
   dataclasses they load into and the allowed names of the modules' own lists;
 - ``.. cdtp-dataset::`` — the dimensions, coordinates, variables and attributes of a results
-  file, read from a real (tiny) run made during the build;
-- the notebooks of ``analysis/`` executed at build time (``builder-inited``) into
-  ``docs/_generated/analysis/``, where MyST-NB renders them with their outputs;
+  file, read from a real (two-cycle) run made during the build;
+- :func:`run_examples` (at ``builder-inited``): that run, and the notebooks of ``analysis/``
+  executed into ``docs/_generated/analysis/``, where MyST-NB renders them with their outputs;
 - :func:`plain_text_docstrings`: the code's docstrings are written to read well as plain text
   (``|a|`` for an absolute value, tables and equations laid out by hand); it escapes the bars
   and shows indented blocks and hand-made tables that reStructuredText cannot parse as written.
@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -113,16 +112,16 @@ KEY_DOCS: dict[str, dict[str, dict[str, str]]] = {
                    "``cycles`` and ``epochs``.", "default": "—"},
         "epochs": {"text": "Passes over the task's training set (one example per cycle).",
                    "default": "—"},
-        "dt": {"text": "The time step of the simulation.", "default": "1 ms",
+        "dt": {"text": "The time step of the simulation.", "default": '``"1 ms"``',
                "allowed": "> 0; time constants 0 or ≥ dt"},
         "device": {"text": "Brian2's target: ``numpy`` (nothing to compile) or ``cython``.",
-                   "default": "numpy"},
+                   "default": '``"numpy"``'},
         "seed": {"text": "Seed of the example stream (order of the examples; the task's seed "
-                 "when ``task.seed`` is not given).", "default": "0", "allowed": "≥ 0"},
+                 "when ``task.seed`` is not given).", "default": "``0``", "allowed": "≥ 0"},
         "kind": {"text": "``circuit`` (this table), or ``rnn`` for an RNN experiment file "
-                 "(its own keys, below).", "default": "circuit"},
+                 "(its own keys, below).", "default": '``"circuit"``'},
         "task": {"text": "The ``[task]`` table: which examples the circuit sees.",
-                 "type": "table", "default": "teacher_student"},
+                 "type": "table", "default": '``name = "teacher_student"``'},
         "gamma": {"text": "The ``[gamma]`` table: the γ rhythm.", "type": "table",
                   "default": "see below"},
         "plasticity_gate": {"text": "The ``[plasticity_gate]`` table: when W may change.",
@@ -137,8 +136,8 @@ KEY_DOCS: dict[str, dict[str, dict[str, str]]] = {
                       "own arrays).", "default": "teacher_student"},
         "task.seed": {"text": "Seed of the task's data (``teacher_student``, ``digits``' "
                       "split).", "default": "the scenario's ``seed``", "allowed": "≥ 0"},
-        "task.n_test": {"text": "Held-out examples of ``teacher_student``.", "default": "256"},
-        "task.scale": {"text": "Input scale of ``digits``.", "default": "1.0",
+        "task.n_test": {"text": "Held-out examples of ``teacher_student``.", "default": "``256``"},
+        "task.scale": {"text": "Input scale of ``digits``.", "default": "``1.0``",
                        "allowed": "> 0"},
         "task.path": {"text": "The ``.npz`` file of an ``npz`` task, relative to the scenario "
                       "file (arrays ``x`` and ``y``; nothing is unpickled).", "default": "—"},
@@ -239,7 +238,7 @@ def _option_row(command: str, action: argparse.Action, warn) -> list[str] | None
             metavar = " " + (action.metavar or action.dest.upper())
         name = ", ".join(f"``{o}{metavar}``" for o in action.option_strings)
     else:
-        name = f"``{action.metavar or action.dest.upper()}``"
+        name = f"``{action.metavar or action.dest}``"
     text = action.help or CLI_DOCS.get((command, action.dest))
     if not text:
         warn(f"cdtp {command}: {name} has no help in cdtp/cli.py and none in CLI_DOCS")
@@ -247,7 +246,7 @@ def _option_row(command: str, action: argparse.Action, warn) -> list[str] | None
     if action.help and (command, action.dest) in CLI_DOCS:
         warn(f"cdtp {command}: {name} has help in cdtp/cli.py; remove it from CLI_DOCS")
     extra = []
-    if isinstance(action, argparse._AppendAction):
+    if isinstance(action, argparse._AppendAction) and "repeatable" not in text:
         extra.append("repeatable")
     if action.type is not None and action.type is not str:
         extra.append(f"type {action.type.__name__}")
@@ -292,19 +291,26 @@ class CliDirective(_GeneratedDirective):
 
 
 # --- TOML keys -------------------------------------------------------------------------------
-def _format_default(value, kind) -> str:
+def _format_default(value, kind, key: str = "") -> str:
+    """A default as it would be written in the file."""
     if value is None:
         return "—"
+    return f"``{_toml_value(value, kind, key)}``"
+
+
+def _toml_value(value, kind, key: str = "") -> str:
+    if kind == "rate" and key.endswith("frequency"):
+        return f'"{value:g} Hz"'
     if kind == "time":
-        return f"{value * 1e3:g} ms"
+        return f'"{value * 1e3:g} ms"'
     if kind == "rate":
-        return f"{value:g} /s"
+        return f'"{value:g} /s"'
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
         return f'"{value}"'
     if isinstance(value, tuple | list):
-        return "[" + ", ".join(_format_default(v, None) for v in value) + "]"
+        return "[" + ", ".join(_toml_value(v, None) for v in value) + "]"
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -396,7 +402,7 @@ class TomlDirective(_GeneratedDirective):
                 allowed = ", ".join(f"``{n}``" for n in allowed_names) + (
                     f"; {allowed}" if allowed else "")
             type_ = doc.get("type") or _KIND.get(kind, "table")
-            default_text = doc.get("default") or _format_default(default, kind)
+            default_text = doc.get("default") or _format_default(default, kind, dotted)
             by_section.setdefault(section, []).append(
                 [f"``{dotted}``", type_, _unit(kind), default_text, allowed, doc["text"]])
         for dotted in sorted(described):
@@ -425,36 +431,24 @@ class TomlDirective(_GeneratedDirective):
 DATASET_CYCLES = 2
 
 
-def _example_dataset():
-    import xarray as xr
-
-    from cdtp.recording import load
+def write_example_dataset(path: str | Path) -> None:
+    """The run the data-model page reads: the quickstart scenario for :data:`DATASET_CYCLES`
+    cycles, written to ``path``."""
     from cdtp.scenario import load_scenario
 
     scenario = load_scenario(REPO / "scenarios" / "quickstart.toml",
                              [f"cycles={DATASET_CYCLES}"])
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "quickstart.nc"
-        scenario.simulate(path=path)
-        with load(path) as ds:
-            ds = ds.load()
-    assert isinstance(ds, xr.Dataset)
-    return ds
+    scenario.simulate(path=Path(path)).close()
 
 
 class DatasetDirective(_GeneratedDirective):
     """Tables of a real results file's dimensions, coordinates, variables and attributes."""
 
-    option_spec = {}
-
     def run(self):
-        key = "_cdtp_example_dataset"
-        ds = getattr(self.env.app, key, None)
-        if ds is None:
-            t0 = time.perf_counter()
-            ds = _example_dataset()
-            setattr(self.env.app, key, ds)
-            logger.info(f"cdtp-dataset: example run in {time.perf_counter() - t0:.1f} s")
+        from cdtp.recording import load
+
+        with load(Path(self.env.app.srcdir) / GENERATED / "example.nc") as ds:
+            ds = ds.load()
         lines = ["**Dimensions** (sizes of this run)", ""]
         lines += _rst_table(["dimension", "size"],
                             [[f"``{d}``", str(n)] for d, n in ds.sizes.items()], [30, 70])
@@ -485,40 +479,63 @@ class DatasetDirective(_GeneratedDirective):
         return self._parse(lines)
 
 
-# --- notebooks -------------------------------------------------------------------------------
-NOTEBOOK_DIR = "_generated/analysis"
+# --- what the build runs: the notebooks and the example run -----------------------------------
+GENERATED = "_generated"
+NOTEBOOK_DIR = f"{GENERATED}/analysis"
 
 
-def execute_notebooks(app) -> None:
-    """Run every notebook of ``analysis/`` (in ``analysis/``, so its relative paths resolve;
-    ``CDTP_NOTEBOOK_SMALL=1``, the short version the test suite runs too) and store it with its
-    outputs where the docs read it. A cell that raises fails the build."""
+def execute_notebook(source: str | Path, target: str | Path) -> None:
+    """Run a notebook of ``analysis/`` in ``analysis/`` (so its relative paths resolve) and
+    store it with its outputs at ``target``; a cell that raises raises here."""
     import nbformat
     from nbclient import NotebookClient
 
-    out = Path(app.srcdir) / NOTEBOOK_DIR
-    if os.environ.get("CDTP_DOCS_REUSE_NOTEBOOKS") == "1" and out.is_dir():
-        logger.info("CDTP_DOCS_REUSE_NOTEBOOKS=1: the notebooks executed by the last build")
+    source = Path(source)
+    nb = nbformat.read(source, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(source.parent)}}).execute()
+    nbformat.write(nb, target)
+
+
+def run_examples(app) -> None:
+    """Execute every notebook of ``analysis/`` (their short versions, ``CDTP_NOTEBOOK_SMALL=1``,
+    which the test suite runs too) into ``docs/_generated/analysis/``, where MyST-NB renders
+    them, and make the example results file of the data-model page. Each is a process of its
+    own, run side by side on the machine's cores; any failure fails the build."""
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    out = Path(app.srcdir) / GENERATED
+    if os.environ.get("CDTP_DOCS_REUSE_EXAMPLES") == "1" and (out / "example.nc").is_file():
+        logger.info("CDTP_DOCS_REUSE_EXAMPLES=1: the notebooks and run of the last build")
         return
     if out.exists():
         shutil.rmtree(out)
-    out.mkdir(parents=True)
-    env = os.environ.get("CDTP_NOTEBOOK_SMALL")
-    os.environ["CDTP_NOTEBOOK_SMALL"] = "1"
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    try:
-        for path in sorted((REPO / "analysis").glob("*.ipynb")):
-            t0 = time.perf_counter()
-            nb = nbformat.read(path, as_version=4)
-            NotebookClient(nb, timeout=300, kernel_name="python3",
-                           resources={"metadata": {"path": str(path.parent)}}).execute()
-            nbformat.write(nb, out / path.name)
-            logger.info(f"executed {path.name} in {time.perf_counter() - t0:.1f} s")
-    finally:
-        if env is None:
-            os.environ.pop("CDTP_NOTEBOOK_SMALL", None)
-        else:
-            os.environ["CDTP_NOTEBOOK_SMALL"] = env
+    (out / "analysis").mkdir(parents=True)
+    jobs = {f"notebook {p.name}": ("notebook", str(p), str(out / "analysis" / p.name))
+            for p in sorted((REPO / "analysis").glob("*.ipynb"))}
+    jobs["example run"] = ("dataset", str(out / "example.nc"))
+    env = {**os.environ, "CDTP_NOTEBOOK_SMALL": "1", "MPLBACKEND": "Agg",
+           "CDTP_DOCS_REPO": str(REPO)}
+
+    def run(job):
+        t0 = time.perf_counter()
+        done = subprocess.run([sys.executable, __file__, *job], env=env, capture_output=True,
+                              text=True)
+        return done, time.perf_counter() - t0
+
+    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
+        results = dict(zip(jobs, pool.map(run, jobs.values())))
+    failed = []
+    for name, (done, seconds) in results.items():
+        logger.info(f"{name}: {seconds:.1f} s")
+        if done.returncode:
+            failed.append(f"{name} failed:\n{done.stderr[-3000:]}")
+    if failed:
+        from sphinx.errors import ExtensionError
+
+        raise ExtensionError("\n\n".join(failed))
 
 
 # --- docstrings written as plain text ---------------------------------------------------------
@@ -606,5 +623,16 @@ def setup(app):
     app.add_directive("cdtp-cli", CliDirective)
     app.add_directive("cdtp-toml", TomlDirective)
     app.add_directive("cdtp-dataset", DatasetDirective)
-    app.connect("builder-inited", execute_notebooks)
+    app.connect("builder-inited", run_examples)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
+
+
+if __name__ == "__main__":  # the processes of run_examples
+    import sys
+
+    if sys.argv[1] == "notebook":
+        execute_notebook(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "dataset":
+        write_example_dataset(sys.argv[2])
+    else:
+        raise SystemExit(f"unknown job {sys.argv[1]!r}")
