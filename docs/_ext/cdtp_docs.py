@@ -23,6 +23,7 @@ exists, is a Sphinx warning — an error in ``make docs`` and in the test suite 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -176,6 +177,29 @@ KEY_DOCS: dict[str, dict[str, dict[str, str]]] = {
         "record.chunk_cycles": {"text": "Cycles simulated and written per chunk (bounds "
                                 "memory)."},
     },
+}
+
+#: What each global attribute of a results file means (checked against a real run).
+ATTRIBUTE_DOCS = {
+    "title": "a one-line description of the run",
+    "circuit": "the resolved circuit: JSON of :class:`cdtp.circuit.CircuitConfig` (times in s, "
+               "rates in 1/s)",
+    "schedule": "the γ schedule and the plasticity gate (JSON)",
+    "record": "what was requested to be recorded: JSON of :class:`cdtp.recording.RecordSpec`",
+    "cdtp_version": "the version of cdtp that made the file",
+    "seed": "the circuit's seed (initial weights)",
+    "dt": "the time step (s)",
+    "steps_per_cycle": "time steps in one γ cycle",
+    "boundary_steps": "the step of each phase boundary within a cycle (JSON)",
+    "device": "Brian2's target (``numpy``, ``cython``), or the numpy reference map",
+    "backend": "``brian2`` (the circuit) or ``map`` (the discrete reference map)",
+    "scenario": "the scenario's table after the ``--set`` overrides (JSON)",
+    "scenario_file": "the scenario file the run was read from",
+    "task": "the examples shown: the task and its parameters (JSON)",
+    "diverged": "empty, or the divergence message (the cycles before it are kept)",
+    "interrupted": "empty, or how Ctrl-C cut the run short",
+    "cycles_completed": "γ cycles recorded",
+    "cycles_planned": "γ cycles the run was to have; the run is complete when both are equal",
 }
 
 #: Arguments and options whose argparse definition has no ``help``: (subcommand, dest) → text.
@@ -463,19 +487,26 @@ class DatasetDirective(_GeneratedDirective):
             [[f"``{k}``", ", ".join(v.dims), str(v.dtype), v.attrs.get("units", ""),
               v.attrs.get("long_name", "")] for k, v in ds.data_vars.items()],
             [18, 22, 10, 10, 40])
-        lines += ["**Global attributes** (values of this run, shortened)", ""]
+        lines += ["**Global attributes**", ""]
         rows = []
         for k, v in ds.attrs.items():
+            if k not in ATTRIBUTE_DOCS:
+                self.warn(f"the results file has an attribute {k!r} that ATTRIBUTE_DOCS "
+                          "(docs/_ext/cdtp_docs.py) does not describe")
             text = str(v)
             if isinstance(v, str) and text.startswith("{"):
-                try:
-                    text = "JSON: " + ", ".join(list(json.loads(text))[:8]) + ", …"
-                except ValueError:
-                    pass
-            text = text if len(text) <= 70 else text[:67] + "…"
-            rows.append([f"``{k}``", type(v).__name__, text.replace("*", "\\*")
-                         .replace("`", "\\`").replace("|", "\\|")])
-        lines += _rst_table(["attribute", "type", "value"], rows, [22, 10, 68])
+                with contextlib.suppress(ValueError):
+                    text = "JSON: " + ", ".join(list(json.loads(text))[:6]) + ", …"
+            text = text if len(text) <= 50 else text[:47] + "…"
+            if k == "scenario_file":
+                text = Path(text).name
+            rows.append([f"``{k}``", type(v).__name__, ATTRIBUTE_DOCS.get(k, ""),
+                         f"``{text.replace('`', chr(39))}``" if text.strip() else "(empty)"])
+        for k in sorted(set(ATTRIBUTE_DOCS) - set(ds.attrs)):
+            self.warn(f"ATTRIBUTE_DOCS describes an attribute {k!r} that a results file does "
+                      "not have")
+        lines += _rst_table(["attribute", "type", "meaning", "in this run"], rows,
+                            [18, 8, 44, 30])
         return self._parse(lines)
 
 
