@@ -212,5 +212,8 @@ def test_docs_build(tmp_path):
     for nb in (ROOT / "analysis").glob("*.ipynb"):
         page = html / "_generated" / "analysis" / f"{nb.stem}.html"
         assert page.is_file()
-        assert "output" in page.read_text(encoding="utf-8")  # rendered with its outputs
+        assert "cell_output" in page.read_text(encoding="utf-8")  # rendered with its outputs
+    # the figures of the notebooks are there (drawn inline by the kernel, not lost to Agg)
+    anatomy = html / "_generated" / "analysis" / "anatomy_of_a_gamma_cycle.html"
+    assert anatomy.read_text(encoding="utf-8").count("<img") >= 2
     assert (source / "_generated" / "example.nc").is_file()

@@ -547,13 +547,16 @@ def run_examples(app) -> None:
     jobs = {f"notebook {p.name}": ("notebook", str(p), str(out / "analysis" / p.name))
             for p in sorted((REPO / "analysis").glob("*.ipynb"))}
     jobs["example run"] = ("dataset", str(out / "example.nc"))
-    env = {**os.environ, "CDTP_NOTEBOOK_SMALL": "1", "MPLBACKEND": "Agg",
-           "CDTP_DOCS_REPO": str(REPO)}
+    env = {**os.environ, "CDTP_NOTEBOOK_SMALL": "1", "CDTP_DOCS_REPO": str(REPO)}
+    # the kernels draw figures as outputs (inline), whatever the caller's MPLBACKEND (the
+    # Makefile exports Agg, which would leave the rendered notebooks without figures)
+    backends = {"notebook": "module://matplotlib_inline.backend_inline", "dataset": "Agg"}
 
     def run(job):
         t0 = time.perf_counter()
-        done = subprocess.run([sys.executable, __file__, *job], env=env, capture_output=True,
-                              text=True)
+        done = subprocess.run([sys.executable, __file__, *job],
+                              env={**env, "MPLBACKEND": backends[job[0]]},
+                              capture_output=True, text=True)
         return done, time.perf_counter() - t0
 
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
