@@ -94,7 +94,7 @@ def blocks(path: Path) -> list[dict]:
     return out
 
 
-def test_the_block_parser_finds_the_tutorials_blocks():
+def test_the_block_parser_finds_the_tutorials_blocks(tmp_path):
     """The parser sees the tutorial's Python blocks, its captioned TOML files and its marker."""
     found = blocks(DOCS / "tutorial.md")
     python = [b for b in found if b["lang"] == "python"]
@@ -102,7 +102,10 @@ def test_the_block_parser_finds_the_tutorials_blocks():
     assert len(python) >= 6
     assert files[:3] == ["my_circuit.toml", "my_scenario.toml", "my_sweep.toml"]
     assert all(b["code"].strip() for b in python)
-    assert any(b["skip"] for b in python)  # the future `import cdtp` API block
+    page = tmp_path / "page.md"
+    page.write_text("<!-- docs-test: skip (why) -->\n```python\nx = 1\n```\n\n```python\ny = 2\n```\n")
+    marked = blocks(page)
+    assert [b["skip"] for b in marked] == ["why", None]  # a marker applies to the next block
 
 
 @pytest.fixture(scope="module")

@@ -132,12 +132,33 @@ KEY_DOCS: dict[str, dict[str, dict[str, str]]] = {
         "sweep": {"text": "A ``[sweep]`` table turns the file into a grid: dotted keys → lists "
                   "of values, one run per point (``cdtp sweep``; ignored by ``cdtp run``).",
                   "type": "table", "default": "none"},
-        "task.name": {"text": "``teacher_student`` (a random teacher network of the circuit's "
-                      "shape), ``digits`` (8×8 digits, needs sizes 64 … 10) or ``npz`` (your "
-                      "own arrays).", "default": "teacher_student"},
-        "task.seed": {"text": "Seed of the task's data (``teacher_student``, ``digits``' "
-                      "split).", "default": "the scenario's ``seed``", "allowed": "≥ 0"},
-        "task.n_test": {"text": "Held-out examples of ``teacher_student``.", "default": "``256``"},
+        "task.name": {"text": "``teacher_student`` (regression on a random teacher network of "
+                      "the circuit's shape), ``teacher_classes`` (classes from a random tanh "
+                      "teacher), ``digits`` (8×8 digits, needs sizes 64 … 10), ``mnist1d`` "
+                      "(MNIST-1D generated offline, needs sizes 40 … 10) or ``npz`` (your own "
+                      "arrays).", "default": "teacher_student"},
+        "task.seed": {"text": "Seed of the task's data (the teachers, ``digits``' and "
+                      "``npz``'s split, MNIST-1D's generation).",
+                      "default": "the scenario's ``seed``", "allowed": "≥ 0"},
+        "task.n_train": {"text": "Training examples of ``teacher_student``, "
+                         "``teacher_classes`` and ``mnist1d``.",
+                         "default": "``cycles`` (teacher_student), 6000, 4000"},
+        "task.n_test": {"text": "Held-out examples of ``teacher_student``, ``teacher_classes`` "
+                        "and ``mnist1d``.", "default": "256, 1000, 1000"},
+        "task.noise": {"text": "Output noise of ``teacher_student``.", "default": "``0``"},
+        "task.margin": {"text": "``teacher_classes``: how far the teacher's winning class must "
+                        "lead for an example to be kept.", "default": "``0``"},
+        "task.hidden": {"text": "``teacher_classes``: the teacher's hidden widths.",
+                        "default": "the circuit's hidden widths"},
+        "task.nonlinearity": {"text": "``teacher_classes``: the teacher's σ.",
+                              "default": "``tanh``"},
+        "task.test_fraction": {"text": "``digits`` / ``npz``: the share of the examples held "
+                               "out for testing (a seeded split, stratified by class).",
+                               "default": "digits' own split; none for npz",
+                               "allowed": "(0, 1)"},
+        "task.problem": {"text": "``npz``: ``classification`` or ``regression``; by default a "
+                         "classification when the labels are integers or one-hot rows.",
+                         "default": "from the labels"},
         "task.scale": {"text": "Input scale of ``digits``.", "default": "``1.0``",
                        "allowed": "> 0"},
         "task.path": {"text": "The ``.npz`` file of an ``npz`` task, relative to the scenario "
@@ -200,6 +221,7 @@ ATTRIBUTE_DOCS = {
     "interrupted": "empty, or how Ctrl-C cut the run short",
     "cycles_completed": "γ cycles recorded",
     "cycles_planned": "γ cycles the run was to have; the run is complete when both are equal",
+    "held_out": "where the held-out examples of the per-epoch evaluation came from",
 }
 
 #: Arguments and options whose argparse definition has no ``help``: (subcommand, dest) → text.
@@ -377,7 +399,12 @@ def _scenario_keys():
              "plasticity_gate.kind": PLASTICITY_GATES, "record.variables": TRACE_VARIABLES,
              "kind": ("circuit", "rnn")}
     out = [("", key, kind, None, names.get(key)) for key, kind in s._TOP.items()]
-    for section, spec, obj in (("task", s._TASK, None), ("gamma", s._GAMMA, GammaSchedule()),
+    # the [task] keys: the union of every task's keys (which task takes which is in the text)
+    task_keys = {"name": "str"}
+    for keys in s.TASK_KEYS.values():
+        for key, kind in keys.items():
+            task_keys.setdefault(key, kind)
+    for section, spec, obj in (("task", task_keys, None), ("gamma", s._GAMMA, GammaSchedule()),
                                ("plasticity_gate", s._GATE, PlasticityGate()),
                                ("record", s._RECORD, RecordSpec())):
         for key, kind in spec.items():
