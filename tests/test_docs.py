@@ -103,7 +103,8 @@ def test_the_block_parser_finds_the_tutorials_blocks(tmp_path):
     assert files[:3] == ["my_circuit.toml", "my_scenario.toml", "my_sweep.toml"]
     assert all(b["code"].strip() for b in python)
     page = tmp_path / "page.md"
-    page.write_text("<!-- docs-test: skip (why) -->\n```python\nx = 1\n```\n\n```python\ny = 2\n```\n")
+    page.write_text("<!-- docs-test: skip (why) -->\n```python\nx = 1\n```\n\n"
+                    "```python\ny = 2\n```\n")
     marked = blocks(page)
     assert [b["skip"] for b in marked] == ["why", None]  # a marker applies to the next block
 
