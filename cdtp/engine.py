@@ -58,6 +58,7 @@ import brian2 as b2
 import numpy as np
 
 from cdtp.circuit import CircuitConfig
+from cdtp.equations import FB_REF_DRIVE, check_method, integrate, layer_dynamics
 from cdtp.gating import Schedule
 from cdtp.layers import Network, init_network
 from cdtp.nonlinearities import get_nonlinearity
@@ -156,10 +157,6 @@ _GATE_VARIABLES = ("gamma", "gamma_above", "hold", "hold_above", "plasticity", "
                    "gamma_phase_above")
 
 _LAYER_EQS = """
-a : 1
-h : 1
-h_in : 1
-u : 1
 target : 1
 dtau : 1
 scaled_error : 1
@@ -196,10 +193,12 @@ t_last : second (constant)
 """
 
 
-def _layer_equations(batched: bool, slow: bool) -> str:
+def _layer_equations(dynamics: str, batched: bool, slow: bool) -> str:
+    """The NeuronGroup equations of a layer: its Eqs 46–48 (``dynamics``, from
+    :func:`cdtp.equations.layer_dynamics`) and the parameters every layer has."""
     gate_flag = "" if batched else " (shared)"
     const_flag = " (constant)" if batched else " (shared, constant)"
-    lines = [_LAYER_EQS]
+    lines = [dynamics, _LAYER_EQS]
     lines += [f"{v} : 1{gate_flag}" for v in _GATE_VARIABLES]
     lines += [f"{v} : {unit}{const_flag}" for v, unit in _SCHEDULE_CONSTANTS.items()]
     if batched:
@@ -401,10 +400,13 @@ def _validate(circuit: CircuitConfig, schedules, dt: float, plasticity_every: in
               threads: int) -> list[int]:
     """Checks shared by :func:`build` and :func:`cdtp.batch.build_batch`; the steps per γ cycle
     of each schedule."""
+    check_method(circuit)
     for name in ("tau_h", "tau_a", "tau_u", "tau_tau"):
         v = getattr(circuit, name)
-        if 0 < v < dt * (1 - 1e-9):
-            raise ValueError(f"{name} = {v} s is shorter than dt = {dt} s: use 0 or ≥ dt")
+        # Euler and RK4 overshoot when dt exceeds a time constant; the exponential methods do not
+        if circuit.integration_method in ("euler", "rk4") and 0 < v < dt * (1 - 1e-9):
+            raise ValueError(f"{name} = {v} s is shorter than dt = {dt} s: use 0 or ≥ dt (or"
+                             " integration.method = 'exact' / 'exponential_euler')")
     spcs = [s.steps_per_cycle(dt) for s in schedules]
     if not isinstance(plasticity_every, int) or plasticity_every < 1 or any(
         spc % plasticity_every for spc in spcs
@@ -416,6 +418,17 @@ def _validate(circuit: CircuitConfig, schedules, dt: float, plasticity_every: in
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads = {threads!r}: a positive integer")
     return spcs
+
+
+def _target_code(drive: str, tau_tau: float, group, method: str, batched: bool) -> str:
+    """Stage 2's dτ/dt = drive/τ_τ (Eq 49, or the top layer's nudged target), leaving the
+    step's increment in ``dtau`` for the weight update (Eq 50). Algebraic (τ_τ = 0): the
+    map's k = 1 step, ``dtau = drive``, so the increment is not recomputed from the sum."""
+    if tau_tau == 0:
+        run = "running*" if batched else ""
+        return f"dtau = {run}({drive})\ntarget += dtau"
+    update = integrate("target", drive, "tau_tau", tau_tau, group, method, batched)
+    return f"_target_start = target\n{update}\ndtau = target - _target_start"
 
 
 def _check_stream(circuit: CircuitConfig, inputs, labels):
@@ -472,7 +485,6 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
     nb = [n + bias for n in sizes]  # neurons per block, bias unit last
     clock = b2.Clock(dt=dt * b2.second, name="cdtp_clock")
     sig = lambda v: _sigma(circuit, v)  # noqa: E731
-    dt_var = "(dt*running)" if batched else "dt"
     omega_dt = "dt*running_post" if batched else "dt"
     run_factor = "running*" if batched else ""
     namespace = {}
@@ -494,11 +506,20 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
         label_code = f"y = label_stream({cycle_time}, i)\n"
 
     layers, norms = [], []
-    eqs = _layer_equations(batched, slow)
+    method = circuit.integration_method
+
+    def keep_bias(expr):
+        return f"({expr})*(1 - is_bias) + is_bias"
+
+    dynamics = [layer_dynamics(circuit, l, batched, lambda v: keep_bias(sig(v)))
+                for l in range(L + 1)]
     for l in range(L + 1):
         is_bias = np.tile(np.r_[np.zeros(sizes[l]), np.ones(bias)], K)
-        group = b2.NeuronGroup(K * nb[l], eqs, clock=clock, name=f"layer_{l}",
+        group = b2.NeuronGroup(K * nb[l], _layer_equations(dynamics[l].equations, batched, slow),
+                               method=method, clock=clock, name=f"layer_{l}",
                                namespace=namespace)
+        # Eqs 46–48 advance in stage 5 of the reference map's step
+        group.state_updater.order = ORDER["dynamics"]
         group.is_bias = is_bias
         group.tau_h = max(circuit.tau_h, dt) * b2.second
         group.tau_a = max(circuit.tau_a, dt) * b2.second
@@ -520,9 +541,6 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
     _set_schedule_constants(layers, schedules, circuit, nb if batched else None)
     gate_code = _gate_code(schedules[0], circuit, batched)
 
-    def keep_bias(expr):
-        return f"({expr})*(1 - is_bias) + is_bias"
-
     # -- layer code --------------------------------------------------------------------------
     inp = layers[0]
     input_code = f"m = a\nsm = {keep_bias(sig('a'))}\nsa = sm"
@@ -538,21 +556,16 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
             if circuit.difference:
                 # the feedback input held at the end of the feedforward phase; its change is fed
                 # back (cdtp.reference.cdtp_map, ``difference``)
-                m_code = (f"fb_ref += {dt_var}/tau_a*hold_above*(fb - fb_ref)\n"
+                m_code = (integrate("fb_ref", FB_REF_DRIVE, "tau_a", circuit.tau_a, group,
+                                    method, batched) + "\n"
                           "m = (a + (1 - gamma_above)*(fb - fb_ref))*(1 - is_bias)\n")
-            code = (
-                m_code +
-                f"dtau = {dt_var}/tau_tau*(m - target)\n"
-                "target += dtau\n"
-                f"sm = {keep_bias(sig('m'))}"
-            )
+            code = m_code + _target_code("m - target", circuit.tau_tau, group, method,
+                                         batched) + f"\nsm = {keep_bias(sig('m'))}"
         else:
             grad = "(a - y)" if circuit.loss == "squared_error" else "(exp(a)/exp_sum - y)"
-            code = (
-                label_code
-                + f"dtau = {dt_var}/tau_tau*(a - (1 - gamma)*beta*{grad} - target)*(1 - is_bias)\n"
-                "target += dtau"
-            )
+            code = label_code + _target_code(
+                f"(a - (1 - gamma)*beta*{grad} - target)*(1 - is_bias)", circuit.tau_tau,
+                group, method, batched)
         group.run_regularly(code, when="groups", order=ORDER["targets"],
                             name=f"layer_{l}_targets")
         if circuit.influence:
@@ -561,15 +574,11 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
                 f" - scaled_error\nscaled_error += {run_factor}d_scaled_error",
                 when="groups", order=ORDER["influence"], name=f"layer_{l}_influence",
             )
-        dyn = [
-            f"h += {dt_var}/tau_h*(h_in - h)",
-            f"a += {dt_var}/tau_a*hold*(h - a)",
-        ]
-        if l >= 2:
-            dyn.append(f"u += {dt_var}/tau_u*(target - u + (1 - hold)*(u - h - leak*(u - a)))")
-            dyn.append(f"su = {keep_bias(sig('u'))}")
-        dyn.append(f"sa = {keep_bias(sig('a'))}")
-        group.run_regularly("\n".join(dyn), when="groups", order=ORDER["dynamics"],
+        # Eqs 46–48: the state updater (order "dynamics"); algebraic variables and σ around it
+        if dynamics[l].before:
+            group.run_regularly(dynamics[l].before, when="groups",
+                                order=ORDER["dynamics"] - 1, name=f"layer_{l}_algebraic")
+        group.run_regularly(dynamics[l].after, when="groups", order=ORDER["dynamics"] + 1,
                             name=f"layer_{l}_dynamics")
     # layer 0's gates are needed for nothing but γ_1 on layer 0 (m_0 = x is not gated)
 
@@ -627,12 +636,13 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
     for l in range(1, L + 1):
         ff = b2.Synapses(
             layers[l - 1], layers[l],
-            model="W : 1\nh_in_post = W*sm_pre : 1 (summed)\neta_w : 1 (shared, constant)",
+            model=f"W : 1\n{dynamics[l].h_sum}_post = W*sm_pre : 1 (summed)\n"
+                  "eta_w : 1 (shared, constant)",
             clock=clock, name=f"feedforward_{l}",
         )
         ff.W = connect_blocks(ff, l - 1, l, sizes[l], [net.weights[l] for net in nets])
         ff.eta_w = circuit.eta_w
-        ff.summed_updaters["h_in_post"].order = ORDER["feedforward_sum"]
+        ff.summed_updaters[f"{dynamics[l].h_sum}_post"].order = ORDER["feedforward_sum"]
         if circuit.eta_w != 0 and slow:
             every = plasticity_every * dt * b2.second
             post = layers[l]
