@@ -58,7 +58,7 @@ import brian2 as b2
 import numpy as np
 
 from cdtp.circuit import CircuitConfig
-from cdtp.equations import FB_REF_DRIVE, check_method, integrate, layer_dynamics
+from cdtp.equations import FB_REF_DRIVE, check_method, describe, integrate, layer_dynamics
 from cdtp.gating import Schedule
 from cdtp.layers import Network, init_network
 from cdtp.nonlinearities import get_nonlinearity
@@ -244,6 +244,21 @@ class CircuitRun:
     @property
     def steps_per_cycle(self) -> int:
         return self.schedule.steps_per_cycle(self.dt)
+
+    @property
+    def equations(self) -> str:
+        """The model as Brian2 holds it (:func:`cdtp.equations.describe`): each layer's
+        differential equations, the weight synapses' models, and one time step in execution
+        order with the code Brian2 generates. Needs no simulation."""
+        c = self.circuit
+        head = (f"circuit {c.name}: sizes {list(c.sizes)}, σ = {c.nonlinearity}, integration"
+                f" method {c.integration_method}, dt = {self.dt * 1e3:g} ms, device {self.device}")
+        return head + "\n" + describe(self.network, self.layers,
+                                       self.feedforward[1:] + self.feedback[2:],
+                                       c.integration_method)
+
+    def __str__(self) -> str:
+        return self.equations
 
     def run(self, n_cycles: int, *, report=None) -> CircuitRun:
         """Simulate ``n_cycles`` γ cycles (one example each, continuing the stream)."""
@@ -564,7 +579,10 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
         else:
             grad = "(a - y)" if circuit.loss == "squared_error" else "(exp(a)/exp_sum - y)"
             code = label_code + _target_code(
-                f"(a - (1 - gamma)*beta*{grad} - target)*(1 - is_bias)", circuit.tau_tau,
+                # the bias unit's target relaxes to (and stays at) 0; a factor (1 − is_bias)
+                # on the whole rate would make its linear coefficient 0, which the exponential
+                # methods divide by
+                f"(a - (1 - gamma)*beta*{grad})*(1 - is_bias) - target", circuit.tau_tau,
                 group, method, batched)
         group.run_regularly(code, when="groups", order=ORDER["targets"],
                             name=f"layer_{l}_targets")

@@ -36,12 +36,13 @@ same ODE (docs/model.md §2.4 measures the difference).
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 
 import brian2 as b2
 
-__all__ = ["FB_REF_DRIVE", "METHODS", "LayerDynamics", "check_method", "integrate",
-           "layer_dynamics"]
+__all__ = ["FB_REF_DRIVE", "METHODS", "LayerDynamics", "check_method", "describe",
+           "integrate", "layer_dynamics"]
 
 METHODS = ("euler", "exact", "exponential_euler", "rk4")
 
@@ -154,3 +155,53 @@ def check_method(circuit) -> None:
             f"{where} needs tau_h = 0 (algebraic): the exact solution of the coupled (h, a, u)"
             " system divides by differences of rates that coincide for equal time constants;"
             " allowed with a finite tau_h: euler, exponential_euler, rk4")
+
+
+def _code_lines(code: str, indent: str) -> list[str]:
+    return [indent + line for line in code.strip().splitlines()]
+
+
+def describe(network: b2.Network, layers: list, synapses: list, method: str) -> str:
+    """The model as Brian2 holds it, without running it: each layer's differential equations
+    (and its parameters, by name), each weight projection's synaptic model, then one time step
+    in execution order — state updaters with the code Brian2 generates for ``method``,
+    run_regularly operations and summed variables."""
+    from brian2.equations.equations import DIFFERENTIAL_EQUATION, SUBEXPRESSION
+
+    out = []
+    for group in layers:
+        eqs = group.equations
+        out.append(f"{group.name} (NeuronGroup, {len(group)} neurons):")
+        first = [n for n in ("h", "a", "u") if n in eqs.diff_eq_names]
+        odes = [eqs[n] for n in first + sorted(set(eqs.diff_eq_names) - set(first))]
+        out += [f"    {eq}" for eq in odes] or ["    (no differential equation)"]
+        out += [f"    {eq}" for eq in eqs.ordered if eq.type == SUBEXPRESSION]
+        params = [eq.varname for eq in eqs.ordered
+                  if eq.type not in (DIFFERENTIAL_EQUATION, SUBEXPRESSION)]
+        out += textwrap.wrap("parameters: " + ", ".join(params), 100,
+                             initial_indent="    ", subsequent_indent="        ")
+    for syn in synapses:
+        out.append(f"{syn.name} (Synapses {syn.source.name} → {syn.target.name},"
+                   f" {len(syn)} synapses):")
+        out += [f"    {line}" for line in str(syn.equations).strip().splitlines()]
+    out.append("")
+    out.append("one time step, in execution order (when, order, object):")
+    for obj in network.sorted_objects:
+        kind = type(obj).__name__
+        if kind == "StateUpdater":
+            group = obj.group
+            if not group.equations.diff_eq_names:
+                continue
+            code = b2.StateUpdateMethod.apply_stateupdater(group.equations, group.variables,
+                                                           method, group_name=group.name)
+            out.append(f"  {obj.when} {obj.order:>3}  {obj.name} ({method}):")
+            out += _code_lines(code, "      ")
+        elif kind == "SummedVariableUpdater":
+            out.append(f"  {obj.when} {obj.order:>3}  {obj.name}: {obj.target_var.name}_post ="
+                       f" Σ {obj.expression}")
+        elif kind == "CodeRunner":
+            out.append(f"  {obj.when} {obj.order:>3}  {obj.name}:")
+            out += _code_lines(obj.abstract_code, "      ")
+        elif kind == "NetworkOperation":
+            out.append(f"  {obj.when} {obj.order:>3}  {obj.name} (Python, once per γ cycle)")
+    return "\n".join(out)
