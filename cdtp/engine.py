@@ -12,11 +12,16 @@ a_l, h_l, u_l, τ_l          variables ``a``, ``h``, ``u``, ``target`` of Neuron
                             ``gamma_lag``, …): changing them never recompiles
 g_l(u_l) = Ω_l σ(u_l)       Synapses ``feedback_l`` (layer_l → layer_{l−1}), summed into
                             ``fb`` of layer l−1; Ω is the synaptic variable ``Omega``
-m_{l−1}, τ_{l−1} (Eq 49)    run_regularly ``targets`` of layer l−1
+m_{l−1}, τ_{l−1} (Eq 49)    run_regularly ``targets`` of layer l−1: m assigned, then
+                            ``dtarget/dt = (m - target)/tau_tau`` integrated there by the
+                            circuit's Brian2 method (stage 2, see below)
 W_l σ(m_{l−1}) (Eq 46)      Synapses ``feedforward_l`` (layer_{l−1} → layer_l), summed
-                            into ``h_in``; W is the synaptic variable ``W``
-Eqs 46–48 (h, a, u)         run_regularly ``dynamics`` of layer l (forward Euler; a time
-                            constant of 0 is stored as one step, dt/dt = 1: algebraic)
+                            into ``h_in`` (into ``h`` itself when τ_h = 0); W is ``W``
+Eqs 46–48 (h, a, u)         differential equations of NeuronGroup ``layer_l``
+                            (``dh/dt = (h_in - h)/tau_h``, ``da/dt = hold*(h - a)/tau_a``,
+                            ``du/dt = …``), integrated by its state updater with the
+                            circuit's ``integration_method``; run_regularly ``dynamics``
+                            after it computes σ (and the algebraic a, u of a time constant 0)
 ΔW_l (Eq 50), ΔΩ_l (51/52)  run_regularly ``plasticity`` of the synapses; with the
                             influence factor, W follows the change of the scaled
                             discrepancy ``scaled_error`` = s_l (τ_l − a_l) (see
@@ -33,8 +38,19 @@ example clamping, checks    a NetworkOperation on a clock of one γ period
 
 Within each time step the objects run in the order of :mod:`cdtp.reference.cdtp_map`
 (feedback sums → targets → feedback plasticity and error pools → feedforward sums →
-feedforward plasticity → dynamics → normalization pools), fixed by explicit ``order`` values in
-the ``groups`` slot, so the circuit reproduces the reference map step for step.
+feedforward plasticity → state updaters and σ → normalization pools), fixed by explicit ``order``
+values in the ``groups`` slot (the state updaters' included), so with ``euler`` the circuit
+reproduces the reference map step for step.
+
+The equations and their integration (:mod:`cdtp.equations`, docs/model.md §2.4): the
+state updater runs once per step, in stage 5; the target and ĝ equations belong to stage 2
+(the weight update reads their increment, u the new target), so Brian2's method is applied to
+them into the ``targets`` code. A time constant of 0 is algebraic: the variable is set to its
+drive, the map's k = dt/τ = 1 step, not integrated. Brian2 integrates h, a, u together
+(derivatives at the start of the step) where the map updates them in sequence; the two agree
+for an algebraic h and a hard hold gate (every shipped circuit and the map tests) and differ by
+the discretization otherwise (measured in benchmarks/INTEGRATION.md). ``print(run)`` and
+:attr:`CircuitRun.equations` show the equations as Brian2 holds them, without running.
 
 Speed (docs/model.md §6): σ is computed once per neuron (``sm``, ``sa``, ``su``) and read by
 the synapses; parameters are ``(shared, constant)`` variables, so a new value never recompiles;
