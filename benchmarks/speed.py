@@ -178,6 +178,7 @@ def _engine_before():
         raise SystemExit("variant engine_before needs CDTP_ENGINE_BEFORE=<path of an engine.py>")
     spec = importlib.util.spec_from_file_location("cdtp_engine_before", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
