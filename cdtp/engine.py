@@ -552,10 +552,9 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
         # Eqs 46–48 advance in stage 5 of the reference map's step
         group.state_updater.order = ORDER["dynamics"]
         group.is_bias = is_bias
-        group.tau_h = max(circuit.tau_h, dt) * b2.second
-        group.tau_a = max(circuit.tau_a, dt) * b2.second
-        group.tau_u = max(circuit.tau_u, dt) * b2.second
-        group.tau_tau = max(circuit.tau_tau, dt) * b2.second
+        for name in ("tau_h", "tau_a", "tau_u", "tau_tau"):
+            # an algebraic variable (τ = 0) reads no time constant; dt keeps the value finite
+            setattr(group, name, (getattr(circuit, name) or dt) * b2.second)
         group.beta = circuit.beta
         group.leak = circuit.leak
         group.influence_eps = circuit.influence_eps
