@@ -160,6 +160,27 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+READING = """**Reading.** Every method converges at first order in dt here: the targets, the
+feedforward and feedback sums, σ and the weights are held over a step (the stages of
+docs/model.md §2.4) whatever integrates h, a and u, so a better integrator lowers the constant,
+not the order. With an algebraic h (the shipped circuits), `exact` and `exponential_euler` give
+the same numbers (h is constant over a step and u reads a only where a is held), about a third of
+euler's error at the same dt, so euler's error at dt = 0.1 ms is reached at twice the step; near
+1 ms the splitting error dominates and the gain is gone. `rk4` matches them at small dt but
+costs more per step and, like euler, is refused for dt above a time constant. With a finite τ_h,
+exponential Euler holds h constant in a's step (a first-order coupling) and rk4 is the most
+accurate per step. Speeds are Brian2's numpy target on a shared, loaded machine (compare within
+a row group, not across runs); the number of steps is what a larger dt saves.
+
+**Plasticity form kept: `run_regularly`.** Eq 50 is driven by the target's increment Δτ, not by
+a rate: as a clock-driven `dW/dt` it needs Δτ/dt, which euler multiplies back by dt (rounding
+differences against the reference map), and a Synapses object has one clock for its state
+updater and its summed variables, so the slow plasticity clock (`plasticity_every`) could not
+use it. Both forms are one loop over the synapses per step; the table above times them (the
+difference is within the noise of this machine at n = 64 and n = 256), so nothing is gained that
+would pay for losing the map's arithmetic and the slow clock."""
+
+
 def main(argv=None) -> None:
     from benchmarks.speed import provenance
 
@@ -200,14 +221,13 @@ def main(argv=None) -> None:
         "|---|---|---|---|",
         *[f"| {r['n']} | {r['synapses']} | {r['run_regularly_us']:.0f} | {r['ode_us']:.0f} |"
           for r in plasticity_forms()],
+        "",
+        READING,
     ])
     print(text)
     if args.write:
         (HERE / "INTEGRATION.md").write_text(text + "\n")
 
-
-if __name__ == "__main__":
-    main()
 
 
 def plasticity_forms(sizes=(64, 256), steps=2000, repeats=3) -> list[dict]:
@@ -253,3 +273,7 @@ def plasticity_forms(sizes=(64, 256), steps=2000, repeats=3) -> list[dict]:
                      "ode_us": 1e6 * (best["ode"] - best["none"])})
         print(rows[-1], flush=True)
     return rows
+
+
+if __name__ == "__main__":
+    main()
