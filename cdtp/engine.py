@@ -538,6 +538,13 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
 
     layers, norms = [], []
     method = circuit.integration_method
+    if batched and method in ("exact", "exponential_euler") and L >= 2 and circuit.tau_u > 0:
+        # Brian2 does not cancel ``running`` between u's rate and drive: a stopped block
+        # (running = 0) would divide 0 by 0
+        raise ValueError(
+            f"{circuit.source}: integration.method = {method!r}: a batch multiplies every rate"
+            " by its block's running flag, and Brian2's solution of u divides by u's rate, 0"
+            " once a block has stopped; allowed in a batch: euler, rk4")
 
     def keep_bias(expr):
         return f"({expr})*(1 - is_bias) + is_bias"

@@ -118,3 +118,14 @@ def test_info_rejects_a_bad_circuit_file(tmp_path, capsys):
     bad.write_text('sizes = [2, 2]\n[integration]\nmethod = "leapfrog"\n')
     assert main(["info", str(bad)]) == 2
     assert "integration.method" in capsys.readouterr().err
+
+
+def test_batch_refuses_a_method_that_divides_by_its_running_flag():
+    """A batch multiplies every rate by ``running``, 0 after a block's last step; Brian2's
+    exponential Euler of u divides by u's rate without cancelling it (measured: nan)."""
+    from cdtp.batch import build_batch
+
+    circuit = _circuit(integration_method="exponential_euler")
+    x, y = np.zeros((2, 3)), np.zeros((2, 3))
+    with pytest.raises(ValueError, match="allowed in a batch: euler, rk4"):
+        build_batch(circuit, [SQUARE, SQUARE], x, y, [1, 2], dt=DT, device="numpy")
