@@ -170,14 +170,17 @@ euler's error at the same dt, so euler's error at dt = 0.1 ms is reached at twic
 costs more per step and, like euler, is refused for dt above a time constant. With a finite τ_h,
 exponential Euler holds h constant in a's step (a first-order coupling) and rk4 is the most
 accurate per step. Speeds are Brian2's numpy target on a shared, loaded machine (compare within
-a row group, not across runs); the number of steps is what a larger dt saves.
+a row group, not across runs) and include Brian2's fixed cost of a `run()` call (~0.1–0.2 s
+over 80 simulated ms), so a measured gain is smaller than the ratio of steps: at equal error
+the exponential methods take half of euler's steps at 0.1 ms.
 
 **Plasticity form kept: `run_regularly`.** Eq 50 is driven by the target's increment Δτ, not by
 a rate: as a clock-driven `dW/dt` it needs Δτ/dt, which euler multiplies back by dt (rounding
 differences against the reference map), and a Synapses object has one clock for its state
 updater and its summed variables, so the slow plasticity clock (`plasticity_every`) could not
-use it. Both forms are one loop over the synapses per step; the table above times them (the
-difference is within the noise of this machine at n = 64 and n = 256), so nothing is gained that
+use it. Both forms are one loop over the synapses per step (the ODE's adds a multiplication and
+a division by dt); on this shared machine their times differ from run to run by more than they
+differ from each other (the table, and the re-measurement below), so no speed is measured that
 would pay for losing the map's arithmetic and the slow clock."""
 
 
