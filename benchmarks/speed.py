@@ -167,6 +167,22 @@ def _marginal(run_cycles, cycles: int, repeats: int) -> tuple[float, float]:
     return per_cycle, min(short) - per_cycle
 
 
+def _engine_before():
+    """The engine module at the path in ``CDTP_ENGINE_BEFORE`` (e.g. ``git show
+    REV:cdtp/engine.py > /tmp/engine_before.py``): variant ``engine_before`` times it in the same
+    run as the current engine, so a change's speed is measured under the same load."""
+    import importlib.util
+
+    path = os.environ.get("CDTP_ENGINE_BEFORE")
+    if not path:
+        raise SystemExit("variant engine_before needs CDTP_ENGINE_BEFORE=<path of an engine.py>")
+    spec = importlib.util.spec_from_file_location("cdtp_engine_before", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 def time_variant(variant: str, n: int, cycles: int, repeats: int) -> dict:
     spc = round(1 / (FREQUENCY * DT))
     total = (cycles + 2) * (repeats + 1) + 1
@@ -174,6 +190,9 @@ def time_variant(variant: str, n: int, cycles: int, repeats: int) -> dict:
     call = float("nan")
     if variant.startswith("engine"):
         from cdtp.engine import build
+
+        if variant == "engine_before":
+            build = _engine_before().build
 
         x, y = stream(n, total)
         run = build(circuit_of(n), schedule(), x, y, dt=DT, device="cython",

@@ -45,6 +45,8 @@ __all__ = ["CircuitConfig", "ConfigError", "circuit_from_dict", "load_circuit"]
 
 FEEDBACK_RULES = ("delta1", "delta2", "fixed", "mirror")
 FEEDBACK_INITS = ("random", "pinv", "regularized_inverse", "transpose", "zeros")
+# Brian2 state-update methods of the layer ODEs (docs/model.md §2.4)
+INTEGRATION_METHODS = ("euler", "exact", "exponential_euler", "rk4")
 
 
 class ConfigError(ValueError):
@@ -104,6 +106,10 @@ class CircuitConfig:
         Seed of the initial weights.
     activity_bound : float
         A run stops as diverged when any |a|, |u| or |τ| exceeds this.
+    integration_method : str
+        Brian2's state-update method for the ODEs of h, a, u, τ and ĝ (``[integration]
+        method``): ``euler`` (the reference map's arithmetic), ``exact``,
+        ``exponential_euler`` or ``rk4`` (docs/model.md §2.4).
     """
 
     sizes: tuple
@@ -132,6 +138,7 @@ class CircuitConfig:
     feedback_scale: float = 1.0
     seed: int = 0
     activity_bound: float = 1e3
+    integration_method: str = "euler"
     source: str = field(default="<dict>", compare=False)
 
     def __post_init__(self):
@@ -159,6 +166,7 @@ class CircuitConfig:
         _choice(src, "loss", self.loss, tuple(LOSSES))
         _choice(src, "feedback.rule", self.feedback_rule, FEEDBACK_RULES)
         _choice(src, "feedback.init", self.feedback_init, FEEDBACK_INITS)
+        _choice(src, "integration.method", self.integration_method, INTEGRATION_METHODS)
         if not 0 < self.leaky_slope <= 1:
             raise ConfigError(src, "leaky_slope", f"{self.leaky_slope!r} is not in (0, 1]")
         for name in ("tau_h", "tau_a", "tau_u", "tau_tau"):
@@ -250,9 +258,10 @@ _SECTIONS = {
                    "influence_eps": "float"},
     "init": {"weight_scale": "float", "feedback_scale": "float", "seed": "seed"},
     "divergence": {"activity_bound": "float"},
+    "integration": {"method": "str"},
 }
 _RENAME = {("feedback", "rule"): "feedback_rule", ("feedback", "init"): "feedback_init",
-           ("feedback", "gain"): "feedback_gain"}
+           ("feedback", "gain"): "feedback_gain", ("integration", "method"): "integration_method"}
 
 
 def circuit_from_dict(data: dict, source: str = "<dict>") -> CircuitConfig:

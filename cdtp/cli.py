@@ -5,7 +5,7 @@
                [--set key=value ...]
     cdtp check FILE [--json] [--strict]
     cdtp plot FILE [-o DIR]
-    cdtp info FILE
+    cdtp info FILE            (a results file, or a circuit / scenario .toml: its equations)
 
 Exit codes: 0 done (``check``: no proposition violated — wherever a premise was met, its
 conclusion held), 1 a violation (``check --strict``: also a premise not met) or the run
@@ -542,7 +542,39 @@ def _info_sweep(args, ds) -> int:
     return 0
 
 
+def _info_equations(path: str) -> int:
+    """Print the equations of a circuit (or a scenario's circuit) as Brian2 holds them, from a
+    build on the numpy target that is never run (no compilation, no simulation)."""
+    import numpy as np
+
+    from cdtp.circuit import load_circuit, read_toml
+    from cdtp.engine import build
+    from cdtp.gating import Schedule
+
+    data = read_toml(path, "circuit or scenario")
+    if "circuit" in data and "sizes" not in data:
+        from cdtp.scenario import load_scenario
+
+        scenario = load_scenario(path)
+        circuit, schedule, dt = scenario.circuit, scenario.schedule, scenario.dt
+        origin = f"scenario {path}: γ {schedule.gamma.shape}, dt = {dt * 1e3:g} ms"
+    else:
+        circuit, schedule, dt = load_circuit(path), Schedule(), 1e-4
+        origin = (f"circuit file {path}: shown with the default schedule (γ"
+                  f" {schedule.gamma.shape}) and dt = 0.1 ms")
+    try:
+        run = build(circuit, schedule, np.zeros((1, circuit.sizes[0])),
+                    np.zeros((1, circuit.sizes[-1])), dt=dt, device="numpy")
+    except ValueError as exc:
+        raise BadInput(f"{path}: {exc}") from None
+    print(origin)
+    print(run.equations)
+    return 0
+
+
 def cmd_info(args) -> int:
+    if str(args.file).endswith(".toml"):
+        return _info_equations(args.file)
     ds = _open(args.file)
     if _is_sweep(ds):
         return _info_sweep(args, ds)
@@ -612,7 +644,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("file")
     plot.add_argument("-o", "--output")
     plot.set_defaults(func=cmd_plot)
-    info = sub.add_parser("info", help="describe a results file")
+    info = sub.add_parser(
+        "info", help="describe a results file, or show a circuit's equations (.toml)")
     info.add_argument("file")
     info.set_defaults(func=cmd_info)
     return parser

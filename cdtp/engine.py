@@ -12,11 +12,16 @@ a_l, h_l, u_l, τ_l          variables ``a``, ``h``, ``u``, ``target`` of Neuron
                             ``gamma_lag``, …): changing them never recompiles
 g_l(u_l) = Ω_l σ(u_l)       Synapses ``feedback_l`` (layer_l → layer_{l−1}), summed into
                             ``fb`` of layer l−1; Ω is the synaptic variable ``Omega``
-m_{l−1}, τ_{l−1} (Eq 49)    run_regularly ``targets`` of layer l−1
+m_{l−1}, τ_{l−1} (Eq 49)    run_regularly ``targets`` of layer l−1: m assigned, then
+                            ``dtarget/dt = (m - target)/tau_tau`` integrated there by the
+                            circuit's Brian2 method (stage 2, see below)
 W_l σ(m_{l−1}) (Eq 46)      Synapses ``feedforward_l`` (layer_{l−1} → layer_l), summed
-                            into ``h_in``; W is the synaptic variable ``W``
-Eqs 46–48 (h, a, u)         run_regularly ``dynamics`` of layer l (forward Euler; a time
-                            constant of 0 is stored as one step, dt/dt = 1: algebraic)
+                            into ``h_in`` (into ``h`` itself when τ_h = 0); W is ``W``
+Eqs 46–48 (h, a, u)         differential equations of NeuronGroup ``layer_l``
+                            (``dh/dt = (h_in - h)/tau_h``, ``da/dt = hold*(h - a)/tau_a``,
+                            ``du/dt = …``), integrated by its state updater with the
+                            circuit's ``integration_method``; run_regularly ``dynamics``
+                            after it computes σ (and the algebraic a, u of a time constant 0)
 ΔW_l (Eq 50), ΔΩ_l (51/52)  run_regularly ``plasticity`` of the synapses; with the
                             influence factor, W follows the change of the scaled
                             discrepancy ``scaled_error`` = s_l (τ_l − a_l) (see
@@ -33,8 +38,19 @@ example clamping, checks    a NetworkOperation on a clock of one γ period
 
 Within each time step the objects run in the order of :mod:`cdtp.reference.cdtp_map`
 (feedback sums → targets → feedback plasticity and error pools → feedforward sums →
-feedforward plasticity → dynamics → normalization pools), fixed by explicit ``order`` values in
-the ``groups`` slot, so the circuit reproduces the reference map step for step.
+feedforward plasticity → state updaters and σ → normalization pools), fixed by explicit ``order``
+values in the ``groups`` slot (the state updaters' included), so with ``euler`` the circuit
+reproduces the reference map step for step.
+
+The equations and their integration (:mod:`cdtp.equations`, docs/model.md §2.4): the
+state updater runs once per step, in stage 5; the target and ĝ equations belong to stage 2
+(the weight update reads their increment, u the new target), so Brian2's method is applied to
+them into the ``targets`` code. A time constant of 0 is algebraic: the variable is set to its
+drive, the map's k = dt/τ = 1 step, not integrated. Brian2 integrates h, a, u together
+(derivatives at the start of the step) where the map updates them in sequence; the two agree
+for an algebraic h and a hard hold gate (every shipped circuit and the map tests) and differ by
+the discretization otherwise (measured in benchmarks/INTEGRATION.md). ``print(run)`` and
+:attr:`CircuitRun.equations` show the equations as Brian2 holds them, without running.
 
 Speed (docs/model.md §6): σ is computed once per neuron (``sm``, ``sa``, ``su``) and read by
 the synapses; parameters are ``(shared, constant)`` variables, so a new value never recompiles;
@@ -58,6 +74,7 @@ import brian2 as b2
 import numpy as np
 
 from cdtp.circuit import CircuitConfig
+from cdtp.equations import FB_REF_DRIVE, check_method, describe, integrate, layer_dynamics
 from cdtp.gating import Schedule
 from cdtp.layers import Network, init_network
 from cdtp.nonlinearities import get_nonlinearity
@@ -159,10 +176,6 @@ _GATE_VARIABLES = ("gamma", "gamma_above", "hold", "hold_above", "plasticity", "
                    "gamma_phase_above")
 
 _LAYER_EQS = """
-a : 1
-h : 1
-h_in : 1
-u : 1
 target : 1
 dtau : 1
 scaled_error : 1
@@ -199,10 +212,12 @@ t_last : second (constant)
 """
 
 
-def _layer_equations(batched: bool, slow: bool) -> str:
+def _layer_equations(dynamics: str, batched: bool, slow: bool) -> str:
+    """The NeuronGroup equations of a layer: its Eqs 46–48 (``dynamics``, from
+    :func:`cdtp.equations.layer_dynamics`) and the parameters every layer has."""
     gate_flag = "" if batched else " (shared)"
     const_flag = " (constant)" if batched else " (shared, constant)"
-    lines = [_LAYER_EQS]
+    lines = [dynamics, _LAYER_EQS]
     lines += [f"{v} : 1{gate_flag}" for v in _GATE_VARIABLES]
     lines += [f"{v} : {unit}{const_flag}" for v, unit in _SCHEDULE_CONSTANTS.items()]
     if batched:
@@ -248,6 +263,21 @@ class CircuitRun:
     @property
     def steps_per_cycle(self) -> int:
         return self.schedule.steps_per_cycle(self.dt)
+
+    @property
+    def equations(self) -> str:
+        """The model as Brian2 holds it (:func:`cdtp.equations.describe`): each layer's
+        differential equations, the weight synapses' models, and one time step in execution
+        order with the code Brian2 generates. Needs no simulation."""
+        c = self.circuit
+        head = (f"circuit {c.name}: sizes {list(c.sizes)}, σ = {c.nonlinearity}, integration"
+                f" method {c.integration_method}, dt = {self.dt * 1e3:g} ms, device {self.device}")
+        return head + "\n" + describe(self.network, self.layers,
+                                       self.feedforward[1:] + self.feedback[2:],
+                                       c.integration_method)
+
+    def __str__(self) -> str:
+        return self.equations
 
     def run(self, n_cycles: int, *, report=None) -> CircuitRun:
         """Simulate ``n_cycles`` γ cycles (one example each, continuing the stream)."""
@@ -410,10 +440,13 @@ def _validate(circuit: CircuitConfig, schedules, dt: float, plasticity_every: in
               threads: int) -> list[int]:
     """Checks shared by :func:`build` and :func:`cdtp.batch.build_batch`; the steps per γ cycle
     of each schedule."""
+    check_method(circuit)
     for name in ("tau_h", "tau_a", "tau_u", "tau_tau"):
         v = getattr(circuit, name)
-        if 0 < v < dt * (1 - 1e-9):
-            raise ValueError(f"{name} = {v} s is shorter than dt = {dt} s: use 0 or ≥ dt")
+        # Euler and RK4 overshoot when dt exceeds a time constant; the exponential methods do not
+        if circuit.integration_method in ("euler", "rk4") and 0 < v < dt * (1 - 1e-9):
+            raise ValueError(f"{name} = {v} s is shorter than dt = {dt} s: use 0 or ≥ dt (or"
+                             " integration.method = 'exact' / 'exponential_euler')")
     spcs = [s.steps_per_cycle(dt) for s in schedules]
     if not isinstance(plasticity_every, int) or plasticity_every < 1 or any(
         spc % plasticity_every for spc in spcs
@@ -425,6 +458,17 @@ def _validate(circuit: CircuitConfig, schedules, dt: float, plasticity_every: in
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads = {threads!r}: a positive integer")
     return spcs
+
+
+def _target_code(drive: str, tau_tau: float, group, method: str, batched: bool) -> str:
+    """Stage 2's dτ/dt = drive/τ_τ (Eq 49, or the top layer's nudged target), leaving the
+    step's increment in ``dtau`` for the weight update (Eq 50). Algebraic (τ_τ = 0): the
+    map's k = 1 step, ``dtau = drive``, so the increment is not recomputed from the sum."""
+    if tau_tau == 0:
+        run = "running*" if batched else ""
+        return f"dtau = {run}({drive})\ntarget += dtau"
+    update = integrate("target", drive, "tau_tau", tau_tau, group, method, batched)
+    return f"_target_start = target\n{update}\ndtau = target - _target_start"
 
 
 def _check_stream(circuit: CircuitConfig, inputs, labels):
@@ -481,7 +525,6 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
     nb = [n + bias for n in sizes]  # neurons per block, bias unit last
     clock = b2.Clock(dt=dt * b2.second, name="cdtp_clock")
     sig = lambda v: _sigma(circuit, v)  # noqa: E731
-    dt_var = "(dt*running)" if batched else "dt"
     omega_dt = "dt*running_post" if batched else "dt"
     run_factor = "running*" if batched else ""
     namespace = {}
@@ -503,16 +546,31 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
         label_code = f"y = label_stream({cycle_time}, i)\n"
 
     layers, norms = [], []
-    eqs = _layer_equations(batched, slow)
+    method = circuit.integration_method
+    if batched and method in ("exact", "exponential_euler") and L >= 2 and circuit.tau_u > 0:
+        # Brian2 does not cancel ``running`` between u's rate and drive: a stopped block
+        # (running = 0) would divide 0 by 0
+        raise ValueError(
+            f"{circuit.source}: integration.method = {method!r}: a batch multiplies every rate"
+            " by its block's running flag, and Brian2's solution of u divides by u's rate, 0"
+            " once a block has stopped; allowed in a batch: euler, rk4")
+
+    def keep_bias(expr):
+        return f"({expr})*(1 - is_bias) + is_bias"
+
+    dynamics = [layer_dynamics(circuit, l, batched, lambda v: keep_bias(sig(v)))
+                for l in range(L + 1)]
     for l in range(L + 1):
         is_bias = np.tile(np.r_[np.zeros(sizes[l]), np.ones(bias)], K)
-        group = b2.NeuronGroup(K * nb[l], eqs, clock=clock, name=f"layer_{l}",
+        group = b2.NeuronGroup(K * nb[l], _layer_equations(dynamics[l].equations, batched, slow),
+                               method=method, clock=clock, name=f"layer_{l}",
                                namespace=namespace)
+        # Eqs 46–48 advance in stage 5 of the reference map's step
+        group.state_updater.order = ORDER["dynamics"]
         group.is_bias = is_bias
-        group.tau_h = max(circuit.tau_h, dt) * b2.second
-        group.tau_a = max(circuit.tau_a, dt) * b2.second
-        group.tau_u = max(circuit.tau_u, dt) * b2.second
-        group.tau_tau = max(circuit.tau_tau, dt) * b2.second
+        for name in ("tau_h", "tau_a", "tau_u", "tau_tau"):
+            # an algebraic variable (τ = 0) reads no time constant; dt keeps the value finite
+            setattr(group, name, (getattr(circuit, name) or dt) * b2.second)
         group.beta = circuit.beta
         group.leak = circuit.leak
         group.influence_eps = circuit.influence_eps
@@ -529,9 +587,6 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
     _set_schedule_constants(layers, schedules, circuit, nb if batched else None)
     gate_code = _gate_code(schedules[0], circuit, batched)
 
-    def keep_bias(expr):
-        return f"({expr})*(1 - is_bias) + is_bias"
-
     # -- layer code --------------------------------------------------------------------------
     inp = layers[0]
     input_code = f"m = a\nsm = {keep_bias(sig('a'))}\nsa = sm"
@@ -547,21 +602,19 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
             if circuit.difference:
                 # the feedback input held at the end of the feedforward phase; its change is fed
                 # back (cdtp.reference.cdtp_map, ``difference``)
-                m_code = (f"fb_ref += {dt_var}/tau_a*hold_above*(fb - fb_ref)\n"
+                m_code = (integrate("fb_ref", FB_REF_DRIVE, "tau_a", circuit.tau_a, group,
+                                    method, batched) + "\n"
                           "m = (a + (1 - gamma_above)*(fb - fb_ref))*(1 - is_bias)\n")
-            code = (
-                m_code +
-                f"dtau = {dt_var}/tau_tau*(m - target)\n"
-                "target += dtau\n"
-                f"sm = {keep_bias(sig('m'))}"
-            )
+            code = m_code + _target_code("m - target", circuit.tau_tau, group, method,
+                                         batched) + f"\nsm = {keep_bias(sig('m'))}"
         else:
             grad = "(a - y)" if circuit.loss == "squared_error" else "(exp(a)/exp_sum - y)"
-            code = (
-                label_code
-                + f"dtau = {dt_var}/tau_tau*(a - (1 - gamma)*beta*{grad} - target)*(1 - is_bias)\n"
-                "target += dtau"
-            )
+            code = label_code + _target_code(
+                # the bias unit's target relaxes to (and stays at) 0; a factor (1 − is_bias)
+                # on the whole rate would make its linear coefficient 0, which the exponential
+                # methods divide by
+                f"(a - (1 - gamma)*beta*{grad})*(1 - is_bias) - target", circuit.tau_tau,
+                group, method, batched)
         group.run_regularly(code, when="groups", order=ORDER["targets"],
                             name=f"layer_{l}_targets")
         if circuit.influence:
@@ -570,15 +623,11 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
                 f" - scaled_error\nscaled_error += {run_factor}d_scaled_error",
                 when="groups", order=ORDER["influence"], name=f"layer_{l}_influence",
             )
-        dyn = [
-            f"h += {dt_var}/tau_h*(h_in - h)",
-            f"a += {dt_var}/tau_a*hold*(h - a)",
-        ]
-        if l >= 2:
-            dyn.append(f"u += {dt_var}/tau_u*(target - u + (1 - hold)*(u - h - leak*(u - a)))")
-            dyn.append(f"su = {keep_bias(sig('u'))}")
-        dyn.append(f"sa = {keep_bias(sig('a'))}")
-        group.run_regularly("\n".join(dyn), when="groups", order=ORDER["dynamics"],
+        # Eqs 46–48: the state updater (order "dynamics"); algebraic variables and σ around it
+        if dynamics[l].before:
+            group.run_regularly(dynamics[l].before, when="groups",
+                                order=ORDER["dynamics"] - 1, name=f"layer_{l}_algebraic")
+        group.run_regularly(dynamics[l].after, when="groups", order=ORDER["dynamics"] + 1,
                             name=f"layer_{l}_dynamics")
     # layer 0's gates are needed for nothing but γ_1 on layer 0 (m_0 = x is not gated)
 
@@ -636,12 +685,13 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
     for l in range(1, L + 1):
         ff = b2.Synapses(
             layers[l - 1], layers[l],
-            model="W : 1\nh_in_post = W*sm_pre : 1 (summed)\neta_w : 1 (shared, constant)",
+            model=f"W : 1\n{dynamics[l].h_sum}_post = W*sm_pre : 1 (summed)\n"
+                  "eta_w : 1 (shared, constant)",
             clock=clock, name=f"feedforward_{l}",
         )
         ff.W = connect_blocks(ff, l - 1, l, sizes[l], [net.weights[l] for net in nets])
         ff.eta_w = circuit.eta_w
-        ff.summed_updaters["h_in_post"].order = ORDER["feedforward_sum"]
+        ff.summed_updaters[f"{dynamics[l].h_sum}_post"].order = ORDER["feedforward_sum"]
         if circuit.eta_w != 0 and slow:
             every = plasticity_every * dt * b2.second
             post = layers[l]
