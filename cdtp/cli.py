@@ -117,12 +117,13 @@ def _open(path: str):
     if _is_sweep(ds):
         _check_sweep_attrs(path, ds)
         return ds
-    if "circuit" not in ds.attrs or "steps_per_cycle" not in ds.attrs:
+    if "circuit" not in ds.attrs or "dt" not in ds.attrs:
         raise BadInput(f"{path}: not a cdtp results file (no circuit in its attributes)")
     checks = {
         "circuit": lambda: circuit_of(ds),
         "schedule": lambda: schedule_of(ds),
-        "steps_per_cycle": lambda: _positive_int(ds.attrs["steps_per_cycle"]),
+        "steps_per_cycle": lambda: _positive_int(ds.attrs.get("steps_per_cycle", 1)),
+        "period_steps": lambda: _positive(ds.attrs.get("period_steps", 1)),
         "dt": lambda: _positive(ds.attrs["dt"]),
         "boundary_steps": lambda: _boundary_steps(ds.attrs.get("boundary_steps", "{}")),
         "cycles_completed": lambda: int(ds.attrs.get("cycles_completed", 0)),
@@ -551,7 +552,13 @@ def cmd_info(args) -> int:
     print(f"file: {args.file}")
     print(f"circuit: {circuit['name']} sizes {circuit['sizes']} {circuit['nonlinearity']}")
     print(f"schedule: {a['schedule']}")
-    print(f"dt: {a['dt']} s, {a['steps_per_cycle']} steps per cycle, device {a['device']}")
+    if "steps_per_cycle" in a:
+        per_cycle = f"{a['steps_per_cycle']} steps per cycle"
+    else:
+        p = float(a["period_steps"])
+        per_cycle = (f"{p:.6g} steps per period (cycles of {int(np.floor(p))} or"
+                     f" {int(np.ceil(p))} steps)")
+    print(f"dt: {a['dt']} s, {per_cycle}, device {a['device']}")
     planned = a.get("cycles_planned")
     print(f"cycles completed: {a['cycles_completed']}"
           + (f" of {planned}" if planned is not None else "")

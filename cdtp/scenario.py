@@ -338,25 +338,33 @@ def _read_npz(source, path: Path, circuit: CircuitConfig):
         raise ConfigError(source, "task.path", str(exc)) from None
 
 
-def _phases(source, schedule: Schedule, circuit: CircuitConfig, dt: float, spc: int) -> None:
+def _phases(source, schedule: Schedule, circuit: CircuitConfig, dt: float) -> None:
     """Every layer's hold gate must open (feedforward phase) and close (feedback phase) for at
-    least one step of the cycle, or the circuit never reads its input or never learns."""
-    g = schedule.sample(spc, dt, circuit.depth, circuit.hold)
-    hold = g["hold"][:, 1:]
+    least one step of every cycle, or the circuit never reads its input or never learns.
+    With a period that is not a whole number of steps cycles differ by one step, so 64 cycles
+    are checked (their phase offsets cover the extremes)."""
+    n = 64
+    starts = schedule.cycle_starts(dt, n)
+    g = schedule.sample(int(starts[-1]), dt, circuit.depth, circuit.hold)
+    hold = g["hold"][:, 1:] >= 0.5
+    opened = np.logical_or.reduceat(hold, starts[:-1], axis=0)
+    closed = np.logical_or.reduceat(~hold, starts[:-1], axis=0)
+    period = schedule.gamma.period / dt
     key = "gamma.duty" if schedule.gamma.shape != "sinusoid" else "gamma.frequency"
     if schedule.gamma.shape == "array":
         key = "gamma.values"
-    if not np.all(np.any(hold >= 0.5, axis=0)):
+    if not np.all(opened):
         raise ConfigError(
-            source, key, f"with {spc} steps per cycle (dt = {dt * 1e3:g} ms) γ never reaches the"
-            f" hold gate's 1 − ε = {1 - circuit.hold.epsilon:g}: there is no feedforward phase;"
-            f" allowed: a schedule whose feedforward phase lasts at least one step"
-            + (f" (duty ≥ {1 / spc:.3g})" if key == "gamma.duty" else "")
+            source, key, f"with {period:g} steps per cycle (dt = {dt * 1e3:g} ms) γ does not"
+            f" reach the hold gate's 1 − ε = {1 - circuit.hold.epsilon:g} in every cycle: a"
+            " cycle has no feedforward phase; allowed: a schedule whose feedforward phase lasts"
+            " at least one step"
+            + (f" (duty ≥ {1 / np.floor(period):.3g})" if key == "gamma.duty" else "")
         )
-    if not np.all(np.any(hold < 0.5, axis=0)):
-        raise ConfigError(source, key, f"with {spc} steps per cycle γ never leaves the"
-                          " feedforward phase: there is no feedback phase; allowed: a schedule"
-                          " whose feedback phase lasts at least one step")
+    if not np.all(closed):
+        raise ConfigError(source, key, f"with {period:g} steps per cycle γ does not leave the"
+                          " feedforward phase in every cycle: a cycle has no feedback phase;"
+                          " allowed: a schedule whose feedback phase lasts at least one step")
 
 
 def _time_constants(source, circuit: CircuitConfig, dt: float) -> None:
@@ -385,7 +393,8 @@ def _cycles_of(top: dict, task: dict) -> int:
 def memory_estimate(circuit: CircuitConfig, schedule: Schedule, record: RecordSpec, dt: float,
                     cycles: int) -> dict[str, float]:
     """Bytes a run needs, roughly and on the high side, per part: ``network`` (Brian2 neurons
-    and synapses, initial weights), ``schedule`` (one γ cycle sampled per step and layer),
+    and synapses, initial weights), ``schedule`` (one γ cycle sampled per step and layer, and
+    the boundary steps of every cycle),
     ``stream`` (the examples of every cycle), ``recordings`` (one chunk of traces, snapshots
     and weights being converted, and the whole per-cycle record read back by ``cdtp run``)."""
     sizes = [float(n) for n in circuit.sizes]
@@ -399,7 +408,7 @@ def memory_estimate(circuit: CircuitConfig, schedule: Schedule, record: RecordSp
     # Brian2 keeps ~12 arrays per synapse (weight, indices, summed-variable helpers), ~60 per
     # neuron; building the initial weights takes a few dense copies of each matrix
     network = 8.0 * (12 * n_syn + 60 * neurons) + 8.0 * 4 * n_syn
-    sched = 8.0 * 5 * spc * (L + 1)
+    sched = 8.0 * 5 * spc * (L + 1) + 8.0 * 6 * cycles
     stream = 8.0 * 3 * cycles * (sizes[0] + sizes[-1])
     traced = 0.0
     if record.variables:
@@ -524,10 +533,11 @@ def scenario_from_dict(data: dict, source: str = "<dict>") -> Scenario:
         raise ConfigError(source, "task.path", "missing: the .npz file with arrays x and y")
     if "scale" in task and not task["scale"] > 0:
         raise ConfigError(source, "task.scale", f"{task['scale']!r}; allowed: a number > 0")
-    try:
-        spc = schedule.steps_per_cycle(dt)
-    except ValueError as exc:
-        raise ConfigError(source, "gamma.frequency", str(exc)) from None
+    if schedule.gamma.period / dt < 2 - 1e-9:
+        raise ConfigError(source, "gamma.frequency", f"the γ period"
+                          f" ({schedule.gamma.period * 1e3:g} ms) is shorter than 2 time steps"
+                          f" (dt = {dt * 1e3:g} ms); allowed: f ≤ 1/(2 dt) ="
+                          f" {0.5 / dt:g} Hz")
     cycles = _cycles_of(top, task)
     if task.get("name") == "digits" and (circuit.sizes[0], circuit.sizes[-1]) != (64, 10):
         raise ConfigError(source, "task.name", f"digits has 64 inputs and 10 outputs; the"
@@ -539,7 +549,7 @@ def scenario_from_dict(data: dict, source: str = "<dict>") -> Scenario:
         if "epochs" in top:
             cycles = top["epochs"] * len(x)
     _check_memory(source, memory_estimate(circuit, schedule, record, dt, cycles))
-    _phases(source, schedule, circuit, dt, spc)
+    _phases(source, schedule, circuit, dt)
     return Scenario(
         name=top.get("name", Path(source).stem),
         source=source,

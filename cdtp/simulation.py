@@ -8,8 +8,9 @@ cycles and hands each chunk's recordings to a :class:`cdtp.recording.Recorder`:
   chunk (``resize(0)``), so memory is bounded by the chunk;
 - phase-boundary snapshots (every neuron's a, h, u, τ, m, fb and every W and Ω): a network
   operation in the ``start`` slot, before the example clamp, on a clock that ticks on every
-  boundary step; a snapshot at boundary step b of cycle c is the state after step c·T + b − 1
-  (T steps per cycle). The ``cycle_start`` snapshot shows the new example on layer 0;
+  boundary step; a snapshot at boundary step s (an absolute step, from
+  :meth:`cdtp.gating.Schedule.boundary_table`; c·T + b with T whole steps per cycle) is the
+  state after step s − 1. The ``cycle_start`` snapshot shows the new example on layer 0;
 - per cycle: the output a_L held at the end of the cycle, the label, the loss, ‖ΔW‖ per
   projection.
 
@@ -21,7 +22,6 @@ code can be tested without Brian2. Recording needs a runtime device (``cython`` 
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -39,30 +39,48 @@ __all__ = ["boundary_steps", "simulate"]
 
 def boundary_steps(schedule: Schedule, circuit: CircuitConfig, dt: float) -> dict[str, int]:
     """Step offsets within a cycle of the phase boundaries of :data:`BOUNDARIES` (layer 1's
-    gates; with a travelling wave the upper layers' phases are shifted by their lag).
+    gates; with a travelling wave the upper layers' phases are shifted by their lag), when
+    they are the same in every cycle (a period of whole steps).
 
     ``feedback_start`` is the first step with c(γ) < ½, ``plasticity_start`` the first with
     p > 0 and ``plasticity_end`` one past the last with p > 0 (T, the cycle length, when the
-    window reaches the end of the cycle or never opens).
+    window reaches the end of the cycle or never opens). When the period is not a whole
+    number of steps the offsets vary from cycle to cycle by one step: see
+    :meth:`cdtp.gating.Schedule.boundary_table`.
+
+    Raises
+    ------
+    ValueError
+        If the period is not a whole number of steps.
     """
-    spc = schedule.steps_per_cycle(dt)
-    g = schedule.sample(spc, dt, circuit.depth, circuit.hold)
-    hold, p = g["hold"][:, 1], g["plasticity"][:, 1]
-    fb = np.flatnonzero(hold < 0.5)
-    open_ = np.flatnonzero(p > 0)
-    return {
-        "cycle_start": 0,
-        "feedback_start": int(fb[0]) if len(fb) else spc,
-        "plasticity_start": int(open_[0]) if len(open_) else spc,
-        "plasticity_end": int(open_[-1]) + 1 if len(open_) else spc,
-    }
+    schedule.steps_per_cycle(dt)
+    table = schedule.boundary_table(dt, 1, circuit.depth, circuit.hold)
+    return dict(zip(BOUNDARIES, (int(v) for v in table[0] - table[0, 0])))
+
+
+def _constant_offsets(table: np.ndarray, starts: np.ndarray) -> tuple[int | None, dict | None]:
+    """(steps per cycle, {boundary: offset}) when every cycle of ``table`` has the same, else
+    (None, None)."""
+    lengths = np.diff(starts)
+    if len(lengths) == 0 or np.any(lengths != lengths[0]):
+        return None, None
+    offsets = table - table[:, :1]
+    if np.any(offsets != offsets[0]):
+        return int(lengths[0]), None
+    return int(lengths[0]), dict(zip(BOUNDARIES, (int(v) for v in offsets[0])))
 
 
 class _Snapshots:
     """Collects phase-boundary snapshots from a state reader, cycle by cycle."""
 
-    def __init__(self, circuit, spec, bsteps, spc, inputs, labels, loss):
-        self.circuit, self.spec, self.bsteps, self.spc = circuit, spec, bsteps, spc
+    def __init__(self, circuit, spec, table, starts, inputs, labels, loss):
+        self.circuit, self.spec, self.table, self.starts = circuit, spec, table, starts
+        # step → [(cycle, boundary)] snapshotted at its start; step → cycle index it starts
+        self.at: dict[int, list] = {}
+        for c, row in enumerate(table):
+            for b, step in zip(BOUNDARIES, row):
+                self.at.setdefault(int(step), []).append((c, b))
+        self.cycle_at = {int(step): i for i, step in enumerate(starts)}
         self.inputs, self.labels, self.loss = inputs, labels, loss
         self.sizes = circuit.sizes
         self.n_nodes = sum(self.sizes)
@@ -95,20 +113,16 @@ class _Snapshots:
 
     def take(self, reader, step: int, t: float) -> None:
         """Record the boundaries that fall at the start of global step ``step``."""
-        c, r = divmod(step, self.spc)
-        hits = []
-        if c < len(self.inputs):
-            hits += [(c, b) for b, s in self.bsteps.items() if s == r]
-        if r == 0 and c >= 1:
-            hits += [(c - 1, b) for b, s in self.bsteps.items() if s == self.spc]
-        if not hits and not (r == 0 and c >= 1):
+        hits = self.at.get(step, [])
+        c = self.cycle_at.get(step)  # the cycle that starts here (None within a cycle)
+        if not hits and not (c is not None and c >= 1):
             # (at a cycle's end the weights are read even without a boundary there: the
             # cycle's ‖ΔW‖ needs them, e.g. for the last cycle of a run whose plasticity
             # window closes before the cycle ends)
             return
         state = self._read_state(reader) if self.spec.snapshots else None
         weights = self._read_weights(reader) if (self.spec.weights or self.last_weights is None
-                                                 or r == 0) else None
+                                                 or c is not None) else None
         for cycle, b in hits:
             entry = self.pending.setdefault(cycle, {"time": {}, "state": {}, "weights": {}})
             entry["time"][b] = t
@@ -122,7 +136,7 @@ class _Snapshots:
                 entry["state"][b] = s
             if weights is not None:
                 entry["weights"][b] = weights
-        if r == 0 and weights is not None:
+        if c is not None and weights is not None:
             # ‖ΔW‖ of the cycle that just ended
             if c >= 1 and (c - 1) in self.pending and self.last_weights is not None:
                 self.pending[c - 1]["change"] = np.array([
@@ -145,6 +159,8 @@ class _Snapshots:
             "loss": self.loss.value(out, lab).reshape(len(ready)),
             "boundary_time": np.array([[self.pending[c]["time"][b] for b in BOUNDARIES]
                                        for c in ready]),
+            "boundary_step": self.table[ready],
+            "cycle_start_step": self.table[ready, 0],
             "weight_change": np.array([self.pending[c]["change"] for c in ready]),
         }
         if self.spec.snapshots:
@@ -238,10 +254,11 @@ def simulate(
         raise ValueError("recording needs a runtime device (cython or numpy), not cpp_standalone")
     base_attrs = run_attributes(circuit, schedule, record, dt,
                                 device if backend == "brian2" else "numpy reference map",
-                                backend, attrs)
-    spc, bsteps = base_attrs["steps_per_cycle"], base_attrs["boundary_steps"]
+                                backend, attrs, n_cycles=n_cycles)
+    starts = schedule.cycle_starts(dt, n_cycles)
+    table = schedule.boundary_table(dt, n_cycles, circuit.depth, circuit.hold)
     recorder = Recorder(record, circuit.sizes, circuit.bias, base_attrs, path=path)
-    snaps = _Snapshots(circuit, record, bsteps, spc, inputs, labels, get_loss(circuit.loss))
+    snaps = _Snapshots(circuit, record, table, starts, inputs, labels, get_loss(circuit.loss))
 
     def stop_requested() -> bool:
         return interrupt is not None and interrupt.requested
@@ -249,8 +266,7 @@ def simulate(
     stop_callback = None
     try:
         runner = (_Brian2Runner if backend == "brian2" else _MapRunner)(
-            circuit, schedule, inputs, labels, dt, device, record, snaps, bsteps, spc,
-            stop_requested,
+            circuit, schedule, inputs, labels, dt, device, record, snaps, stop_requested,
         )
         if interrupt is not None:
             interrupt.on_stop(runner.stop)
@@ -273,7 +289,7 @@ def simulate(
             if got is not None:
                 recorded = int(got[0][-1]) + 1
             if stopping:
-                keep = times <= recorded * spc * dt * (1 + 1e-12)
+                keep = times <= starts[recorded] * dt * (1 + 1e-12)
                 times = times[keep]
                 values = {k: v[keep] for k, v in values.items()}
                 gates = {k: v[keep] for k, v in gates.items()}
@@ -313,10 +329,22 @@ def simulate(
             interrupt.remove_stop(stop_callback)
 
 
-def run_attributes(circuit, schedule, record, dt, device, backend, attrs=None) -> dict:
-    """The global attributes of a recorded run (see :mod:`cdtp.recording`)."""
+def run_attributes(circuit, schedule, record, dt, device, backend, attrs=None,
+                   n_cycles: int = 1) -> dict:
+    """The global attributes of a recorded run of ``n_cycles`` cycles (see
+    :mod:`cdtp.recording`): ``steps_per_cycle`` and ``boundary_steps`` only when they are the
+    same in every cycle (a period of whole steps); ``period_steps`` (1/(f dt), a float) always.
+    """
     from cdtp import __version__
 
+    starts = schedule.cycle_starts(dt, n_cycles)
+    spc, offsets = _constant_offsets(
+        schedule.boundary_table(dt, n_cycles, circuit.depth, circuit.hold), starts)
+    per_cycle = {}
+    if spc is not None:
+        per_cycle["steps_per_cycle"] = spc
+    if offsets is not None:
+        per_cycle["boundary_steps"] = offsets
     return {
         "title": f"CDTP run of circuit {circuit.name!r}",
         "circuit": circuit.to_dict(),
@@ -325,8 +353,8 @@ def run_attributes(circuit, schedule, record, dt, device, backend, attrs=None) -
         "cdtp_version": __version__,
         "seed": circuit.seed,
         "dt": dt,
-        "steps_per_cycle": schedule.steps_per_cycle(dt),
-        "boundary_steps": boundary_steps(schedule, circuit, dt),
+        "period_steps": schedule.gamma.period / dt,
+        **per_cycle,
         "device": device,
         "backend": backend,
         **(attrs or {}),
@@ -334,13 +362,13 @@ def run_attributes(circuit, schedule, record, dt, device, backend, attrs=None) -
 
 
 class _Brian2Runner:
-    def __init__(self, circuit, schedule, inputs, labels, dt, device, spec, snaps, bsteps, spc,
+    def __init__(self, circuit, schedule, inputs, labels, dt, device, spec, snaps,
                  stop_requested=lambda: False):
         import brian2 as b2
 
         from cdtp.engine import build
 
-        self.b2, self.dt, self.spec, self.snaps, self.spc = b2, dt, spec, snaps, spc
+        self.b2, self.dt, self.spec, self.snaps = b2, dt, spec, snaps
         self.circuit = circuit
         self.run_ = build(circuit, schedule, inputs, labels, dt=dt, device=device)
         layers = self.run_.layers
@@ -361,8 +389,8 @@ class _Brian2Runner:
                     layers[l], list(GATE_VARIABLES), record=[0], when="end", clock=clock,
                     name=f"gate_trace_{l}",
                 )
-        steps = [s for s in bsteps.values()] + [spc]
-        tick = math.gcd(*steps)
+        # a clock that ticks on every boundary step (each step when they are irregular)
+        tick = int(np.gcd.reduce(np.concatenate([snaps.table.ravel(), snaps.starts])))
         snap_clock = b2.Clock(dt=tick * dt * b2.second, name="snapshot_clock")
         reader = self.run_
 
@@ -454,18 +482,18 @@ class _MapReader:
 
 
 class _MapRunner:
-    def __init__(self, circuit, schedule, inputs, labels, dt, device, spec, snaps, bsteps, spc,
+    def __init__(self, circuit, schedule, inputs, labels, dt, device, spec, snaps,
                  stop_requested=lambda: False):
         from cdtp.engine import initial_network
         from cdtp.reference import cdtp_map
 
         self.map = cdtp_map
-        self.circuit, self.dt, self.spec, self.snaps, self.spc = circuit, dt, spec, snaps, spc
+        self.circuit, self.dt, self.spec, self.snaps = circuit, dt, spec, snaps
+        self.schedule = schedule
         self.inputs, self.labels = inputs, labels
         self.params = cdtp_map.parameters_of(circuit, dt)
         self.state = cdtp_map.CDTPState.initial(initial_network(circuit))
         self.reader = _MapReader(self.state)
-        self.gates = schedule.sample(spc, dt, circuit.depth, circuit.hold)
         self.traced = spec.traced(circuit.sizes)
         self.step_index = 0
         self.cycles_done = 0
@@ -481,11 +509,14 @@ class _MapRunner:
         for _ in range(n):
             if self.stop_requested():
                 break
-            c = self.step_index // self.spc
-            for r in range(self.spc):
+            c = self.cycles_done
+            lo, hi = self.snaps.starts[c], self.snaps.starts[c + 1]
+            gates = self.schedule.sample_steps(np.arange(lo, hi), self.dt, self.circuit.depth,
+                                               self.circuit.hold)
+            for r in range(hi - lo):
                 k = self.step_index
                 self.snaps.take(self.reader, k, k * self.dt)
-                g = {key: self.gates[key][r] for key in ("gamma", "hold", "plasticity")}
+                g = {key: gates[key][r] for key in ("gamma", "hold", "plasticity")}
                 self.map.step(self.state, self.params, g, self.inputs[c][None],
                               self.labels[c][None])
                 self.step_index += 1
