@@ -41,8 +41,8 @@ cycle) — these two only when they are the same in every cycle, i.e. when the p
 number of steps; otherwise cycles are ⌊1/(f dt)⌋ or ⌈1/(f dt)⌉ steps long and
 ``cycle_start_step`` / ``boundary_step`` say where each begins (:func:`boundary_steps_of` reads
 either form), ``device``, ``diverged`` ("" or the divergence message), ``interrupted``
-("" or how the run was cut short by Ctrl-C), ``cycles_completed`` and ``cycles_planned`` (a run is complete when
-they are equal; a diverged or interrupted run records the cycles it completed).
+("" or how the run was cut short by Ctrl-C), ``cycles_completed`` and ``cycles_planned`` (a
+run is complete when they are equal; a diverged or interrupted run records the cycles it completed).
 
 Values of a variable that a layer does not have (u below layer 2, h and τ of the input) are
 NaN.
