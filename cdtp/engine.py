@@ -254,8 +254,10 @@ class CircuitRun:
         """The step at which cycle ``k`` of the example stream begins (or began)."""
         return _start_step(self._run_state, self.dt, k)
 
-    def run(self, n_cycles: int, *, report=None) -> CircuitRun:
-        """Simulate ``n_cycles`` γ cycles (one example each, continuing the stream)."""
+    def run(self, n_cycles: int, *, report=None, report_period: float = 10.0) -> CircuitRun:
+        """Simulate ``n_cycles`` γ cycles (one example each, continuing the stream);
+        ``report(elapsed, completed, start, duration)`` is Brian2's progress hook, called every
+        ``report_period`` seconds of wall time."""
         if self.cycle + n_cycles > len(self.inputs):
             raise ValueError(
                 f"the example stream has {len(self.inputs)} examples; cannot run to cycle"
@@ -267,7 +269,8 @@ class CircuitRun:
         duration = steps * self.dt * b2.second
         if self.device == "cpp_standalone":
             return self._run_standalone(n_cycles, duration)
-        self.network.run(duration, report=report, namespace={})
+        self.network.run(duration, report=report, report_period=report_period * b2.second,
+                         namespace={})
         state = self._run_state
         if len(state["outputs"]) < state["cycle"]:
             state["outputs"].append(np.array(self.layers[-1].a[: self.circuit.sizes[-1]]))

@@ -252,9 +252,9 @@ def _tick(value) -> str:
 
 
 def _swept(ds: xr.Dataset) -> list[str]:
-    import json
+    from cdtp.recording import sweep_dims
 
-    return json.loads(ds.attrs["swept_keys"])
+    return sweep_dims(ds)
 
 
 def sweep_summaries(ds: xr.Dataset, window: int = 5) -> dict[str, xr.DataArray]:

@@ -79,6 +79,7 @@ __all__ = [
     "remove_stale_temporaries",
     "save",
     "schedule_of",
+    "sweep_dims",
 ]
 
 ENGINE = "h5netcdf"
@@ -594,6 +595,12 @@ def cycle_end_steps(ds: xr.Dataset) -> np.ndarray:
     n = int(cycles.max()) + 1 if len(cycles) else 0
     starts = schedule_of(ds).cycle_starts(float(ds.attrs["dt"]), n)
     return starts[cycles + 1]
+
+
+def sweep_dims(ds: xr.Dataset) -> list[str]:
+    """The dimensions of a combined sweep file, one per swept key, in the order swept (files
+    written before dimensions were renamed use the dotted keys themselves)."""
+    return json.loads(ds.attrs.get("swept_dims", ds.attrs["swept_keys"]))
 
 
 def phase_boundaries(ds: xr.Dataset) -> xr.DataArray:

@@ -117,9 +117,10 @@ class Scenario:
     raw: dict
     files: tuple = ()
 
-    def simulate(self, path=None, attrs: dict | None = None, progress=None, interrupt=None):
+    def simulate(self, path=None, attrs: dict | None = None, progress=None, interrupt=None,
+                 tick=None):
         """Run the scenario with :func:`cdtp.simulation.simulate` (the scenario and its task
-        go into the Dataset's attributes); see there for ``path``, ``progress`` and
+        go into the Dataset's attributes); see there for ``path``, ``progress``, ``tick`` and
         ``interrupt``."""
         from cdtp.simulation import simulate
 
@@ -127,7 +128,7 @@ class Scenario:
         return simulate(
             self.circuit, self.schedule, inputs, labels, dt=self.dt, device=self.device,
             record=self.record, path=path, progress=progress, attrs=self.attributes(task, attrs),
-            interrupt=interrupt,
+            interrupt=interrupt, tick=tick,
         )
 
     def attributes(self, task: dict, attrs: dict | None = None) -> dict:

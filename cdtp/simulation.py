@@ -208,6 +208,7 @@ def simulate(
     attrs: dict | None = None,
     progress: Callable[[int, int], None] | None = None,
     interrupt=None,
+    tick: Callable[[int, int], None] | None = None,
 ) -> xr.Dataset:
     """Simulate ``n_cycles`` γ cycles (one example each) and record them.
 
@@ -230,6 +231,9 @@ def simulate(
         Extra global attributes (e.g. the scenario).
     progress : callable, optional
         ``progress(cycles_done, n_cycles)`` after each chunk.
+    tick : callable, optional
+        ``tick(cycles_done, n_cycles)`` within a chunk, for a progress bar: from Brian2's
+        ``report`` hook about twice a second, or after every cycle of the reference map.
     interrupt : cdtp.interrupts.StopOnInterrupt, optional
         When it is requested (the first Ctrl-C), the run stops after the current time step,
         drops the cycle in progress and records the cycles completed, with
@@ -268,6 +272,7 @@ def simulate(
         runner = (_Brian2Runner if backend == "brian2" else _MapRunner)(
             circuit, schedule, inputs, labels, dt, device, record, snaps, stop_requested,
         )
+        runner.tick = None if tick is None else (lambda done: tick(done, n_cycles))
         if interrupt is not None:
             interrupt.on_stop(runner.stop)
             stop_callback = runner.stop
@@ -409,7 +414,18 @@ class _Brian2Runner:
     def run(self, n, traced):
         for m in (*self.monitors.values(), *self.gate_monitors.values()):
             m.active = traced
-        self.run_.run(n)
+        if self.tick is None:
+            self.run_.run(n)
+        else:
+            first = self.cycles_done
+            lo, hi = int(self.snaps.starts[first]), int(self.snaps.starts[first + n])
+            starts, tick = self.snaps.starts, self.tick
+
+            def report(elapsed, completed, start, duration):
+                step = lo + completed * (hi - lo)
+                tick(int(np.searchsorted(starts, step + 1e-9, side="right")) - 1)
+
+            self.run_.run(n, report=report, report_period=0.5)
         self.cycles_done = self.run_.cycle
         self.diverged = self.run_.diverged or ""
         return self._drain()
@@ -530,6 +546,8 @@ class _MapRunner:
             out = self.state.a[-1][0].copy()
             self._outputs.append(out)
             self.cycles_done = c + 1
+            if self.tick is not None:
+                self.tick(self.cycles_done)
             bad = [
                 (l, v) for l in range(1, self.circuit.depth + 1) for v in ("a", "u", "target")
                 if not np.all(np.abs(self.reader.state(v, l)) <= self.circuit.activity_bound)
