@@ -159,7 +159,8 @@ def _is_sweep(ds) -> bool:
 
 
 def _points(ds):
-    """(coords, status, error, {check: (passed fraction, median residual)}) per grid point."""
+    """The swept keys (dotted) and (coords by key, status, error, {check: (passed fraction,
+    median residual)}) per grid point."""
     keys = sweep_dims(ds)
     names = sorted({v.rsplit("_", 2)[0] for v in ds.data_vars if v.endswith("_passed_fraction")})
     flat = ds[
@@ -173,13 +174,13 @@ def _points(ds):
     out = []
     for i in range(flat.sizes["point"]):
         row = flat.isel(point=i)
-        coords = {k: row[k].item() for k in keys}
+        coords = {ds[k].attrs.get("key", k): row[k].item() for k in keys}
         checks = {
             n: (float(row[f"{n}_passed_fraction"]), float(row[f"{n}_median_residual"]))
             for n in names
         }
         out.append((coords, str(row.status.item()), str(row.error.item()), checks))
-    return keys, out
+    return [ds[k].attrs.get("key", k) for k in keys], out
 
 
 def _where(coords: dict) -> str:
@@ -503,7 +504,8 @@ def cmd_plot(args) -> int:
 
 
 def _info_sweep(args, ds) -> int:
-    keys, points = _points(ds)
+    _, points = _points(ds)
+    keys = sweep_dims(ds)
     print(f"file: {args.file}")
     if "circuit" in ds.attrs:
         circuit = json.loads(ds.attrs["circuit"])
@@ -511,7 +513,7 @@ def _info_sweep(args, ds) -> int:
     print(
         "sweep over: "
         + "; ".join(
-            f"{k} = "
+            f"{ds[k].attrs.get('key', k)} = "
             + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in ds[k].values.tolist())
             for k in keys
         )

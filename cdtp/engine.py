@@ -330,7 +330,7 @@ class CircuitRun:
                 "set_schedule changes parameters only; rebuild to change a shape kind, the values"
                 " of an 'array' γ or whether the plasticity gate is the paper's"
             )
-        schedule.check_steps(self.dt, self.circuit.depth, self.circuit.hold)
+        _validate(self.circuit, [schedule], self.dt, self.plasticity_every, 1)
         spc = schedule.whole_period(self.dt)
         state = self._run_state
         now = round(float(self.network.t / b2.second) / self.dt)
@@ -434,7 +434,9 @@ def _validate(circuit: CircuitConfig, schedules, dt: float, plasticity_every: in
         if 0 < v < dt * (1 - 1e-9):
             raise ValueError(f"{name} = {v} s is shorter than dt = {dt} s: use 0 or ≥ dt")
     for s in schedules:
-        s.check_steps(dt, circuit.depth, circuit.hold)
+        if s.gamma.period / dt < 2 - 1e-9:
+            raise ValueError(f"the γ period ({s.gamma.period * 1e3:g} ms) must be at least 2"
+                             f" time steps (dt = {dt * 1e3:g} ms)")
     spcs = [s.whole_period(dt) for s in schedules]
     if not isinstance(plasticity_every, int) or plasticity_every < 1 or any(
         (1 if spc is None else spc) % plasticity_every for spc in spcs

@@ -36,8 +36,8 @@ def enabled(quiet: bool = False, stream=None) -> bool:
 
 
 class _Bar:
-    def __init__(self, label: str, unit: str, quiet: bool, stream=None):
-        self.label, self.unit = label, unit
+    def __init__(self, label: str, unit: str, quiet: bool, stream=None, mininterval=0.1):
+        self.label, self.unit, self.mininterval = label, unit, mininterval
         self.stream = sys.stderr if stream is None else stream
         self.on = enabled(quiet, self.stream)
         self.bar = None
@@ -46,7 +46,8 @@ class _Bar:
         from tqdm import tqdm
 
         self.bar = tqdm(total=total, desc=self.label, unit=self.unit, file=self.stream,
-                        dynamic_ncols=True, smoothing=0.1, leave=True)
+                        dynamic_ncols=True, smoothing=0.1, leave=True,
+                        mininterval=self.mininterval, miniters=1)
 
     def _set(self, done, total: int) -> None:
         if not self.on:
@@ -70,8 +71,8 @@ class _Bar:
 class RunProgress(_Bar):
     """``progress(cycles_done, n_cycles)``: the bar of one run (cycles, rate, ETA)."""
 
-    def __init__(self, label: str, quiet: bool = False, stream=None):
-        super().__init__(label, "cycle", quiet, stream)
+    def __init__(self, label: str, quiet: bool = False, stream=None, mininterval=0.1):
+        super().__init__(label, "cycle", quiet, stream, mininterval)
 
     def __call__(self, done, total: int) -> None:
         self._set(int(done), total)
@@ -81,8 +82,8 @@ class SweepProgress(_Bar):
     """``progress(points_done, n_points, running=…, failed=…)``: the bar of a sweep (points,
     ETA) with the points running and failed so far."""
 
-    def __init__(self, label: str, quiet: bool = False, stream=None):
-        super().__init__(label, "point", quiet, stream)
+    def __init__(self, label: str, quiet: bool = False, stream=None, mininterval=0.1):
+        super().__init__(label, "point", quiet, stream, mininterval)
 
     def __call__(self, done: int, total: int, running: int = 0, failed: int = 0) -> None:
         if not self.on:
