@@ -144,7 +144,7 @@ def plot_residuals(checks: dict):
                     "o-", ms=3, label=f"layer {l}")
         ax.axhline(float(res.tolerance), color="k", ls="--", lw=0.8)
         ax.set_yscale("log")
-        ax.set_title(_wrap(f"{name}: {res.attrs['claim']}", 48), fontsize=7)
+        ax.set_title(_wrap(f"{name}: {res.attrs['claim']}", 36), fontsize=7)
         ax.set_xlabel("cycle")
         ax.set_ylabel("residual (0 drawn at 1e-17)")
         ax.legend(fontsize=6)
