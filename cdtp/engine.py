@@ -770,8 +770,9 @@ def build(
         The example stream, (n_examples, n_0) and (n_examples, n_L): example k is clamped at
         the start of γ cycle k.
     dt : float
-        Integration step in s. Nonzero time constants must be ≥ dt; the γ period must be a
-        whole number of steps.
+        Integration step in s. Nonzero time constants must be ≥ dt; the γ period at least
+        2 steps. When it is not a whole number of steps, cycles are one step apart in length
+        (:meth:`cdtp.gating.Schedule.cycle_starts`) and ``plasticity_every`` must be 1.
     device : {"cython", "numpy", "cpp_standalone"}
         Brian2 code-generation target; a run option, not part of the circuit.
     network : Network, optional
