@@ -342,14 +342,16 @@ def run_attributes(circuit, schedule, record, dt, device, backend, attrs=None,
     """
     from cdtp import __version__
 
-    starts = schedule.cycle_starts(dt, n_cycles)
-    spc, offsets = _constant_offsets(
-        schedule.boundary_table(dt, n_cycles, circuit.depth, circuit.hold), starts)
     per_cycle = {}
-    if spc is not None:
-        per_cycle["steps_per_cycle"] = spc
-    if offsets is not None:
-        per_cycle["boundary_steps"] = offsets
+    if schedule.whole_period(dt) is not None:
+        n = max(int(n_cycles), 2)
+        spc, offsets = _constant_offsets(
+            schedule.boundary_table(dt, n, circuit.depth, circuit.hold),
+            schedule.cycle_starts(dt, n))
+        if spc is not None:
+            per_cycle["steps_per_cycle"] = spc
+        if offsets is not None:
+            per_cycle["boundary_steps"] = offsets
     return {
         "title": f"CDTP run of circuit {circuit.name!r}",
         "circuit": circuit.to_dict(),

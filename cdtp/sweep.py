@@ -257,6 +257,7 @@ def run_batch(scenario_path: str, points: list, directory: str, interrupt=None) 
                 sc.circuit, sc.schedule, spec, sc.dt, sc.device, "brian2",
                 sc.attributes(task, {"sweep_point": p["coords"],
                                      "batched": f"one network of {batch.size} circuits"}),
+                n_cycles=len(inputs),
             )
             recorder = Recorder(spec, sc.circuit.sizes, sc.circuit.bias, attrs,
                                 path=_point_file(directory, p["index"]))
