@@ -4,6 +4,7 @@ count, rate and ETA; nothing at all when stderr is not a terminal or with --quie
 import io
 
 import numpy as np
+import pytest
 
 from cdtp.progress import RunProgress, SweepProgress, enabled
 
@@ -72,3 +73,28 @@ def test_simulate_ticks_every_cycle_within_a_chunk():
              progress=lambda d, n: calls.append(("chunk", d, n)),
              tick=lambda d, n: calls.append(("tick", d, n)))
     assert calls == [*(("tick", k, 5) for k in range(1, 6)), ("chunk", 5, 5)]
+
+
+@pytest.mark.brian2
+def test_brian2_runs_tick_through_the_report_hook():
+    # Brian2 calls the report hook at the start and the end of every run() (and every 0.5 s of
+    # wall time in between): the ticks rise to the cycles done, within the chunk
+    from cdtp.circuit import circuit_from_dict
+    from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
+    from cdtp.recording import RecordSpec
+    from cdtp.simulation import simulate
+
+    circuit = circuit_from_dict({
+        "sizes": [3, 3, 2], "nonlinearity": "tanh", "seed": 2,
+        "time_constants": {"tau_h": "0 ms", "tau_a": "1 ms", "tau_u": "1 ms", "tau_tau": "0 ms"},
+    })
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
+    schedule = Schedule(GammaSchedule("square", frequency=16.0, duty=0.4), PlasticityGate())
+    ticks = []
+    simulate(circuit, schedule, x, y, dt=1e-3, device="numpy",
+             record=RecordSpec(variables=(), chunk_cycles=2),
+             tick=lambda d, n: ticks.append((d, n)))
+    done = [d for d, _ in ticks]
+    assert {n for _, n in ticks} == {4} and done == sorted(done)
+    assert 2 in done and done[-1] == 4  # the end of each 2-cycle chunk
