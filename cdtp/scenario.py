@@ -394,8 +394,7 @@ def _cycles_of(top: dict, task: dict) -> int:
 def memory_estimate(circuit: CircuitConfig, schedule: Schedule, record: RecordSpec, dt: float,
                     cycles: int) -> dict[str, float]:
     """Bytes a run needs, roughly and on the high side, per part: ``network`` (Brian2 neurons
-    and synapses, initial weights), ``schedule`` (one γ cycle sampled per step and layer, and
-    the boundary steps of every cycle),
+    and synapses, initial weights), ``schedule`` (one γ cycle sampled per step and layer),
     ``stream`` (the examples of every cycle), ``recordings`` (one chunk of traces, snapshots
     and weights being converted, and the whole per-cycle record read back by ``cdtp run``)."""
     sizes = [float(n) for n in circuit.sizes]
@@ -409,8 +408,9 @@ def memory_estimate(circuit: CircuitConfig, schedule: Schedule, record: RecordSp
     # Brian2 keeps ~12 arrays per synapse (weight, indices, summed-variable helpers), ~60 per
     # neuron; building the initial weights takes a few dense copies of each matrix
     network = 8.0 * (12 * n_syn + 60 * neurons) + 8.0 * 4 * n_syn
-    sched = 8.0 * 5 * spc * (L + 1) + 8.0 * 6 * cycles
-    stream = 8.0 * 3 * cycles * (sizes[0] + sizes[-1])
+    sched = 8.0 * 5 * spc * (L + 1)
+    # (and the phase-boundary steps of every cycle)
+    stream = 8.0 * 3 * cycles * (sizes[0] + sizes[-1]) + 8.0 * 6 * cycles
     traced = 0.0
     if record.variables:
         layers = range(L + 1) if record.layers is None else record.layers

@@ -96,7 +96,7 @@ GOOD = 'circuit = "c.toml"\ncycles = 2\n[gamma]\nfrequency = "25 Hz"\n'
         (GOOD.replace('"25 Hz"', '"25 furlongs"'), "gamma.frequency"),
         (GOOD.replace("c.toml", "missing.toml"), "circuit"),
         (GOOD + '[plasticity_gate]\nkind = "sometimes"\n', "plasticity_gate.kind"),
-        (GOOD.replace('"25 Hz"', '"30 Hz"'), "gamma.frequency"),  # 1/(f dt) not whole
+        (GOOD.replace('"25 Hz"', '"600 Hz"'), "gamma.frequency"),  # < 2 steps
     ],
 )
 def test_bad_scenarios_exit_2_naming_file_and_key(tmp_path, capsys, text, key):
