@@ -133,20 +133,21 @@ class BatchRun:
                              " (γ shape, array values, paper gate) must stay")
         spcs = _validate(self.circuit, schedules, self.dt, self.plasticity_every, 1)
         n_cycles = self.n_cycles if n_cycles is None else _per_circuit(n_cycles, self.size)
-        steps = _steps(spcs, n_cycles)
+        steps = _steps(schedules, self.dt, n_cycles)
         if max(steps) > self.total_steps:
             raise ValueError(
                 f"the batch was compiled for {self.total_steps} steps; the longest circuit now"
                 f" needs {max(steps)}: build it again"
             )
-        if any(spc % self.output_every for spc in spcs):
+        if any((spc or 1) % self.output_every for spc in spcs) or (
+                None in spcs and self.output_every != 1):
             raise ValueError(
                 f"outputs are recorded every {self.output_every} steps; every γ period must be a"
                 " multiple of that: build it again"
             )
         run_args = {}
         for (l, name), value in _schedule_constants(
-            self.layers, schedules, self.circuit, _block_sizes(self.circuit)
+            self.layers, schedules, self.circuit, _block_sizes(self.circuit), dt=self.dt
         ).items():
             run_args[getattr(self.layers[l], name)] = value
         run_args.update(self._t_last_args(steps))
@@ -199,10 +200,10 @@ class BatchRun:
             # rows at every output_every steps, in the 'start' slot: row r = the state after
             # step r·output_every − 1
             self._outputs = np.asarray(self.network["output_monitor"].a).T
-        spc = self.schedules[k].steps_per_cycle(self.dt)
+        starts = self.schedules[k].cycle_starts(self.dt, self.n_cycles[k])
         nL, nb = self.circuit.sizes[-1], _block_sizes(self.circuit)[-1]
         cols = slice(k * nL, (k + 1) * nL)
-        rows = [(c + 1) * spc // self.output_every for c in range(self.n_cycles[k] - 1)]
+        rows = starts[1:-1] // self.output_every
         out = [self._outputs[r, cols] for r in rows]
         # the last cycle's output is the final state (the block stopped after its last step)
         out.append(np.asarray(self.layers[-1].a[k * nb: k * nb + nL]))
@@ -238,11 +239,12 @@ def _per_circuit(value, K: int, name: str = "n_cycles") -> list:
     return values
 
 
-def _steps(spcs, n_cycles) -> list[int]:
+def _steps(schedules, dt, n_cycles) -> list[int]:
+    """Steps each circuit runs: to the start of its cycle ``n_cycles``."""
     for n in n_cycles:
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n_cycles = {n!r}: a positive whole number of γ cycles")
-    return [int(n) * spc for n, spc in zip(n_cycles, spcs)]
+    return [int(s.cycle_starts(dt, int(n))[-1]) for n, s in zip(n_cycles, schedules)]
 
 
 def _streams(circuit, inputs, labels, K, n_cycles):
@@ -327,7 +329,7 @@ def build_batch(
         )
     spcs = _validate(circuit, schedules, dt, plasticity_every, threads)
     n_cycles = _per_circuit(n_cycles, K)
-    steps = _steps(spcs, n_cycles)
+    steps = _steps(schedules, dt, n_cycles)
     ins, labs = _streams(circuit, inputs, labels, K, n_cycles)
     if networks is None:
         networks = [initial_network(circuit)] * K
@@ -340,13 +342,16 @@ def build_batch(
     for l, group in enumerate(parts.layers):
         group.t_last = np.repeat((np.asarray(steps) - 1) * dt, nb[l]) * b2.second
     # outputs: a_L at the start of every output_every-th step (each cycle's end lies on it)
+    # (every step when a period is not a whole number of steps)
+    whole = None not in spcs
     if output_every is None:
-        output_every = math.gcd(*spcs)
+        output_every = math.gcd(*spcs) if whole else 1
     if not isinstance(output_every, int) or output_every < 1 or any(
-        spc % output_every for spc in spcs
-    ):
+        (spc or 1) % output_every for spc in spcs
+    ) or (not whole and output_every != 1):
+        periods = ", ".join(f"{s.gamma.period / dt:g}" for s in schedules)
         raise ValueError(f"output_every = {output_every!r}: a positive integer dividing every"
-                         f" γ period ({', '.join(map(str, spcs))} steps)")
+                         f" γ period ({periods} steps; 1 when one is not a whole number)")
     nL = circuit.sizes[-1]
     out_cols = (np.arange(K)[:, None] * nb[-1] + np.arange(nL)[None, :]).ravel()
     monitor = b2.StateMonitor(
@@ -356,9 +361,9 @@ def build_batch(
     )
     snapshots = {}
     if snapshot_every:
-        if len(set(spcs)) > 1:
-            raise ValueError("snapshot_every needs one γ period for the whole batch; got"
-                             f" {', '.join(map(str, spcs))} steps")
+        if len(set(spcs)) > 1 or spcs[0] is None:
+            raise ValueError("snapshot_every needs one γ period, a whole number of steps, for"
+                             f" the whole batch; got {', '.join(map(str, spcs))} steps")
         snapshots = _snapshot_monitors(parts, snapshot_every, spcs[0], dt)
     network = b2.Network(
         *parts.layers, *parts.norms, *parts.pools, *parts.broadcasts, *parts.feedforward[1:],

@@ -20,6 +20,7 @@ again computes exactly the missing points.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -27,34 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
+from cdtp.progress import RunProgress, SweepProgress
+from cdtp.recording import sweep_dims
+
 __all__ = ["main"]
 
 
 class BadInput(Exception):
     """A file or argument the command cannot use (exit code 2)."""
-
-
-class _Progress:
-    def __init__(self, label: str, unit: str = "cycles"):
-        self.label, self.unit = label, unit
-        self.open = False
-
-    def close(self) -> None:
-        """End the progress line (a run cut short never drew its last bar)."""
-        if self.open:
-            sys.stderr.write("\n")
-            self.open = False
-
-    def __call__(self, done: int, total: int) -> None:
-        width = 30
-        filled = int(width * done / total)
-        sys.stderr.write(
-            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {self.unit}"
-        )
-        self.open = done < total
-        if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
 
 
 def _bad_input(message: str) -> int:
@@ -117,12 +98,13 @@ def _open(path: str):
     if _is_sweep(ds):
         _check_sweep_attrs(path, ds)
         return ds
-    if "circuit" not in ds.attrs or "steps_per_cycle" not in ds.attrs:
+    if "circuit" not in ds.attrs or "dt" not in ds.attrs:
         raise BadInput(f"{path}: not a cdtp results file (no circuit in its attributes)")
     checks = {
         "circuit": lambda: circuit_of(ds),
         "schedule": lambda: schedule_of(ds),
-        "steps_per_cycle": lambda: _positive_int(ds.attrs["steps_per_cycle"]),
+        "steps_per_cycle": lambda: _positive_int(ds.attrs.get("steps_per_cycle", 1)),
+        "period_steps": lambda: _positive(ds.attrs.get("period_steps", 1)),
         "dt": lambda: _positive(ds.attrs["dt"]),
         "boundary_steps": lambda: _boundary_steps(ds.attrs.get("boundary_steps", "{}")),
         "cycles_completed": lambda: int(ds.attrs.get("cycles_completed", 0)),
@@ -158,7 +140,7 @@ def _boundary_steps(text) -> dict:
 
 def _check_sweep_attrs(path, ds) -> None:
     try:
-        keys = json.loads(ds.attrs["swept_keys"])
+        keys = sweep_dims(ds)
         if not isinstance(keys, list) or not keys or not all(k in ds.dims for k in keys):
             raise ValueError(f"{keys!r} are not dimensions of the file")
         for var in ("status", "error"):
@@ -177,8 +159,9 @@ def _is_sweep(ds) -> bool:
 
 
 def _points(ds):
-    """(coords, status, error, {check: (passed fraction, median residual)}) per grid point."""
-    keys = json.loads(ds.attrs["swept_keys"])
+    """The swept keys (dotted) and (coords by key, status, error, {check: (passed fraction,
+    median residual)}) per grid point."""
+    keys = sweep_dims(ds)
     names = sorted({v.rsplit("_", 2)[0] for v in ds.data_vars if v.endswith("_passed_fraction")})
     flat = ds[
         [
@@ -191,13 +174,13 @@ def _points(ds):
     out = []
     for i in range(flat.sizes["point"]):
         row = flat.isel(point=i)
-        coords = {k: row[k].item() for k in keys}
+        coords = {ds[k].attrs.get("key", k): row[k].item() for k in keys}
         checks = {
             n: (float(row[f"{n}_passed_fraction"]), float(row[f"{n}_median_residual"]))
             for n in names
         }
         out.append((coords, str(row.status.item()), str(row.error.item()), checks))
-    return keys, out
+    return [ds[k].attrs.get("key", k) for k in keys], out
 
 
 def _where(coords: dict) -> str:
@@ -329,10 +312,11 @@ def cmd_run(args) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in remove_stale_temporaries(out.parent, out.name):
         print(f"removed {stale} (left by a run that was killed)", file=sys.stderr)
-    progress = _Progress(f"run {scenario.name}")
+    progress = RunProgress(f"run {scenario.name}", quiet=args.quiet)
     with StopOnInterrupt() as interrupt:
         try:
-            ds = scenario.simulate(path=out, progress=progress, interrupt=interrupt)
+            ds = scenario.simulate(path=out, progress=progress, interrupt=interrupt,
+                                   tick=progress)
         finally:
             progress.close()
     with ds:
@@ -404,6 +388,7 @@ def cmd_sweep(args) -> int:
                                folder=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out.parent, out.name)
+    progress = SweepProgress(f"sweep {out.stem}", quiet=args.quiet)
     try:
         info = sweep(
             args.scenario,
@@ -412,9 +397,10 @@ def cmd_sweep(args) -> int:
             workers=workers,
             scheduler=args.scheduler,
             batch=args.batch,
-            progress=_Progress(f"sweep {out.stem}", "points"),
+            progress=progress,
         )
     except KeyboardInterrupt:
+        progress.close()
         from cdtp.sweep import point_state
 
         done = sum(point_state(points_dir / f"point_{p['index']:04d}.nc")[0] == "complete"
@@ -423,11 +409,18 @@ def cmd_sweep(args) -> int:
               f" run the same command again to compute the {len(points) - done} missing",
               file=sys.stderr)
         return 130
+    progress.close()
     for path, why in info["set_aside"]:
         print(f"set aside {path} ({why}); computed again", file=sys.stderr)
     for path in info["cleaned"]:
         print(f"removed {path} (left by a run that was killed)", file=sys.stderr)
-    ds = combine(info["keys"], info["points"], points_dir)
+    import tomllib
+
+    with open(args.scenario, "rb") as fh:
+        scenario = tomllib.load(fh)
+    ds = combine(info["keys"], info["points"], points_dir,
+                 attrs={"scenario": scenario, "scenario_file": str(args.scenario),
+                        "overrides": list(args.set)})
     save(ds, out)
     status = ds.status.values.ravel().tolist()
     print(f"results: {out} ({info['computed']} points computed, {info['skipped']} already done)")
@@ -511,7 +504,8 @@ def cmd_plot(args) -> int:
 
 
 def _info_sweep(args, ds) -> int:
-    keys, points = _points(ds)
+    _, points = _points(ds)
+    keys = sweep_dims(ds)
     print(f"file: {args.file}")
     if "circuit" in ds.attrs:
         circuit = json.loads(ds.attrs["circuit"])
@@ -519,7 +513,7 @@ def _info_sweep(args, ds) -> int:
     print(
         "sweep over: "
         + "; ".join(
-            f"{k} = "
+            f"{ds[k].attrs.get('key', k)} = "
             + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in ds[k].values.tolist())
             for k in keys
         )
@@ -572,10 +566,83 @@ def _info_equations(path: str) -> int:
     return 0
 
 
+def point_table(ds) -> list[dict]:
+    """One row per point of a combined sweep: the swept values (by dimension name), status,
+    diverged (0/1), the loss of the last cycle and its mean over all cycles and over the last 5,
+    the online accuracy (argmax of the output against one-hot labels, mean over all cycles and
+    over the last 20 %) when the labels are one-hot, the last value of every ``test_*``
+    variable, and each check's passed fraction and median residual."""
+    dims = sweep_dims(ds)
+    names = sorted({v.rsplit("_", 2)[0] for v in ds.data_vars if v.endswith("_passed_fraction")})
+    flat = ds.stack(point=dims)
+    tests = [v for v in ds.data_vars if v.startswith("test_")]
+    rows = []
+    for i in range(flat.sizes["point"]):
+        p = flat.isel(point=i)
+        row = {d: p[d].item() for d in dims}
+        row["status"] = str(p.status.item())
+        row["diverged"] = int(row["status"] == "diverged")
+        if "loss" in p:
+            loss = p.loss.values
+            loss = loss[np.isfinite(loss)]
+            row["loss_final"] = float(loss[-1]) if len(loss) else np.nan
+            row["loss_mean"] = float(np.mean(loss)) if len(loss) else np.nan
+            row["loss_last5_mean"] = float(np.mean(loss[-5:])) if len(loss) else np.nan
+        if "output" in p and "label" in p:
+            out, lab = p.output.values, p.label.values
+            ok = np.all(np.isfinite(lab), axis=1) & np.all(np.isfinite(out), axis=1)
+            out, lab = out[ok], lab[ok]
+            if len(lab) and np.all(np.isin(lab, (0.0, 1.0))) and np.all(lab.sum(axis=1) == 1):
+                correct = out.argmax(axis=1) == lab.argmax(axis=1)
+                tail = max(1, len(correct) // 5)
+                row["accuracy_online"] = float(np.mean(correct))
+                row["accuracy_online_last20pct"] = float(np.mean(correct[-tail:]))
+        for v in tests:
+            vals = np.asarray(p[v].values, dtype=float).ravel()
+            vals = vals[np.isfinite(vals)]
+            row[f"{v}_final"] = float(vals[-1]) if len(vals) else np.nan
+        for n in names:
+            row[f"{n}_passed_fraction"] = float(p[f"{n}_passed_fraction"])
+            row[f"{n}_median_residual"] = float(p[f"{n}_median_residual"])
+        row["error"] = str(p.error.item())
+        rows.append(row)
+    return rows
+
+
+def _write_csv_atomically(path: Path, rows: list[dict]) -> None:
+    import csv
+    import tempfile
+
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields, restval="")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: ("" if isinstance(v, float) and np.isnan(v) else v)
+                                 for k, v in row.items()})
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def cmd_info(args) -> int:
     if str(args.file).endswith(".toml"):
         return _info_equations(args.file)
     ds = _open(args.file)
+    if args.table:
+        if not _is_sweep(ds):
+            raise BadInput(f"--table: {args.file} is one run, not a sweep (cdtp sweep -o …)")
+        table = Path(args.table)
+        if table.suffix != ".csv" or table.is_dir() or table.resolve() == Path(args.file).resolve():
+            raise BadInput(f"--table: {args.table}; allowed: a .csv file that is not the input")
+        rows = point_table(ds)
+        _write_csv_atomically(table, rows)
+        print(f"table: {table} ({len(rows)} points)", file=sys.stderr)
     if _is_sweep(ds):
         return _info_sweep(args, ds)
     a = ds.attrs
@@ -583,7 +650,13 @@ def cmd_info(args) -> int:
     print(f"file: {args.file}")
     print(f"circuit: {circuit['name']} sizes {circuit['sizes']} {circuit['nonlinearity']}")
     print(f"schedule: {a['schedule']}")
-    print(f"dt: {a['dt']} s, {a['steps_per_cycle']} steps per cycle, device {a['device']}")
+    if "steps_per_cycle" in a:
+        per_cycle = f"{a['steps_per_cycle']} steps per cycle"
+    else:
+        p = float(a["period_steps"])
+        per_cycle = (f"{p:.6g} steps per period (cycles of {int(np.floor(p))} or"
+                     f" {int(np.ceil(p))} steps)")
+    print(f"dt: {a['dt']} s, {per_cycle}, device {a['device']}")
     planned = a.get("cycles_planned")
     print(f"cycles completed: {a['cycles_completed']}"
           + (f" of {planned}" if planned is not None else "")
@@ -613,6 +686,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a scenario key by dotted path (repeatable)",
     )
     run.add_argument("--figures", help="folder for the figures (default: next to the file)")
+    run.add_argument("-q", "--quiet", action="store_true",
+                     help="no progress bar (there is none either when stderr is not a terminal)")
     run.set_defaults(func=cmd_run)
     sw = sub.add_parser("sweep", help="run a scenario's [sweep] grid")
     sw.add_argument("scenario")
@@ -624,6 +699,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where.add_argument("--scheduler", help="address of a running Dask scheduler")
     sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sw.add_argument("-q", "--quiet", action="store_true",
+                    help="no progress bar (there is none either when stderr is not a terminal)")
     sw.add_argument(
         "--batch", action="store_true",
         help="simulate points that differ only in gamma / plasticity_gate parameters together,"
@@ -647,6 +724,9 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser(
         "info", help="describe a results file, or show a circuit's equations (.toml)")
     info.add_argument("file")
+    info.add_argument("--table", metavar="OUT.csv",
+                      help="write one row per sweep point (swept values, loss, accuracy,"
+                           " diverged, proposition pass fractions) as CSV")
     info.set_defaults(func=cmd_info)
     return parser
 
@@ -656,15 +736,29 @@ def main(argv=None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # (output to a pipe is buffered: a closed reader shows up here)
+        return code
     except (ConfigError, BadInput) as exc:
         return _bad_input(str(exc))
     except KeyboardInterrupt:
         print("\ncdtp: interrupted: nothing written", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the reader of the output went away (`cdtp info f | head`)
-        sys.stderr.close()
-        return 1
+    except BrokenPipeError:
+        # the reader of the output went away (`cdtp check f.nc | head`): end quietly, as a
+        # tool killed by SIGPIPE does; what is still buffered for stdout goes nowhere, so the
+        # interpreter's final flush cannot fail again
+        _silence_stdout()
+        return 141
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a file descriptor (captured, closed)
+        pass
 
 
 if __name__ == "__main__":

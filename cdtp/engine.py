@@ -33,7 +33,8 @@ feedback (docs/model.md      ``hold_above``) in the targets code; the ``mirror``
 ‖σ̃(a)‖², Σ(a − τ)², Σe^a   NeuronGroup ``norm_l`` (one normalization neuron per layer)
                             pooling through summed synapses ``pool_l``; the results come
                             back through one-to-all summed synapses ``broadcast_l``
-example clamping, checks    a NetworkOperation on a clock of one γ period
+example clamping, checks    a NetworkOperation on a clock of one γ period (one step when
+                            the period is not a whole number of steps)
 ==========================  ==========================================================
 
 Within each time step the objects run in the order of :mod:`cdtp.reference.cdtp_map`
@@ -164,10 +165,11 @@ def _sigma(circuit: CircuitConfig, var: str) -> str:
 # per neuron in a batch, where each block of neurons is one circuit) with their Brian2 units.
 _SCHEDULE_CONSTANTS = {
     "gamma_freq": "Hz",
+    "gamma_freq_dt": "1",
     "gamma_duty": "1",
     "gamma_ramp": "1",
     "gamma_lag": "second",
-    "gamma_t0": "second",
+    "gamma_t0_step": "1",
     "gamma_lag_above": "second",
     "plasticity_start": "1",
     "plasticity_end": "1",
@@ -262,6 +264,8 @@ class CircuitRun:
 
     @property
     def steps_per_cycle(self) -> int:
+        """Steps per γ cycle (a ValueError when the period is not a whole number of steps:
+        then see :meth:`cycle_start_step`)."""
         return self.schedule.steps_per_cycle(self.dt)
 
     @property
@@ -279,8 +283,14 @@ class CircuitRun:
     def __str__(self) -> str:
         return self.equations
 
-    def run(self, n_cycles: int, *, report=None) -> CircuitRun:
-        """Simulate ``n_cycles`` γ cycles (one example each, continuing the stream)."""
+    def cycle_start_step(self, k: int) -> int:
+        """The step at which cycle ``k`` of the example stream begins (or began)."""
+        return _start_step(self._run_state, self.dt, k)
+
+    def run(self, n_cycles: int, *, report=None, report_period: float = 10.0) -> CircuitRun:
+        """Simulate ``n_cycles`` γ cycles (one example each, continuing the stream);
+        ``report(elapsed, completed, start, duration)`` is Brian2's progress hook, called every
+        ``report_period`` seconds of wall time."""
         if self.cycle + n_cycles > len(self.inputs):
             raise ValueError(
                 f"the example stream has {len(self.inputs)} examples; cannot run to cycle"
@@ -288,10 +298,12 @@ class CircuitRun:
             )
         if self.diverged:
             raise Diverged(f"the circuit has diverged already ({self.diverged})")
-        duration = n_cycles * self.steps_per_cycle * self.dt * b2.second
+        steps = self.cycle_start_step(self.cycle + n_cycles) - self.cycle_start_step(self.cycle)
+        duration = steps * self.dt * b2.second
         if self.device == "cpp_standalone":
             return self._run_standalone(n_cycles, duration)
-        self.network.run(duration, report=report, namespace={})
+        self.network.run(duration, report=report, report_period=report_period * b2.second,
+                         namespace={})
         state = self._run_state
         if len(state["outputs"]) < state["cycle"]:
             state["outputs"].append(np.array(self.layers[-1].a[: self.circuit.sizes[-1]]))
@@ -310,8 +322,11 @@ class CircuitRun:
         b2.get_device().build(directory=self.standalone_directory, run=True, compile=True,
                               with_output=False)
         state = self._run_state
-        recorded = np.asarray(self.monitors["outputs"].a).T  # (n_cycles, n_L), row 0 = t=0
-        outputs = [*recorded[1:], self.state("a", self.circuit.depth)]
+        # rows every cycle (every step when the period is not whole steps), row 0 = t = 0
+        recorded = np.asarray(self.monitors["outputs"].a).T
+        tick = self.schedule.whole_period(self.dt) or 1
+        rows = self.schedule.cycle_starts(self.dt, n_cycles)[1:-1] // tick
+        outputs = [*recorded[rows], self.state("a", self.circuit.depth)]
         state["outputs"] = outputs[:n_cycles]
         state["cycle"] = n_cycles
         # no Python runs during a standalone simulation: divergence is found afterwards, from
@@ -354,41 +369,51 @@ class CircuitRun:
                 "set_schedule changes parameters only; rebuild to change a shape kind, the values"
                 " of an 'array' γ or whether the plasticity gate is the paper's"
             )
-        spc = schedule.steps_per_cycle(self.dt)
+        _validate(self.circuit, [schedule], self.dt, self.plasticity_every, 1)
+        spc = schedule.whole_period(self.dt)
         state = self._run_state
         now = round(float(self.network.t / b2.second) / self.dt)
         if now != state["next_step"] and state["cycle"]:
             raise ValueError("set_schedule must be called between whole cycles")
         self.schedule = schedule
-        _set_schedule_constants(self.layers, [schedule], self.circuit, t0=now * self.dt)
-        state["spc"] = spc
-        state["next_step"] = now
-        # the clamp fires on every common divisor step of the old time and the new period
-        self._clamp.clock.dt = math.gcd(now, spc) * self.dt * b2.second if now else (
-            spc * self.dt * b2.second
-        )
+        _set_schedule_constants(self.layers, [schedule], self.circuit, t0=now, dt=self.dt)
+        state.update(schedule=schedule, t0_step=now, cycle0=state["cycle"], next_step=now)
+        # the clamp fires on every common divisor step of the old time and the new period (on
+        # every step when the period is not a whole number of steps)
+        tick = 1 if spc is None else (math.gcd(now, spc) if now else spc)
+        self._clamp.clock.dt = tick * self.dt * b2.second
 
 
 _UNITS = {"Hz": b2.Hz, "second": b2.second, "1": 1.0}
 
 
-def _schedule_values(schedule: Schedule, circuit: CircuitConfig, l: int, t0: float) -> dict:
-    """The γ and plasticity-gate constants of layer l under ``schedule``, in SI units."""
+def _start_step(run_state: dict, dt: float, k: int) -> int:
+    """The step at which cycle k of the stream begins under the current schedule, which took
+    over at step ``t0_step`` as cycle ``cycle0`` (:meth:`CircuitRun.set_schedule`)."""
+    first = k - run_state["cycle0"]
+    return run_state["t0_step"] + int(run_state["schedule"].cycle_starts(dt, 0, first)[0])
+
+
+def _schedule_values(schedule: Schedule, circuit: CircuitConfig, l: int, t0: int,
+                     dt: float) -> dict:
+    """The γ and plasticity-gate constants of layer l under ``schedule``, in SI units
+    (``gamma_t0_step``: the step at which the schedule's cycle 0 began)."""
     g, L = schedule.gamma, circuit.depth
     lo, hi = schedule.plasticity.window(g)
     return {
-        "gamma_freq": g.frequency, "gamma_duty": g.duty, "gamma_ramp": g.ramp, "gamma_t0": t0,
+        "gamma_freq": g.frequency, "gamma_freq_dt": g.frequency * dt, "gamma_duty": g.duty,
+        "gamma_ramp": g.ramp, "gamma_t0_step": t0,
         "gamma_lag": g.layer_lag(max(l, 1)), "gamma_lag_above": g.layer_lag(min(l + 1, L)),
         "plasticity_start": lo, "plasticity_end": hi,
     }
 
 
-def _schedule_constants(layers, schedules, circuit, block_sizes=None, t0=0.0) -> dict:
+def _schedule_constants(layers, schedules, circuit, block_sizes=None, t0=0, dt=None) -> dict:
     """{(layer, name): value} for ``schedules``: one shared value when ``block_sizes`` is None
     (a single circuit), else one value per neuron, repeated over each circuit's block."""
     out = {}
     for l in range(len(layers)):
-        per_circuit = [_schedule_values(s, circuit, l, t0) for s in schedules]
+        per_circuit = [_schedule_values(s, circuit, l, t0, dt) for s in schedules]
         for name, unit in _SCHEDULE_CONSTANTS.items():
             values = np.array([v[name] for v in per_circuit])
             value = values[0] if block_sizes is None else np.repeat(values, block_sizes[l])
@@ -396,9 +421,10 @@ def _schedule_constants(layers, schedules, circuit, block_sizes=None, t0=0.0) ->
     return out
 
 
-def _set_schedule_constants(layers, schedules, circuit, block_sizes=None, t0=0.0):
+def _set_schedule_constants(layers, schedules, circuit, block_sizes=None, t0=0, dt=None):
+    dt = float(layers[0].clock.dt / b2.second) if dt is None else dt
     for (l, name), value in _schedule_constants(layers, schedules, circuit, block_sizes,
-                                                t0).items():
+                                                t0, dt).items():
         setattr(layers[l], name, value)
     for group in layers:
         group.hold_epsilon = circuit.hold.epsilon
@@ -416,9 +442,11 @@ def compiled_kind(schedule: Schedule) -> tuple:
 def _gate_code(schedule: Schedule, circuit: CircuitConfig, batched: bool = False) -> str:
     g_expr = schedule.gamma.brian2_expression()
     above = g_expr.replace("gamma_phase", "gamma_phase_above")
+    # the cycle position of cdtp.gating.cycle_position, in the same order of float operations
+    # (whole steps first, exactly), so that numpy and the generated code agree bit for bit
     phase = (
-        "(t - gamma_t0 + 0.5*dt - {lag})*gamma_freq"
-        " - floor((t - gamma_t0 + 0.5*dt - {lag})*gamma_freq)"
+        "(t_in_timesteps - gamma_t0_step + 0.5)*gamma_freq_dt - {lag}*gamma_freq"
+        " - floor((t_in_timesteps - gamma_t0_step + 0.5)*gamma_freq_dt - {lag}*gamma_freq)"
     )
     plasticity = schedule.plasticity.brian2_expression()
     lines = [
@@ -439,7 +467,7 @@ def _gate_code(schedule: Schedule, circuit: CircuitConfig, batched: bool = False
 def _validate(circuit: CircuitConfig, schedules, dt: float, plasticity_every: int,
               threads: int) -> list[int]:
     """Checks shared by :func:`build` and :func:`cdtp.batch.build_batch`; the steps per γ cycle
-    of each schedule."""
+    of each schedule (None where the period is not a whole number of steps)."""
     check_method(circuit)
     for name in ("tau_h", "tau_a", "tau_u", "tau_tau"):
         v = getattr(circuit, name)
@@ -447,13 +475,18 @@ def _validate(circuit: CircuitConfig, schedules, dt: float, plasticity_every: in
         if circuit.integration_method in ("euler", "rk4") and 0 < v < dt * (1 - 1e-9):
             raise ValueError(f"{name} = {v} s is shorter than dt = {dt} s: use 0 or ≥ dt (or"
                              " integration.method = 'exact' / 'exponential_euler')")
-    spcs = [s.steps_per_cycle(dt) for s in schedules]
+    for s in schedules:
+        if s.gamma.period / dt < 2 - 1e-9:
+            raise ValueError(f"the γ period ({s.gamma.period * 1e3:g} ms) must be at least 2"
+                             f" time steps (dt = {dt * 1e3:g} ms)")
+    spcs = [s.whole_period(dt) for s in schedules]
     if not isinstance(plasticity_every, int) or plasticity_every < 1 or any(
-        spc % plasticity_every for spc in spcs
+        (1 if spc is None else spc) % plasticity_every for spc in spcs
     ):
+        periods = " / ".join(str(s.gamma.period / dt) for s in schedules)
         raise ValueError(
             f"plasticity_every = {plasticity_every!r}: a positive integer dividing the"
-            f" {' / '.join(map(str, sorted(set(spcs))))} steps per γ cycle"
+            f" steps per γ cycle ({periods}; 1 when that is not a whole number)"
         )
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads = {threads!r}: a positive integer")
@@ -538,8 +571,8 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
     if timed_stream:
         # dt = 1 s per row, so the γ period is not compiled in; a batch's block holds its
         # last example after its own last step
-        now = "clip(t, 0*second, t_last)" if batched else "t"
-        cycle_time = f"(floor(({now} - gamma_t0 + 0.5*dt)*gamma_freq) + 0.5)*second"
+        now = "clip(t_in_timesteps, 0, floor(t_last/dt + 0.5))" if batched else "t_in_timesteps"
+        cycle_time = f"(floor(({now} - gamma_t0_step + 0.5)*gamma_freq_dt) + 0.5)*second"
         stim, lab = _stream_arrays(circuit, inputs, labels)
         namespace["stimulus"] = b2.TimedArray(stim, dt=b2.second, name="stimulus")
         namespace["label_stream"] = b2.TimedArray(lab, dt=b2.second, name="label_stream")
@@ -584,7 +617,7 @@ def _assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_
             group.running = 1.0
         layers.append(group)
         norms.append(b2.NeuronGroup(K, _NORM_EQS, clock=clock, name=f"norm_{l}"))
-    _set_schedule_constants(layers, schedules, circuit, nb if batched else None)
+    _set_schedule_constants(layers, schedules, circuit, nb if batched else None, dt=dt)
     gate_code = _gate_code(schedules[0], circuit, batched)
 
     # -- layer code --------------------------------------------------------------------------
@@ -798,8 +831,9 @@ def build(
         The example stream, (n_examples, n_0) and (n_examples, n_L): example k is clamped at
         the start of γ cycle k.
     dt : float
-        Integration step in s. Nonzero time constants must be ≥ dt; the γ period must be a
-        whole number of steps.
+        Integration step in s. Nonzero time constants must be ≥ dt; the γ period at least
+        2 steps. When it is not a whole number of steps, cycles are one step apart in length
+        (:meth:`cdtp.gating.Schedule.cycle_starts`) and ``plasticity_every`` must be 1.
     device : {"cython", "numpy", "cpp_standalone"}
         Brian2 code-generation target; a run option, not part of the circuit.
     network : Network, optional
@@ -844,7 +878,8 @@ def build(
     # -- example clamping and divergence checks, once per γ cycle -----------------------------
     # per-cycle summaries, taken when the next cycle starts: a_L then still holds the output
     # computed in the feedforward phase, before that cycle's weight change
-    run_state: dict = {"cycle": 0, "diverged": None, "outputs": [], "spc": spc, "next_step": 0}
+    run_state: dict = {"cycle": 0, "diverged": None, "outputs": [], "next_step": 0,
+                       "schedule": schedule, "t0_step": 0, "cycle0": 0}
     n0, nL = sizes[0], sizes[-1]
     bound = circuit.activity_bound
 
@@ -852,8 +887,8 @@ def build(
         step = round(float(clock.t / b2.second) / dt)
         if step != run_state["next_step"]:
             return
-        run_state["next_step"] = step + run_state["spc"]
         k = run_state["cycle"]
+        run_state["next_step"] = _start_step(run_state, dt, k + 1)
         if 0 < k and len(run_state["outputs"]) < k:
             run_state["outputs"].append(np.array(layers[L].a[:nL]))
             _check_divergence(layers, sizes, bound, k - 1, run_state)
@@ -867,7 +902,8 @@ def build(
 
     clamp = None
     if not standalone:
-        clamp = b2.network_operation(dt=spc * dt * b2.second, when="start", name="clamp")(
+        # on the first step of every cycle: each step when the period is not whole steps
+        clamp = b2.network_operation(dt=(spc or 1) * dt * b2.second, when="start", name="clamp")(
             clamp_examples
         )
 
@@ -888,7 +924,7 @@ def build(
                 )
     if standalone:
         # a_L at the start of each cycle = the output held from the cycle before
-        cycle_clock = b2.Clock(dt=spc * dt * b2.second, name="cycle_clock")
+        cycle_clock = b2.Clock(dt=(spc or 1) * dt * b2.second, name="cycle_clock")
         monitors["outputs"] = b2.StateMonitor(layers[L], "a", record=np.arange(nL),
                                               when="start", clock=cycle_clock,
                                               name="output_monitor")
@@ -950,6 +986,8 @@ def _snapshot_monitors(parts, snapshot_every, spc: int, dt: float) -> dict:
             or snapshot_every < 0:
         raise ValueError(f"snapshot_every must be a whole number of cycles ≥ 0, got"
                          f" {snapshot_every!r}")
+    if spc is None:
+        raise ValueError("snapshot_every needs a γ period that is a whole number of steps")
     clock = b2.Clock(dt=int(snapshot_every) * spc * dt * b2.second, name="snapshot_clock")
     monitors = {}
     for l in range(1, len(parts.layers)):

@@ -10,14 +10,23 @@ discrete CDTP map and by the analysis) and as a Brian2 expression over shared co
 the circuit), so that changing a schedule's *parameters* (frequency, duty cycle, ramp, lag,
 plasticity window) never changes generated code. Only the *kind* of shape is compiled in.
 
-Phase is sampled half a time step into each step, φ_k = frac(((k + ½) dt − lag) f), so that no
-sample falls on a discontinuity of a square wave and rounding cannot move a cycle boundary.
+γ is a function of continuous time, sampled half a time step into each step:
+φ_k = frac((k + ½)·(f dt) − lag·f) at step k (computed exactly so, in this order, by numpy here
+and by the generated code of :mod:`cdtp.engine`, so both see the same phase bit for bit). A
+cycle begins at the step where layer 1's phase wraps: cycle c starts at the first step k with
+(k + ½) f dt ≥ c, i.e. at round(c / (f dt)) steps. When the period 1/f is a whole number T of
+steps every cycle is T steps long, as before. When it is not (6 Hz or 16 Hz at dt = 1 ms),
+cycles are ⌊1/(f dt)⌋ or ⌈1/(f dt)⌉ steps long, and every phase boundary (a cycle's start, the
+end of the feedforward phase, the plasticity window) lies within half a step of its
+continuous-time instant: the error is at most one step per cycle in any phase's duration, and
+it does not accumulate (cycle c starts within half a step of c/f whatever c is).
 
 This module is numpy-only: the Brian2 expressions are plain strings.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +39,7 @@ __all__ = [
     "HoldGate",
     "PlasticityGate",
     "Schedule",
+    "cycle_position",
     "phase",
 ]
 
@@ -38,9 +48,21 @@ PLASTICITY_GATES = ("paper", "descending", "window", "always", "off")
 HOLD_GATES = ("hard", "smooth")
 
 
+def cycle_position(step, dt: float, frequency: float, lag: float = 0.0) -> np.ndarray:
+    """x_k = (k + ½)·(f dt) − lag·f, the γ cycles elapsed at the middle of step ``k``.
+
+    ⌊x_k⌋ is the cycle step k belongs to and frac(x_k) its phase. The order of the float
+    operations is the one of the engine's generated code (:mod:`cdtp.engine`), so both agree
+    exactly, also on a step whose middle falls on a phase boundary.
+    """
+    k = np.asarray(step, dtype=float)
+    return (k + 0.5) * (frequency * dt) - lag * frequency
+
+
 def phase(t, dt: float, frequency: float, lag: float = 0.0) -> np.ndarray:
-    """φ = frac(((t + dt/2) − lag) f), the phase of the γ cycle at the step starting at ``t``."""
-    x = (np.asarray(t, dtype=float) + 0.5 * dt - lag) * frequency
+    """φ = frac(((t + dt/2) − lag) f), the phase of the γ cycle at the step starting at ``t``
+    (computed as :func:`cycle_position` of step t/dt)."""
+    x = cycle_position(np.rint(np.asarray(t, dtype=float) / dt), dt, frequency, lag)
     return x - np.floor(x)
 
 
@@ -269,14 +291,110 @@ class Schedule:
     plasticity: PlasticityGate = field(default_factory=PlasticityGate)
 
     def steps_per_cycle(self, dt: float) -> int:
-        """Steps per γ cycle; the period must be a whole number of steps."""
-        n = self.gamma.period / dt
-        if abs(n - round(n)) > 1e-6 * n or round(n) < 2:
+        """Steps per γ cycle when the period is a whole number of steps.
+
+        Raises
+        ------
+        ValueError
+            If it is not (then cycles differ in length by one step: see
+            :meth:`cycle_starts`).
+        """
+        n = self.whole_period(dt)
+        if n is None:
             raise ValueError(
-                f"the γ period ({self.gamma.period * 1e3:g} ms) must be a whole number (≥ 2) of"
-                f" time steps (dt = {dt * 1e3:g} ms); choose a frequency with 1/(f·dt) integral"
+                f"the γ period ({self.gamma.period * 1e3:g} ms) is not a whole number of time"
+                f" steps (dt = {dt * 1e3:g} ms): cycles are"
+                f" {math.floor(self.gamma.period / dt)} or {math.ceil(self.gamma.period / dt)}"
+                " steps long; use cycle_starts()"
             )
-        return round(n)
+        return n
+
+    def whole_period(self, dt: float) -> int | None:
+        """The period in steps if it is a whole number of them (to 1e-9 relative), else None."""
+        n = self.gamma.period / dt
+        return round(n) if abs(n - round(n)) <= 1e-9 * n else None
+
+    def cycle_starts(self, dt: float, n_cycles: int, first: int = 0) -> np.ndarray:
+        """The steps at which cycles ``first`` … ``first + n_cycles`` begin (n_cycles + 1
+        values; the last is where cycle ``first + n_cycles − 1`` ends).
+
+        Cycle c begins at the first step k whose cycle position (:func:`cycle_position`,
+        layer 1: no lag) is ≥ c, i.e. at round(c / (f dt)) up to ties: within half a step of
+        the continuous-time instant c/f. With a whole period T, cycle c begins at c·T.
+        """
+        c = np.arange(first, first + n_cycles + 1, dtype=float)
+        f = self.gamma.frequency
+        k = np.ceil(c / (f * dt) - 0.5)
+        # settle the estimate on the exact float criterion (at most a step either way)
+        for _ in range(3):
+            k = np.where(np.floor(cycle_position(k - 1, dt, f)) >= c, k - 1, k)
+            k = np.where(np.floor(cycle_position(k, dt, f)) < c, k + 1, k)
+        return k.astype(np.int64)
+
+    def boundary_table(self, dt: float, n_cycles: int, layers: int,
+                       hold: HoldGate | None = None) -> np.ndarray:
+        """The step of each phase boundary of cycles 0 … n_cycles − 1, shape (n_cycles, 4).
+
+        Columns, as :data:`cdtp.recording.BOUNDARIES`: the cycle's first step; the first step
+        with c(γ_1) < ½ (the feedback phase); the first step with p_1 > 0; one past the last
+        step with p_1 > 0. A boundary that does not occur in a cycle is the next cycle's first
+        step. Absolute step indices (step k runs from k dt to (k + 1) dt).
+        """
+        hold = HoldGate() if hold is None else hold
+        starts = self.cycle_starts(dt, n_cycles)
+        table = np.empty((n_cycles, 4), dtype=np.int64)
+        table[:, 0] = starts[:-1]
+        chunk = max(1, 2_000_000 // max(int(starts[1] - starts[0]), 1))
+        for lo in range(0, n_cycles, chunk):
+            hi = min(lo + chunk, n_cycles)
+            s0, s1 = int(starts[lo]), int(starts[hi])
+            steps = np.arange(s0, s1)
+            phi = cycle_position(steps, dt, self.gamma.frequency)
+            phi = phi - np.floor(phi)
+            g = self.gamma.of_phase(phi)
+            fb = np.flatnonzero(hold(g) < 0.5) + s0
+            open_ = np.flatnonzero(self.plasticity(phi, g, self.gamma) > 0) + s0
+            a, b = starts[lo:hi], starts[lo + 1:hi + 1]
+            i = np.searchsorted(fb, a)
+            first_fb = np.append(fb, s1)[i]
+            table[lo:hi, 1] = np.where(first_fb < b, first_fb, b)
+            i = np.searchsorted(open_, a)
+            first_p = np.append(open_, s1)[i]
+            j = np.searchsorted(open_, b) - 1
+            last_p = np.where(j >= 0, np.append(open_, -1)[np.maximum(j, 0)], -1)
+            has = first_p < b
+            table[lo:hi, 2] = np.where(has, first_p, b)
+            table[lo:hi, 3] = np.where(has, last_p + 1, b)
+        return table
+
+    def check_steps(self, dt: float, layers: int, hold: HoldGate | None = None) -> None:
+        """Refuse a schedule whose cycles are shorter than 2 steps, or whose feedforward or
+        feedback phase (layer 1, c(γ) ≥ ½ / < ½) is empty in some cycle.
+
+        Raises
+        ------
+        ValueError
+            Naming the period, dt and what is missing.
+        """
+        period = self.gamma.period / dt
+        if period < 2 - 1e-9:
+            raise ValueError(
+                f"the γ period ({self.gamma.period * 1e3:g} ms) must be at least 2 time steps"
+                f" (dt = {dt * 1e3:g} ms)"
+            )
+        # the pattern of a cycle depends on its phase offset only, which repeats after at most
+        # a few thousand cycles for any period of finite precision; 64 cycles show the extremes
+        table = self.boundary_table(dt, 64, layers, hold)
+        ends = np.append(table[1:, 0], self.cycle_starts(dt, 64)[-1])
+        for c in range(len(table)):
+            ff, fb = table[c, 1] - table[c, 0], ends[c] - table[c, 1]
+            if ff < 1 or fb < 1:
+                which = "feedforward" if ff < 1 else "feedback"
+                raise ValueError(
+                    f"cycle {c} has no {which} step: the γ period"
+                    f" ({self.gamma.period * 1e3:g} ms = {period:g} steps of"
+                    f" {dt * 1e3:g} ms) is too short for this γ shape and duty cycle"
+                )
 
     def sample(
         self, n_steps: int, dt: float, layers: int, hold: HoldGate | None = None
@@ -285,11 +403,19 @@ class Schedule:
 
         Column l is layer l (column 0, the clamped input, copies layer 1).
         """
+        return self.sample_steps(np.arange(n_steps), dt, layers, hold)
+
+    def sample_steps(
+        self, steps, dt: float, layers: int, hold: HoldGate | None = None
+    ) -> dict[str, np.ndarray]:
+        """As :meth:`sample`, at the given absolute steps (shape (len(steps), layers + 1))."""
         hold = HoldGate() if hold is None else hold
-        t = np.arange(n_steps) * dt
+        steps = np.asarray(steps)
+        n_steps = len(steps)
         out = {k: np.empty((n_steps, layers + 1)) for k in ("phase", "gamma", "hold", "plasticity")}
         for l in range(layers + 1):
-            phi = phase(t, dt, self.gamma.frequency, self.gamma.layer_lag(max(l, 1)))
+            x = cycle_position(steps, dt, self.gamma.frequency, self.gamma.layer_lag(max(l, 1)))
+            phi = x - np.floor(x)
             g = self.gamma.of_phase(phi)
             out["phase"][:, l] = phi
             out["gamma"][:, l] = g

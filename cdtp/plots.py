@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 import xarray as xr
 
-from cdtp.recording import layer_traces
+from cdtp.recording import layer_traces, schedule_of
 
 __all__ = [
     "label_of",
@@ -33,7 +33,16 @@ __all__ = [
 def _figure(*args, **kwargs):
     import matplotlib.pyplot as plt
 
+    # constrained layout keeps titles, labels and outside legends inside the saved figure
+    kwargs.setdefault("layout", "constrained")
     return plt.subplots(*args, **kwargs)
+
+
+def _wrap(text: str, width: int) -> str:
+    """``text`` broken into lines of at most ``width`` characters (existing breaks kept)."""
+    import textwrap
+
+    return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
 
 
 def label_of(da: xr.DataArray) -> str:
@@ -44,27 +53,37 @@ def label_of(da: xr.DataArray) -> str:
 
 
 def plot_cycle(ds: xr.Dataset, cycle: int = 0, layer: int | None = None, units=(0, 1)):
-    """Anatomy of one γ cycle: γ, c(γ) and p of ``layer`` on top; below, a, h, τ and u of the
-    chosen units of that layer (default: the top layer), phase boundaries marked."""
+    """Anatomy of one γ cycle: on top γ_l of every layer (a per-layer lag, a travelling wave,
+    shows as shifted curves) with the hold gate c(γ) and plasticity gate p of ``layer``;
+    below, a, h, τ and u of the chosen units of that layer (default: the top layer), phase
+    boundaries marked. The cycle's own first and last step are used, so a cycle one step
+    longer or shorter than the next (a period that is not a whole number of steps) is drawn
+    as it ran."""
     if "time" not in ds.dims:
         raise ValueError("the recording has no traces (record some variables)")
-    L = int(ds.gate_layer.max())
+    L = int(ds.gate_layer.max()) if "gate_layer" in ds.dims else int(ds.layer.max())
     layer = L if layer is None else layer
-    spc, dt = int(ds.attrs["steps_per_cycle"]), float(ds.attrs["dt"])
-    t0, t1 = cycle * spc * dt, (cycle + 1) * spc * dt
+    dt = float(ds.attrs["dt"])
+    starts = schedule_of(ds).cycle_starts(dt, cycle + 1)
+    t0, t1 = starts[cycle] * dt, starts[cycle + 1] * dt
     window = ds.sel(time=slice(t0 + dt / 2, t1 + dt / 2))
     if window.sizes["time"] == 0:
         raise ValueError(f"cycle {cycle} was not traced")
-    fig, (top, bottom) = _figure(2, 1, sharex=True, figsize=(7, 5),
-                                 gridspec_kw={"height_ratios": [1, 2]})
+    fig, (top, bottom) = _figure(2, 1, sharex=True, figsize=(7, 5.5), layout="constrained",
+                                 gridspec_kw={"height_ratios": [1.2, 2]})
     t_ms = (window.time.values - t0) * 1e3
-    for name in ("gamma", "hold", "plasticity"):
+    if "gamma" in window:
+        for j, l in enumerate(window.gate_layer.values):
+            top.plot(t_ms, window.gamma.sel(gate_layer=l).values, drawstyle="steps-pre",
+                     color=f"C{j}", lw=1.4, label=f"γ_{int(l)}")
+    for name, style in (("hold", ":"), ("plasticity", "--")):
         if name in window:
             top.plot(t_ms, window[name].sel(gate_layer=max(layer, 1)).values,
-                     drawstyle="steps-pre", label=window[name].attrs["long_name"])
+                     drawstyle="steps-pre", color="black", ls=style, lw=0.9,
+                     label=f"{window[name].attrs['long_name']}, layer {max(layer, 1)}")
     top.set_ylabel("gate")
     top.set_ylim(-0.05, 1.1)
-    top.legend(fontsize=7, loc="center right")
+    top.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     traces = layer_traces(window, layer)
     styles = {"a": "-", "h": ":", "target": "--", "u": "-."}
     for j, unit in enumerate(units):
@@ -81,9 +100,10 @@ def plot_cycle(ds: xr.Dataset, cycle: int = 0, layer: int | None = None, units=(
                     ax.axvline((t - t0) * 1e3, color="grey", lw=0.6, ls=":")
     bottom.set_xlabel("time within the cycle [ms]")
     bottom.set_ylabel(f"layer {layer} activity")
-    bottom.legend(fontsize=7, ncol=2)
-    fig.suptitle(f"γ cycle {cycle}")
-    fig.tight_layout()
+    bottom.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  borderaxespad=0)
+    fig.suptitle(f"γ cycle {cycle} ({(t1 - t0) * 1e3:g} ms, steps {starts[cycle]}–"
+                 f"{starts[cycle + 1] - 1})")
     return fig
 
 
@@ -109,7 +129,6 @@ def plot_learning_curve(ds: xr.Dataset, window: int = 20):
             twin.set_ylabel(f"online accuracy (mean of {window})")
             twin.set_ylim(0, 1)
     ax.legend(fontsize=7)
-    fig.tight_layout()
     return fig
 
 
@@ -176,13 +195,12 @@ def plot_residuals(checks: dict):
                     "o-", ms=3, label=f"layer {l}")
         ax.axhline(float(res.tolerance), color="k", ls="--", lw=0.8)
         ax.set_yscale("log")
-        ax.set_title(f"{name}: {res.attrs['claim']}", fontsize=7)
+        ax.set_title(_wrap(f"{name}: {res.attrs['claim']}", 36), fontsize=7)
         ax.set_xlabel("cycle")
         ax.set_ylabel("residual (0 drawn at 1e-17)")
         ax.legend(fontsize=6)
     for ax in axes.ravel()[len(names):]:
         ax.set_visible(False)
-    fig.tight_layout()
     return fig
 
 
@@ -238,11 +256,10 @@ def plot_premise(res: xr.Dataset, ax=None):
                   fontsize=7, wrap=True)
     ax.set_ylabel(f"{res.attrs['check']} residual (tolerance dashed)")
     n_na = int(np.sum(state == 0))
-    ax.set_title(f"{res.attrs['check']}: {res.attrs['claim']}"
+    ax.set_title(_wrap(f"{res.attrs['check']}: {res.attrs['claim']}", 52)
                  + (f"\n{n_na} cells n/a" if n_na else ""), fontsize=8)
     if placed.any():
         ax.legend(fontsize=7)
-    fig.tight_layout()
     return fig
 
 
@@ -261,7 +278,6 @@ def plot_weight_change(ds: xr.Dataset):
     ax.set_xlabel("predicted ΔW (η_W × DTP update)")
     ax.set_ylabel("recorded ΔW over the plasticity window")
     ax.legend(fontsize=7)
-    fig.tight_layout()
     return fig
 
 
@@ -279,7 +295,6 @@ def plot_sweep_heatmap(da: xr.DataArray, x: str, y: str):
     ax.set_xlabel(label_of(da[x]))
     ax.set_ylabel(label_of(da[y]))
     fig.colorbar(mesh, ax=ax, label=label_of(da))
-    fig.tight_layout()
     return fig
 
 
@@ -288,9 +303,9 @@ def _tick(value) -> str:
 
 
 def _swept(ds: xr.Dataset) -> list[str]:
-    import json
+    from cdtp.recording import sweep_dims
 
-    return json.loads(ds.attrs["swept_keys"])
+    return sweep_dims(ds)
 
 
 def sweep_summaries(ds: xr.Dataset, window: int = 5) -> dict[str, xr.DataArray]:
@@ -321,7 +336,6 @@ def plot_sweep_learning_curves(ds: xr.Dataset, window: int = 5, max_lines: int =
     ax.set_xlabel(label_of(ds.cycle))
     ax.set_ylabel(f"{label_of(ds.loss)} (mean of {window})")
     ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
     return fig
 
 
@@ -368,7 +382,6 @@ def _plot_sweep_line(da: xr.DataArray, x: str):
     ax.set_xticks(np.arange(da.sizes[x]), [_tick(v) for v in da[x].values])
     ax.set_xlabel(label_of(da[x]))
     ax.set_ylabel(label_of(da))
-    fig.tight_layout()
     return fig
 
 

@@ -65,7 +65,7 @@ import xarray as xr
 
 from cdtp.layers import Network, with_bias
 from cdtp.nonlinearities import get_nonlinearity
-from cdtp.recording import circuit_of, schedule_of
+from cdtp.recording import BOUNDARIES, boundary_steps_of, circuit_of, schedule_of
 
 __all__ = [
     "CHECKS",
@@ -148,8 +148,11 @@ class _Traces:
     def __init__(self, ds: xr.Dataset):
         self.ds = ds
         self.dt = float(ds.attrs["dt"])
-        self.spc = int(ds.attrs["steps_per_cycle"])
-        self.bsteps = json.loads(ds.attrs["boundary_steps"])
+        # the step of each boundary of each recorded cycle (cycles may differ in length by one
+        # step when the γ period is not a whole number of steps)
+        self.table = boundary_steps_of(ds)
+        self.row = {int(c): i for i, c in enumerate(ds.cycle.values)} if "cycle" in ds.dims \
+            else {}
         self.every = json.loads(ds.attrs.get("record", "{}")).get("every", 1)
         self.has_time = "time" in ds.dims
         # a sample at time t shows the state at the end of step t/dt − 1
@@ -159,7 +162,23 @@ class _Traces:
 
     def step(self, cycle: int, boundary: str) -> int:
         """The step whose end state the ``boundary`` snapshot of ``cycle`` shows."""
-        return int(cycle) * self.spc + self.bsteps[boundary] - 1
+        return int(self.table[self.row[int(cycle)], BOUNDARIES.index(boundary)]) - 1
+
+    def cycle_of(self, steps) -> np.ndarray:
+        """The γ cycle each step belongs to."""
+        steps = np.asarray(steps, dtype=np.int64)
+        if not len(steps):
+            return np.zeros(0, np.int64)
+        schedule = schedule_of(self.ds)
+        n = int(np.ceil((steps.max() + 1) * self.dt * schedule.gamma.frequency)) + 2
+        starts = schedule.cycle_starts(self.dt, n)
+        return np.searchsorted(starts, steps, side="right") - 1
+
+    def gates_between(self, lo: np.ndarray, hi: np.ndarray, layers: int, hold):
+        """Per cycle, the sampled gates of steps [lo[c], hi[c]) (a list of dicts)."""
+        schedule = schedule_of(self.ds)
+        return [schedule.sample_steps(np.arange(a, b), self.dt, layers, hold)
+                for a, b in zip(lo, hi)]
 
     def layer(self, var: str, l: int):
         """(values (time, n_l), "") or (None, why not)."""
@@ -501,17 +520,18 @@ def _u_settled_from(ds, tr, layers, first, settle_tolerance, settle_steps, key, 
 def _gamma_low_premise(ds, layers, tolerance=0.05) -> dict:
     """γ_l stays near 0 over the feedback window [feedback_start, plasticity_end)."""
     circuit = circuit_of(ds)
-    dt, spc = float(ds.attrs["dt"]), int(ds.attrs["steps_per_cycle"])
-    bsteps = json.loads(ds.attrs["boundary_steps"])
-    gamma = schedule_of(ds).sample(spc, dt, circuit.depth, circuit.hold)["gamma"]
-    lo, hi = bsteps["feedback_start"], bsteps["plasticity_end"]
-    n = ds.sizes["cycle"]
-    vals = [np.full(n, float(np.max(gamma[lo:hi, l])) if hi > lo else np.nan) for l in layers]
+    table = boundary_steps_of(ds)
+    lo = table[:, BOUNDARIES.index("feedback_start")]
+    hi = table[:, BOUNDARIES.index("plasticity_end")]
+    gates = _Traces(ds).gates_between(lo, hi, circuit.depth, circuit.hold)
+    vals = [np.array([float(np.max(g["gamma"][:, l])) if len(g["gamma"]) else np.nan
+                      for g in gates]) for l in layers]
+    why = np.where(hi > lo, "", "no feedback window").astype(object)
     return _premise("gamma_low", "γ_l near 0 over the feedback window: max γ_l",
                     _per_layer(vals), tolerance,
                     "the loop matrix is taken at γ = 0; γ ≤ 0.05 changes its gain (1 − γ) by at"
                     " most 5 %, a quarter of P4's tolerance",
-                    np.full((n, len(layers)), "" if hi > lo else "no feedback window", object))
+                    np.repeat(why[:, None], len(layers), axis=1))
 
 
 def _weights_steady_premise(ds, layers, tolerance=0.05) -> dict:
@@ -688,8 +708,9 @@ def check_p5(ds: xr.Dataset, tolerance: float = 0.01, premise_tolerance: float =
     circuit = circuit_of(ds)
     tr = _Traces(ds)
     held, starts, gate = [], [], []
-    sched = schedule_of(ds).sample(tr.spc, tr.dt, circuit.depth, circuit.hold)["plasticity"]
-    lo, hi = tr.bsteps["plasticity_start"], tr.bsteps["plasticity_end"]
+    window = tr.gates_between(tr.table[:, BOUNDARIES.index("plasticity_start")],
+                              tr.table[:, BOUNDARIES.index("plasticity_end")], circuit.depth,
+                              circuit.hold)
     n = ds.sizes["cycle"]
     for l in layers:
         if l == 1:
@@ -699,8 +720,8 @@ def check_p5(ds: xr.Dataset, tolerance: float = 0.01, premise_tolerance: float =
             held.append(_rel(a1 - a0, a1))
         e0 = _snap(ds, "target", l, "plasticity_start") - _snap(ds, "a", l, "plasticity_start")
         starts.append(_rel(e0, _snap(ds, "target", l) - _snap(ds, "a", l)))
-        p = sched[lo:hi, l]
-        gate.append(np.full(n, float(np.max(np.abs(1.0 - p))) if len(p) else np.nan))
+        gate.append(np.array([float(np.max(np.abs(1.0 - g["plasticity"][:, l])))
+                              if len(g["plasticity"]) else np.nan for g in window]))
     reason = "adds its own size to the relative error: a tenth of the conclusion's tolerance"
     premises = [
         _premise("presynaptic_held", "a_{l−1} held: relative change over the window",
@@ -829,7 +850,7 @@ def check_p7(ds: xr.Dataset, tolerance: float = 0.05,
     res, settled, drift = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
     na = np.full(shape, "", dtype=object)
     settle_na = np.full(shape, "", dtype=object)
-    cycles = tr.steps // tr.spc
+    cycles = tr.cycle_of(tr.steps)
     w_all = {b: _networks(ds, b) for b in ds.boundary.values}
     for j, l in enumerate(layers):
         if circuit.sizes[l] != circuit.sizes[l - 1]:
@@ -916,21 +937,22 @@ def check_p8(ds: xr.Dataset, tolerance: float = 1e-9) -> xr.Dataset:
     _require(ds, ["snapshot_m", "snapshot_fb", "snapshot_a"], "P8")
     circuit = circuit_of(ds)
     schedule = schedule_of(ds)
-    dt, spc = float(ds.attrs["dt"]), int(ds.attrs["steps_per_cycle"])
-    gates = schedule.sample(spc, dt, circuit.depth, circuit.hold)
-    bsteps = json.loads(ds.attrs["boundary_steps"])
+    dt = float(ds.attrs["dt"])
+    table = boundary_steps_of(ds)
     layers = list(range(2, circuit.depth + 1))
     res = np.full((ds.sizes["cycle"], len(layers)), np.nan)
     for b in ds.boundary.values:
-        k = (bsteps[str(b)] - 1) % spc  # the step whose m and g(u) the snapshot shows
+        # the step whose m and g(u) the snapshot shows, per cycle
+        k = table[:, BOUNDARIES.index(str(b))] - 1
+        gates = schedule.sample_steps(k, dt, circuit.depth, circuit.hold)
         for j, l in enumerate(layers):
-            if gates["hold"][k, l - 1] != 0:
-                continue
+            held = gates["hold"][:, l - 1] == 0
             m, fb = _snap(ds, "m", l - 1, b), _snap(ds, "fb", l - 1, b)
             a = _snap(ds, "a", l - 1, b)
-            num = (m - fb) - gates["gamma"][k, l] * (a - fb)
+            num = (m - fb) - gates["gamma"][:, l][:, None] * (a - fb)
             den = np.maximum(np.linalg.norm(a - fb, axis=1), _TINY)
-            res[:, j] = np.fmax(res[:, j], np.linalg.norm(num, axis=1) / den)
+            value = np.where(held, np.linalg.norm(num, axis=1) / den, np.nan)
+            res[:, j] = np.fmax(res[:, j], value)
     na = np.where(np.isnan(res), "a_{l−1} moved in the last step of every snapshot", "")
     why_not = None
     if circuit.difference:

@@ -19,6 +19,9 @@ variable                  dims                         what
 ``output``, ``label``     (cycle, output_unit)         a_L held at the end of each cycle, and y
 ``loss``                  (cycle)                      ℓ(output, label) of each cycle's example
 ``boundary_time``         (cycle, boundary)            when each boundary was snapshotted (s)
+``boundary_step``         (cycle, boundary)            the step it was snapshotted at (the
+                                                       state after the step before)
+``cycle_start_step``      (cycle)                      the first step of each cycle
 ``weight_change``         (cycle, pathway)             ‖ΔW‖_F of each projection over the cycle
 ``test_accuracy``         (epoch)                      held-out accuracy after each epoch
 ``test_loss``             (epoch)                      held-out loss after each epoch
@@ -36,12 +39,16 @@ first step with c(γ) < ½ — the end of the feedforward phase), ``plasticity_s
 projections.
 
 Global attributes: ``circuit``, ``schedule``, ``record`` and ``scenario`` as JSON,
-``cdtp_version``, ``seed``, ``dt`` (s), ``steps_per_cycle``, ``boundary_steps`` (JSON),
-``device``, ``diverged`` ("" or the divergence message), ``interrupted`` ("" or how the run
-was cut short by Ctrl-C), ``cycles_completed`` and ``cycles_planned`` (a run is complete when
-they are equal; a diverged or interrupted run records the cycles it completed), ``held_out``
-(JSON: where the test examples of ``test_accuracy`` / ``test_loss`` came from, how many, the
-problem kind and the epoch length; only when they are recorded).
+``cdtp_version``, ``seed``, ``dt`` (s), ``period_steps`` (1/(f dt), the γ period in steps, a
+float), ``steps_per_cycle`` and ``boundary_steps`` (JSON: the boundaries' offsets within a
+cycle) — these two only when they are the same in every cycle, i.e. when the period is a whole
+number of steps; otherwise cycles are ⌊1/(f dt)⌋ or ⌈1/(f dt)⌉ steps long and
+``cycle_start_step`` / ``boundary_step`` say where each begins (:func:`boundary_steps_of` reads
+either form), ``device``, ``diverged`` ("" or the divergence message), ``interrupted``
+("" or how the run was cut short by Ctrl-C), ``cycles_completed`` and ``cycles_planned`` (a
+run is complete when they are equal; a diverged or interrupted run records the cycles it completed),
+``held_out`` (JSON: where the test examples of ``test_accuracy`` / ``test_loss`` came from, how
+many, the problem kind and the epoch length; only when they are recorded).
 
 Values of a variable that a layer does not have (u below layer 2, h and τ of the input) are
 NaN.
@@ -68,7 +75,9 @@ __all__ = [
     "TRACE_VARIABLES",
     "RecordSpec",
     "Recorder",
+    "boundary_steps_of",
     "circuit_of",
+    "cycle_end_steps",
     "layer_traces",
     "load",
     "phase_boundaries",
@@ -76,6 +85,7 @@ __all__ = [
     "remove_stale_temporaries",
     "save",
     "schedule_of",
+    "sweep_dims",
 ]
 
 ENGINE = "h5netcdf"
@@ -306,6 +316,7 @@ class Recorder:
         dims = {
             "output": ("cycle", "output_unit"), "label": ("cycle", "output_unit"),
             "loss": ("cycle",), "boundary_time": ("cycle", "boundary"),
+            "boundary_step": ("cycle", "boundary"), "cycle_start_step": ("cycle",),
             "weight": ("cycle", "boundary", "synapse"),
             "weight_change": ("cycle", "pathway"),
         }
@@ -314,6 +325,8 @@ class Recorder:
             "label": ("1", "label y of the cycle's example"),
             "loss": ("1", "loss ℓ(a_L, y) of the cycle's example"),
             "boundary_time": ("s", "time of the phase boundary"),
+            "boundary_step": ("1", "step at whose start the phase boundary falls"),
+            "cycle_start_step": ("1", "first step of the cycle"),
             "weight": ("1", "synaptic weight (W or Ω)"),
             "weight_change": ("1", "‖ΔW‖_F over the cycle"),
         }
@@ -325,7 +338,8 @@ class Recorder:
                               {"units": "1", "long_name": f"{LONG_NAMES[var]} at the boundary"})
             else:
                 units, long_name = meta[name]
-                data[name] = (dims[name], np.asarray(v, dtype=float),
+                kind = np.int64 if name.endswith("_step") else float
+                data[name] = (dims[name], np.asarray(v, dtype=kind),
                               {"units": units, "long_name": long_name})
         coords = {"cycle": ("cycle", np.asarray(cycles, dtype=np.int64),
                             {"long_name": "γ cycle (one example each)"})}
@@ -562,6 +576,44 @@ def projection_matrix(ds: xr.Dataset, projection: str, cycle: int | None = None,
     coords = {d: w[d] for d in w.dims if d != "synapse"}
     return xr.DataArray(mat, dims=dims, coords=coords, name=projection,
                         attrs={"long_name": f"{projection} weights", "units": "1"})
+
+
+def boundary_steps_of(ds: xr.Dataset) -> np.ndarray:
+    """The step of each phase boundary of each recorded cycle, shape (n_cycles, 4), columns as
+    :data:`BOUNDARIES` (absolute steps: a snapshot at step s shows the state after step s − 1).
+
+    Read from ``boundary_step`` when the file has it; else (files of earlier versions, batched
+    sweep points) from the ``steps_per_cycle`` / ``boundary_steps`` attributes, or computed
+    from the schedule (:meth:`cdtp.gating.Schedule.boundary_table`).
+    """
+    cycles = np.asarray(ds.cycle.values, dtype=np.int64) if "cycle" in ds.dims else np.zeros(0, int)
+    if "boundary_step" in ds:
+        return np.asarray(ds.boundary_step.values, dtype=np.int64).reshape(len(cycles), 4)
+    if "steps_per_cycle" in ds.attrs and "boundary_steps" in ds.attrs:
+        spc = int(ds.attrs["steps_per_cycle"])
+        offsets = json.loads(ds.attrs["boundary_steps"])
+        return cycles[:, None] * spc + np.array([int(offsets[b]) for b in BOUNDARIES])[None, :]
+    circuit = circuit_of(ds)
+    n = int(cycles.max()) + 1 if len(cycles) else 0
+    table = schedule_of(ds).boundary_table(float(ds.attrs["dt"]), n, circuit.depth,
+                                           circuit.hold)
+    return table[cycles]
+
+
+def cycle_end_steps(ds: xr.Dataset) -> np.ndarray:
+    """One past the last step of each recorded cycle (the next cycle's first step)."""
+    cycles = np.asarray(ds.cycle.values, dtype=np.int64)
+    if "steps_per_cycle" in ds.attrs:
+        return (cycles + 1) * int(ds.attrs["steps_per_cycle"])
+    n = int(cycles.max()) + 1 if len(cycles) else 0
+    starts = schedule_of(ds).cycle_starts(float(ds.attrs["dt"]), n)
+    return starts[cycles + 1]
+
+
+def sweep_dims(ds: xr.Dataset) -> list[str]:
+    """The dimensions of a combined sweep file, one per swept key, in the order swept (files
+    written before dimensions were renamed use the dotted keys themselves)."""
+    return json.loads(ds.attrs.get("swept_dims", ds.attrs["swept_keys"]))
 
 
 def phase_boundaries(ds: xr.Dataset) -> xr.DataArray:

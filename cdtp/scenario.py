@@ -133,9 +133,10 @@ class Scenario:
     raw: dict
     files: tuple = ()
 
-    def simulate(self, path=None, attrs: dict | None = None, progress=None, interrupt=None):
+    def simulate(self, path=None, attrs: dict | None = None, progress=None, interrupt=None,
+                 tick=None):
         """Run the scenario with :func:`cdtp.simulation.simulate` (the scenario and its task
-        go into the Dataset's attributes); see there for ``path``, ``progress`` and
+        go into the Dataset's attributes); see there for ``path``, ``progress``, ``tick`` and
         ``interrupt``."""
         from cdtp.simulation import simulate
 
@@ -144,7 +145,7 @@ class Scenario:
         return simulate(
             self.circuit, self.schedule, inputs, labels, dt=self.dt, device=self.device,
             record=self.record, path=path, progress=progress, attrs=self.attributes(task, attrs),
-            interrupt=interrupt, held_out=self.held_out(data),
+            interrupt=interrupt, tick=tick, held_out=self.held_out(data),
         )
 
     def attributes(self, task: dict, attrs: dict | None = None) -> dict:
@@ -392,25 +393,33 @@ def _read_npz(source, path: Path, circuit: CircuitConfig, task: dict, seed: int 
         raise ConfigError(source, key, str(exc)) from None
 
 
-def _phases(source, schedule: Schedule, circuit: CircuitConfig, dt: float, spc: int) -> None:
+def _phases(source, schedule: Schedule, circuit: CircuitConfig, dt: float) -> None:
     """Every layer's hold gate must open (feedforward phase) and close (feedback phase) for at
-    least one step of the cycle, or the circuit never reads its input or never learns."""
-    g = schedule.sample(spc, dt, circuit.depth, circuit.hold)
-    hold = g["hold"][:, 1:]
+    least one step of every cycle, or the circuit never reads its input or never learns.
+    With a period that is not a whole number of steps cycles differ by one step, so 64 cycles
+    are checked (their phase offsets cover the extremes)."""
+    n = 64
+    starts = schedule.cycle_starts(dt, n)
+    g = schedule.sample(int(starts[-1]), dt, circuit.depth, circuit.hold)
+    hold = g["hold"][:, 1:] >= 0.5
+    opened = np.logical_or.reduceat(hold, starts[:-1], axis=0)
+    closed = np.logical_or.reduceat(~hold, starts[:-1], axis=0)
+    period = schedule.gamma.period / dt
     key = "gamma.duty" if schedule.gamma.shape != "sinusoid" else "gamma.frequency"
     if schedule.gamma.shape == "array":
         key = "gamma.values"
-    if not np.all(np.any(hold >= 0.5, axis=0)):
+    if not np.all(opened):
         raise ConfigError(
-            source, key, f"with {spc} steps per cycle (dt = {dt * 1e3:g} ms) γ never reaches the"
-            f" hold gate's 1 − ε = {1 - circuit.hold.epsilon:g}: there is no feedforward phase;"
-            f" allowed: a schedule whose feedforward phase lasts at least one step"
-            + (f" (duty ≥ {1 / spc:.3g})" if key == "gamma.duty" else "")
+            source, key, f"with {period:g} steps per cycle (dt = {dt * 1e3:g} ms) γ does not"
+            f" reach the hold gate's 1 − ε = {1 - circuit.hold.epsilon:g} in every cycle: a"
+            " cycle has no feedforward phase; allowed: a schedule whose feedforward phase lasts"
+            " at least one step"
+            + (f" (duty ≥ {1 / np.floor(period):.3g})" if key == "gamma.duty" else "")
         )
-    if not np.all(np.any(hold < 0.5, axis=0)):
-        raise ConfigError(source, key, f"with {spc} steps per cycle γ never leaves the"
-                          " feedforward phase: there is no feedback phase; allowed: a schedule"
-                          " whose feedback phase lasts at least one step")
+    if not np.all(closed):
+        raise ConfigError(source, key, f"with {period:g} steps per cycle γ does not leave the"
+                          " feedforward phase in every cycle: a cycle has no feedback phase;"
+                          " allowed: a schedule whose feedback phase lasts at least one step")
 
 
 def _time_constants(source, circuit: CircuitConfig, dt: float) -> None:
@@ -492,7 +501,8 @@ def memory_estimate(circuit: CircuitConfig, schedule: Schedule, record: RecordSp
     # neuron; building the initial weights takes a few dense copies of each matrix
     network = 8.0 * (12 * n_syn + 60 * neurons) + 8.0 * 4 * n_syn
     sched = 8.0 * 5 * spc * (L + 1)
-    stream = 8.0 * 3 * cycles * (sizes[0] + sizes[-1])
+    # (and the phase-boundary steps of every cycle)
+    stream = 8.0 * 3 * cycles * (sizes[0] + sizes[-1]) + 8.0 * 6 * cycles
     traced = 0.0
     if record.variables:
         layers = range(L + 1) if record.layers is None else record.layers
@@ -611,10 +621,11 @@ def scenario_from_dict(data: dict, source: str = "<dict>") -> Scenario:
             raise ConfigError(source, "record.layers", f"layer {bad[0]} does not exist; allowed:"
                               f" 0 … {circuit.depth} (the circuit has sizes {list(circuit.sizes)})")
     task = _task(source, _table(source, "task", data.get("task", {})))
-    try:
-        spc = schedule.steps_per_cycle(dt)
-    except ValueError as exc:
-        raise ConfigError(source, "gamma.frequency", str(exc)) from None
+    if schedule.gamma.period / dt < 2 - 1e-9:
+        raise ConfigError(source, "gamma.frequency", f"the γ period"
+                          f" ({schedule.gamma.period * 1e3:g} ms) is shorter than 2 time steps"
+                          f" (dt = {dt * 1e3:g} ms); allowed: f ≤ 1/(2 dt) ="
+                          f" {0.5 / dt:g} Hz")
     cycles = _cycles_of(top, task)
     widths = _TASK_WIDTHS.get(task.get("name"))
     if widths and (circuit.sizes[0], circuit.sizes[-1]) != widths:
@@ -628,7 +639,7 @@ def scenario_from_dict(data: dict, source: str = "<dict>") -> Scenario:
         if "epochs" in top:
             cycles = top["epochs"] * data_npz.n_train
     _check_memory(source, memory_estimate(circuit, schedule, record, dt, cycles))
-    _phases(source, schedule, circuit, dt, spc)
+    _phases(source, schedule, circuit, dt)
     return Scenario(
         name=top.get("name", Path(source).stem),
         source=source,

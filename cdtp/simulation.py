@@ -8,8 +8,9 @@ cycles and hands each chunk's recordings to a :class:`cdtp.recording.Recorder`:
   chunk (``resize(0)``), so memory is bounded by the chunk;
 - phase-boundary snapshots (every neuron's a, h, u, τ, m, fb and every W and Ω): a network
   operation in the ``start`` slot, before the example clamp, on a clock that ticks on every
-  boundary step; a snapshot at boundary step b of cycle c is the state after step c·T + b − 1
-  (T steps per cycle). The ``cycle_start`` snapshot shows the new example on layer 0;
+  boundary step; a snapshot at boundary step s (an absolute step, from
+  :meth:`cdtp.gating.Schedule.boundary_table`; c·T + b with T whole steps per cycle) is the
+  state after step s − 1. The ``cycle_start`` snapshot shows the new example on layer 0;
 - per cycle: the output a_L held at the end of the cycle, the label, the loss, ‖ΔW‖ per
   projection.
 
@@ -21,7 +22,6 @@ code can be tested without Brian2. Recording needs a runtime device (``cython`` 
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -39,30 +39,48 @@ __all__ = ["boundary_steps", "simulate"]
 
 def boundary_steps(schedule: Schedule, circuit: CircuitConfig, dt: float) -> dict[str, int]:
     """Step offsets within a cycle of the phase boundaries of :data:`BOUNDARIES` (layer 1's
-    gates; with a travelling wave the upper layers' phases are shifted by their lag).
+    gates; with a travelling wave the upper layers' phases are shifted by their lag), when
+    they are the same in every cycle (a period of whole steps).
 
     ``feedback_start`` is the first step with c(γ) < ½, ``plasticity_start`` the first with
     p > 0 and ``plasticity_end`` one past the last with p > 0 (T, the cycle length, when the
-    window reaches the end of the cycle or never opens).
+    window reaches the end of the cycle or never opens). When the period is not a whole
+    number of steps the offsets vary from cycle to cycle by one step: see
+    :meth:`cdtp.gating.Schedule.boundary_table`.
+
+    Raises
+    ------
+    ValueError
+        If the period is not a whole number of steps.
     """
-    spc = schedule.steps_per_cycle(dt)
-    g = schedule.sample(spc, dt, circuit.depth, circuit.hold)
-    hold, p = g["hold"][:, 1], g["plasticity"][:, 1]
-    fb = np.flatnonzero(hold < 0.5)
-    open_ = np.flatnonzero(p > 0)
-    return {
-        "cycle_start": 0,
-        "feedback_start": int(fb[0]) if len(fb) else spc,
-        "plasticity_start": int(open_[0]) if len(open_) else spc,
-        "plasticity_end": int(open_[-1]) + 1 if len(open_) else spc,
-    }
+    schedule.steps_per_cycle(dt)
+    table = schedule.boundary_table(dt, 1, circuit.depth, circuit.hold)
+    return dict(zip(BOUNDARIES, (int(v) for v in table[0] - table[0, 0])))
+
+
+def _constant_offsets(table: np.ndarray, starts: np.ndarray) -> tuple[int | None, dict | None]:
+    """(steps per cycle, {boundary: offset}) when every cycle of ``table`` has the same, else
+    (None, None)."""
+    lengths = np.diff(starts)
+    if len(lengths) == 0 or np.any(lengths != lengths[0]):
+        return None, None
+    offsets = table - table[:, :1]
+    if np.any(offsets != offsets[0]):
+        return int(lengths[0]), None
+    return int(lengths[0]), dict(zip(BOUNDARIES, (int(v) for v in offsets[0])))
 
 
 class _Snapshots:
     """Collects phase-boundary snapshots from a state reader, cycle by cycle."""
 
-    def __init__(self, circuit, spec, bsteps, spc, inputs, labels, loss):
-        self.circuit, self.spec, self.bsteps, self.spc = circuit, spec, bsteps, spc
+    def __init__(self, circuit, spec, table, starts, inputs, labels, loss):
+        self.circuit, self.spec, self.table, self.starts = circuit, spec, table, starts
+        # step → [(cycle, boundary)] snapshotted at its start; step → cycle index it starts
+        self.at: dict[int, list] = {}
+        for c, row in enumerate(table):
+            for b, step in zip(BOUNDARIES, row):
+                self.at.setdefault(int(step), []).append((c, b))
+        self.cycle_at = {int(step): i for i, step in enumerate(starts)}
         self.inputs, self.labels, self.loss = inputs, labels, loss
         self.sizes = circuit.sizes
         self.n_nodes = sum(self.sizes)
@@ -96,20 +114,16 @@ class _Snapshots:
 
     def take(self, reader, step: int, t: float) -> None:
         """Record the boundaries that fall at the start of global step ``step``."""
-        c, r = divmod(step, self.spc)
-        hits = []
-        if c < len(self.inputs):
-            hits += [(c, b) for b, s in self.bsteps.items() if s == r]
-        if r == 0 and c >= 1:
-            hits += [(c - 1, b) for b, s in self.bsteps.items() if s == self.spc]
-        if not hits and not (r == 0 and c >= 1):
+        hits = self.at.get(step, [])
+        c = self.cycle_at.get(step)  # the cycle that starts here (None within a cycle)
+        if not hits and not (c is not None and c >= 1):
             # (at a cycle's end the weights are read even without a boundary there: the
             # cycle's ‖ΔW‖ needs them, e.g. for the last cycle of a run whose plasticity
             # window closes before the cycle ends)
             return
         state = self._read_state(reader) if self.spec.snapshots else None
         weights = self._read_weights(reader) if (self.spec.weights or self.last_weights is None
-                                                 or r == 0) else None
+                                                 or c is not None) else None
         for cycle, b in hits:
             entry = self.pending.setdefault(cycle, {"time": {}, "state": {}, "weights": {}})
             entry["time"][b] = t
@@ -123,9 +137,9 @@ class _Snapshots:
                 entry["state"][b] = s
             if weights is not None:
                 entry["weights"][b] = weights
-        if r == 0 and weights is not None and self.held_out is not None:
+        if c is not None and weights is not None and self.held_out is not None:
             self.held_out.observe(c, weights)  # the weights at the end of cycle c − 1
-        if r == 0 and weights is not None:
+        if c is not None and weights is not None:
             # ‖ΔW‖ of the cycle that just ended
             if c >= 1 and (c - 1) in self.pending and self.last_weights is not None:
                 self.pending[c - 1]["change"] = np.array([
@@ -148,6 +162,8 @@ class _Snapshots:
             "loss": self.loss.value(out, lab).reshape(len(ready)),
             "boundary_time": np.array([[self.pending[c]["time"][b] for b in BOUNDARIES]
                                        for c in ready]),
+            "boundary_step": self.table[ready],
+            "cycle_start_step": self.table[ready, 0],
             "weight_change": np.array([self.pending[c]["change"] for c in ready]),
         }
         if self.spec.snapshots:
@@ -196,6 +212,7 @@ def simulate(
     progress: Callable[[int, int], None] | None = None,
     interrupt=None,
     held_out=None,
+    tick: Callable[[int, int], None] | None = None,
 ) -> xr.Dataset:
     """Simulate ``n_cycles`` γ cycles (one example each) and record them.
 
@@ -218,6 +235,9 @@ def simulate(
         Extra global attributes (e.g. the scenario).
     progress : callable, optional
         ``progress(cycles_done, n_cycles)`` after each chunk.
+    tick : callable, optional
+        ``tick(cycles_done, n_cycles)`` within a chunk, for a progress bar: from Brian2's
+        ``report`` hook about twice a second, or after every cycle of the reference map.
     interrupt : cdtp.interrupts.StopOnInterrupt, optional
         When it is requested (the first Ctrl-C), the run stops after the current time step,
         drops the cycle in progress and records the cycles completed, with
@@ -245,10 +265,11 @@ def simulate(
         raise ValueError("recording needs a runtime device (cython or numpy), not cpp_standalone")
     base_attrs = run_attributes(circuit, schedule, record, dt,
                                 device if backend == "brian2" else "numpy reference map",
-                                backend, attrs)
-    spc, bsteps = base_attrs["steps_per_cycle"], base_attrs["boundary_steps"]
+                                backend, attrs, n_cycles=n_cycles)
+    starts = schedule.cycle_starts(dt, n_cycles)
+    table = schedule.boundary_table(dt, n_cycles, circuit.depth, circuit.hold)
     recorder = Recorder(record, circuit.sizes, circuit.bias, base_attrs, path=path)
-    snaps = _Snapshots(circuit, record, bsteps, spc, inputs, labels, get_loss(circuit.loss))
+    snaps = _Snapshots(circuit, record, table, starts, inputs, labels, get_loss(circuit.loss))
     snaps.held_out = held_out
 
     def stop_requested() -> bool:
@@ -257,9 +278,9 @@ def simulate(
     stop_callback = None
     try:
         runner = (_Brian2Runner if backend == "brian2" else _MapRunner)(
-            circuit, schedule, inputs, labels, dt, device, record, snaps, bsteps, spc,
-            stop_requested,
+            circuit, schedule, inputs, labels, dt, device, record, snaps, stop_requested,
         )
+        runner.tick = None if tick is None else (lambda done: tick(done, n_cycles))
         if interrupt is not None:
             interrupt.on_stop(runner.stop)
             stop_callback = runner.stop
@@ -281,7 +302,7 @@ def simulate(
             if got is not None:
                 recorded = int(got[0][-1]) + 1
             if stopping:
-                keep = times <= recorded * spc * dt * (1 + 1e-12)
+                keep = times <= starts[recorded] * dt * (1 + 1e-12)
                 times = times[keep]
                 values = {k: v[keep] for k, v in values.items()}
                 gates = {k: v[keep] for k, v in gates.items()}
@@ -326,10 +347,24 @@ def simulate(
             interrupt.remove_stop(stop_callback)
 
 
-def run_attributes(circuit, schedule, record, dt, device, backend, attrs=None) -> dict:
-    """The global attributes of a recorded run (see :mod:`cdtp.recording`)."""
+def run_attributes(circuit, schedule, record, dt, device, backend, attrs=None,
+                   n_cycles: int = 1) -> dict:
+    """The global attributes of a recorded run of ``n_cycles`` cycles (see
+    :mod:`cdtp.recording`): ``steps_per_cycle`` and ``boundary_steps`` only when they are the
+    same in every cycle (a period of whole steps); ``period_steps`` (1/(f dt), a float) always.
+    """
     from cdtp import __version__
 
+    per_cycle = {}
+    if schedule.whole_period(dt) is not None:
+        n = max(int(n_cycles), 2)
+        spc, offsets = _constant_offsets(
+            schedule.boundary_table(dt, n, circuit.depth, circuit.hold),
+            schedule.cycle_starts(dt, n))
+        if spc is not None:
+            per_cycle["steps_per_cycle"] = spc
+        if offsets is not None:
+            per_cycle["boundary_steps"] = offsets
     return {
         "title": f"CDTP run of circuit {circuit.name!r}",
         "circuit": circuit.to_dict(),
@@ -338,8 +373,8 @@ def run_attributes(circuit, schedule, record, dt, device, backend, attrs=None) -
         "cdtp_version": __version__,
         "seed": circuit.seed,
         "dt": dt,
-        "steps_per_cycle": schedule.steps_per_cycle(dt),
-        "boundary_steps": boundary_steps(schedule, circuit, dt),
+        "period_steps": schedule.gamma.period / dt,
+        **per_cycle,
         "device": device,
         "backend": backend,
         **(attrs or {}),
@@ -347,13 +382,13 @@ def run_attributes(circuit, schedule, record, dt, device, backend, attrs=None) -
 
 
 class _Brian2Runner:
-    def __init__(self, circuit, schedule, inputs, labels, dt, device, spec, snaps, bsteps, spc,
+    def __init__(self, circuit, schedule, inputs, labels, dt, device, spec, snaps,
                  stop_requested=lambda: False):
         import brian2 as b2
 
         from cdtp.engine import build
 
-        self.b2, self.dt, self.spec, self.snaps, self.spc = b2, dt, spec, snaps, spc
+        self.b2, self.dt, self.spec, self.snaps = b2, dt, spec, snaps
         self.circuit = circuit
         self.run_ = build(circuit, schedule, inputs, labels, dt=dt, device=device)
         layers = self.run_.layers
@@ -374,8 +409,8 @@ class _Brian2Runner:
                     layers[l], list(GATE_VARIABLES), record=[0], when="end", clock=clock,
                     name=f"gate_trace_{l}",
                 )
-        steps = [s for s in bsteps.values()] + [spc]
-        tick = math.gcd(*steps)
+        # a clock that ticks on every boundary step (each step when they are irregular)
+        tick = int(np.gcd.reduce(np.concatenate([snaps.table.ravel(), snaps.starts])))
         snap_clock = b2.Clock(dt=tick * dt * b2.second, name="snapshot_clock")
         reader = self.run_
 
@@ -394,7 +429,18 @@ class _Brian2Runner:
     def run(self, n, traced):
         for m in (*self.monitors.values(), *self.gate_monitors.values()):
             m.active = traced
-        self.run_.run(n)
+        if self.tick is None:
+            self.run_.run(n)
+        else:
+            first = self.cycles_done
+            lo, hi = int(self.snaps.starts[first]), int(self.snaps.starts[first + n])
+            starts, tick = self.snaps.starts, self.tick
+
+            def report(elapsed, completed, start, duration):
+                step = lo + completed * (hi - lo)
+                tick(int(np.searchsorted(starts, step + 1e-9, side="right")) - 1)
+
+            self.run_.run(n, report=report, report_period=0.5)
         self.cycles_done = self.run_.cycle
         self.diverged = self.run_.diverged or ""
         return self._drain()
@@ -467,18 +513,18 @@ class _MapReader:
 
 
 class _MapRunner:
-    def __init__(self, circuit, schedule, inputs, labels, dt, device, spec, snaps, bsteps, spc,
+    def __init__(self, circuit, schedule, inputs, labels, dt, device, spec, snaps,
                  stop_requested=lambda: False):
         from cdtp.engine import initial_network
         from cdtp.reference import cdtp_map
 
         self.map = cdtp_map
-        self.circuit, self.dt, self.spec, self.snaps, self.spc = circuit, dt, spec, snaps, spc
+        self.circuit, self.dt, self.spec, self.snaps = circuit, dt, spec, snaps
+        self.schedule = schedule
         self.inputs, self.labels = inputs, labels
         self.params = cdtp_map.parameters_of(circuit, dt)
         self.state = cdtp_map.CDTPState.initial(initial_network(circuit))
         self.reader = _MapReader(self.state)
-        self.gates = schedule.sample(spc, dt, circuit.depth, circuit.hold)
         self.traced = spec.traced(circuit.sizes)
         self.step_index = 0
         self.cycles_done = 0
@@ -494,11 +540,14 @@ class _MapRunner:
         for _ in range(n):
             if self.stop_requested():
                 break
-            c = self.step_index // self.spc
-            for r in range(self.spc):
+            c = self.cycles_done
+            lo, hi = self.snaps.starts[c], self.snaps.starts[c + 1]
+            gates = self.schedule.sample_steps(np.arange(lo, hi), self.dt, self.circuit.depth,
+                                               self.circuit.hold)
+            for r in range(hi - lo):
                 k = self.step_index
                 self.snaps.take(self.reader, k, k * self.dt)
-                g = {key: self.gates[key][r] for key in ("gamma", "hold", "plasticity")}
+                g = {key: gates[key][r] for key in ("gamma", "hold", "plasticity")}
                 self.map.step(self.state, self.params, g, self.inputs[c][None],
                               self.labels[c][None])
                 self.step_index += 1
@@ -512,6 +561,8 @@ class _MapRunner:
             out = self.state.a[-1][0].copy()
             self._outputs.append(out)
             self.cycles_done = c + 1
+            if self.tick is not None:
+                self.tick(self.cycles_done)
             bad = [
                 (l, v) for l in range(1, self.circuit.depth + 1) for v in ("a", "u", "target")
                 if not np.all(np.abs(self.reader.state(v, l)) <= self.circuit.activity_bound)

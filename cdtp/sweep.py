@@ -13,7 +13,9 @@ Each grid point is the scenario with those keys set, validated like any scenario
 written atomically to its own file ``<points>/point_<i>.nc``; a point that fails writes
 ``point_<i>.failed.json`` with its error instead and the others go on. Running a sweep again
 skips the points whose file exists (an interrupted sweep resumes). The combined Dataset has one
-dimension per swept key (values in SI units) and holds the per-cycle records of every point
+dimension per swept key (values in SI units), named so that ``.sel`` takes it as a keyword
+(``gamma.frequency`` → ``gamma_frequency``: :func:`dimension_name`; the dotted key is the
+dimension's ``key`` attribute) and holds the per-cycle records of every point
 (``loss``, ``output``, ``weight_change``, ``boundary_time``), each check's median residual and
 fraction of passing cells, a ``status`` (ok / diverged / failed) and the point file's path;
 the traces stay in the point files.
@@ -30,6 +32,7 @@ On Dask, workers are processes with one thread each; brian2 is imported in a wor
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 import os
@@ -44,8 +47,8 @@ from cdtp.circuit import ConfigError, _choice
 from cdtp.gating import GAMMA_SHAPES, PLASTICITY_GATES
 from cdtp.units import UnitError, parse_quantity
 
-__all__ = ["CATEGORICAL_KEYS", "SweepPoint", "batch_groups", "combine", "grid", "point_state",
-           "run_batch", "run_point", "sweep"]
+__all__ = ["CATEGORICAL_KEYS", "SweepPoint", "batch_groups", "combine", "dimension_name", "grid",
+           "point_state", "run_batch", "run_point", "sweep"]
 
 SUMMARY_VARIABLES = ("loss", "output", "label", "weight_change", "boundary_time")
 
@@ -254,6 +257,7 @@ def run_batch(scenario_path: str, points: list, directory: str, interrupt=None) 
                 sc.circuit, sc.schedule, spec, sc.dt, sc.device, "brian2",
                 sc.attributes(task, {"sweep_point": p["coords"],
                                      "batched": f"one network of {batch.size} circuits"}),
+                n_cycles=len(inputs),
             )
             recorder = Recorder(spec, sc.circuit.sizes, sc.circuit.bias, attrs,
                                 path=_point_file(directory, p["index"]))
@@ -341,7 +345,7 @@ def sweep(
     workers: int = 0,
     scheduler: str | None = None,
     batch: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[..., None] | None = None,
 ) -> dict:
     """Run every grid point not finished yet; returns ``{"keys", "points", "computed",
     "skipped", "results", "set_aside", "cleaned"}``. ``workers = 0`` runs serially in this
@@ -349,7 +353,10 @@ def sweep(
     scheduler at ``scheduler``. ``batch``: points that differ only in γ / plasticity-gate
     parameters run together as one Brian2 network (:func:`batch_groups`, :func:`run_batch`;
     split into as many batches as there are workers), recording per-cycle output, label and
-    loss only.
+    loss only. ``progress(points_done, n_points)`` is called at the start and after every
+    point; if it takes the keywords ``running`` and ``failed`` (as
+    :class:`cdtp.progress.SweepProgress` does) they say how many points are being computed (at
+    most one per worker) and how many have failed.
 
     A point is done when its file is complete (:func:`point_state`); a corrupt or incomplete
     one is renamed (``point_<i>.nc.corrupt``, ``.incomplete``; listed in ``set_aside``) and
@@ -379,8 +386,21 @@ def sweep(
     by_index = {p["index"]: p for p in points}
     skipped = len(points) - len(todo)
     done = [skipped]
-    if progress:
-        progress(done[0], len(points))
+    failed = [0]
+    parallel = 1 if scheduler is None and workers == 0 else max(workers, 1)
+    counts = progress is not None and {"running", "failed"} <= set(
+        inspect.signature(progress).parameters)
+
+    def report():
+        if progress is None:
+            return
+        if counts:
+            remaining = len(points) - done[0]
+            progress(done[0], len(points), running=min(parallel, remaining), failed=failed[0])
+        else:
+            progress(done[0], len(points))
+
+    report()
     results = []
 
     def finished(result):
@@ -392,8 +412,8 @@ def sweep(
                 _clear_failure(directory, by_index[r["index"]])
         results.extend(got)
         done[0] += len(got)
-        if progress:
-            progress(done[0], len(points))
+        failed[0] += sum(r["status"] == "failed" for r in got)
+        report()
 
     serial = scheduler is None and workers == 0
     with RaiseOnInterrupt(immediately=not serial) as interrupt:
@@ -482,8 +502,22 @@ def _close(client, cluster, futures, interrupted: bool = False) -> None:
             cluster.close(timeout=10)
 
 
-def combine(keys: list[str], points: list, directory: str | Path) -> xr.Dataset:
-    """One Dataset with a dimension per swept key from the point files (see the module doc)."""
+def dimension_name(key: str) -> str:
+    """The combined file's dimension of a swept key: the dotted path with ``_`` for every
+    character that cannot appear in a Python name (``gamma.frequency`` → ``gamma_frequency``),
+    so that ``ds.sel(gamma_frequency=8.0)`` works; the key itself is the dimension's
+    ``key`` attribute."""
+    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in key)
+
+
+def combine(keys: list[str], points: list, directory: str | Path,
+            attrs: dict | None = None) -> xr.Dataset:
+    """One Dataset with a dimension per swept key from the point files (see the module doc).
+
+    Dimensions are named by :func:`dimension_name`; global attributes: ``swept_keys`` (the
+    dotted keys) and ``swept_dims`` (the dimensions, in the same order), as JSON; ``circuit``
+    (of the first point that ran; ``circuit_note`` says so when circuit keys are swept),
+    ``dt`` (unless swept) and whatever ``attrs`` adds (``cdtp sweep`` adds the scenario)."""
     from cdtp.propositions import check_all
     from cdtp.recording import load
 
@@ -541,23 +575,32 @@ def combine(keys: list[str], points: list, directory: str | Path) -> xr.Dataset:
         data["error"] = xr.DataArray(error, attrs={"long_name": "error or divergence"})
         data["point_file"] = xr.DataArray(str(_point_file(directory, p["index"])))
         piece = xr.Dataset(data)
-        piece = piece.expand_dims({k: [p["coords"][k]] for k in keys})
+        piece = piece.expand_dims({dimension_name(k): [p["coords"][k]] for k in keys})
         pieces.append(piece)
     out = xr.combine_by_coords(
         pieces, compat="no_conflicts", join="outer", combine_attrs="drop_conflicts"
     )
     for k in keys:
-        out[k].attrs["long_name"] = k
+        d = dimension_name(k)
+        out[d].attrs["long_name"] = k
+        out[d].attrs["key"] = k
         if points and points[0].get("units", {}).get(k):
-            out[k].attrs["units"] = points[0]["units"][k]
+            out[d].attrs["units"] = points[0]["units"][k]
     if template is not None:
         # only what every point shares: the circuit unless a circuit key is swept, dt unless
         # swept (steps per cycle change with the γ frequency and dt)
-        shared = ["cdtp_version"]
-        if not any(k.startswith("circuit.") for k in keys):
-            shared.append("circuit")
+        shared = ["cdtp_version", "circuit"]
         if "dt" not in keys:
             shared.append("dt")
         out.attrs = {k: template.attrs[k] for k in shared if k in template.attrs}
+        swept_circuit = [k for k in keys if k.startswith("circuit.")]
+        if swept_circuit:
+            out.attrs["circuit_note"] = (
+                "the circuit of the first point that ran; swept per point: "
+                + ", ".join(swept_circuit))
+    for name, value in (attrs or {}).items():
+        out.attrs[name] = value if isinstance(value, (str, int, float)) else json.dumps(
+            value, default=str)
     out.attrs["swept_keys"] = json.dumps(keys)
+    out.attrs["swept_dims"] = json.dumps([dimension_name(k) for k in keys])
     return out

@@ -235,3 +235,19 @@ def test_cython_batch_equals_separate_cython_runs():
     for k, schedule in enumerate(SCHEDULES):
         separate = build(circuit, schedule, x, y, dt=DT, device="cython").run(N_CYCLES[k])
         assert max(_differences(circuit, batch, k, separate).values()) < TOL
+
+
+def test_batch_of_periods_that_are_not_whole_steps_equals_separate_runs():
+    """16 Hz (62.5 steps) and 60 Hz (16.7 steps) at 1 ms next to a whole 50 Hz: each block
+    clamps its examples at its own cycle starts (one step apart in length), as separate runs
+    do; outputs are sampled every step."""
+    circuit = _circuit()
+    x, y = _stream(circuit, 4)
+    schedules = [_schedule(16, 0.3), _schedule(60, 0.5, 1e-3), _schedule(50, 0.4)]
+    n_cycles = [2, 4, 3]
+    batch = build_batch(circuit, schedules, x, y, n_cycles, dt=DT, device="numpy").run()
+    assert batch.output_every == 1
+    for k, schedule in enumerate(schedules):
+        separate = _separate(circuit, schedule, x, y, n_cycles[k])
+        diffs = _differences(circuit, batch, k, separate)
+        assert max(diffs.values()) < TOL, (k, diffs)

@@ -5,6 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cdtp.cli import main
@@ -95,7 +96,7 @@ GOOD = 'circuit = "c.toml"\ncycles = 2\n[gamma]\nfrequency = "25 Hz"\n'
         (GOOD.replace('"25 Hz"', '"25 furlongs"'), "gamma.frequency"),
         (GOOD.replace("c.toml", "missing.toml"), "circuit"),
         (GOOD + '[plasticity_gate]\nkind = "sometimes"\n', "plasticity_gate.kind"),
-        (GOOD.replace('"25 Hz"', '"30 Hz"'), "gamma.frequency"),  # 1/(f dt) not whole
+        (GOOD.replace('"25 Hz"', '"600 Hz"'), "gamma.frequency"),  # < 2 steps
     ],
 )
 def test_bad_scenarios_exit_2_naming_file_and_key(tmp_path, capsys, text, key):
@@ -185,3 +186,48 @@ def test_check_of_a_run_with_nothing_checkable_exits_1(tmp_path, capsys):
     capsys.readouterr()
     assert main(["check", str(out)]) == 1
     assert "nothing was verified" in capsys.readouterr().err
+
+
+@pytest.mark.brian2
+@pytest.mark.parametrize("frequency, lengths", [("6 Hz", {166, 167}), ("16 Hz", {62, 63})])
+def test_a_rhythm_of_no_whole_number_of_steps_runs_and_checks(tmp_path, frequency, lengths):
+    """6 Hz and 16 Hz at dt = 1 ms (166.7 and 62.5 steps per period): run end to end through
+    the command (numpy device, 3 cycles), with the cycles one step apart in length, and
+    `cdtp check` finds no violation. stderr is a pipe here: no progress bar in it."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "r.nc"
+    proc = subprocess.run(
+        [sys.executable, "-m", "cdtp.cli", "run", str(QUICKSTART), "-o", str(out),
+         "--set", "cycles=3", "--set", f'gamma.frequency="{frequency}"',
+         "--set", "record.trace_cycles=[0, 3]"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr and "cycle/s" not in proc.stderr  # clean when not a tty
+    from cdtp.recording import load
+
+    ds = load(out)
+    starts = ds.cycle_start_step.values
+    period = float(ds.attrs["period_steps"])
+    assert set(np.diff(starts).tolist()) <= lengths
+    # each cycle starts within half a step of its continuous-time instant c/f
+    assert np.max(np.abs(starts - np.arange(3) * period)) <= 0.5 + 1e-9
+    assert main(["check", str(out)]) == 0
+
+
+def test_output_piped_into_a_reader_that_closes_early_ends_quietly(result):
+    """`cdtp check r.nc | head`: the reader is gone before cdtp writes; no traceback, no
+    'Exception ignored', exit 141 as for SIGPIPE."""
+    import subprocess
+    import sys
+
+    _, out = result
+    for command in (["check", str(out)], ["info", str(out)]):
+        proc = subprocess.Popen([sys.executable, "-m", "cdtp.cli", *command],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc.stdout.close()  # the reader closes before anything is written
+        err = proc.stderr.read().decode()
+        proc.wait(timeout=300)
+        assert err == "" and proc.returncode == 141, (command, err)

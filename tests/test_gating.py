@@ -96,3 +96,87 @@ def test_brian2_gates_equal_numpy_gates(shape, gate):
     # the travelling wave is really there: layer 3 lags layer 1 by 8 ms = 16 steps
     g1, g3 = expected["gamma"][:, 1], expected["gamma"][:, 3]
     np.testing.assert_allclose(g3[16:], g1[:-16], atol=1e-12)
+
+
+# -- any frequency at any dt: cycles begin where the phase wraps ----------------------------
+@pytest.mark.parametrize("frequency", [6.0, 16.0, 7.0, 25.0, 33.3])
+def test_cycle_starts_lie_within_half_a_step_of_continuous_time(frequency):
+    """Cycle c begins at the step whose middle first reaches c/f: within half a step of the
+    continuous-time instant, for every c (no drift over 10 000 cycles), and cycles are
+    ⌊1/(f dt)⌋ or ⌈1/(f dt)⌉ steps long — the at-most-one-step-per-cycle error of a period that
+    is not a whole number of steps."""
+    dt, n = 1e-3, 10_000
+    starts = Schedule(GammaSchedule(frequency=frequency)).cycle_starts(dt, n)
+    exact = np.arange(n + 1) / frequency / dt  # continuous-time starts, in steps
+    # ½ step by construction; 1e-6 of a step allows the float rounding of c/(f dt) itself
+    assert np.max(np.abs(starts - exact)) <= 0.5 + 1e-6
+    lengths = np.diff(starts)
+    period = 1 / (frequency * dt)
+    assert set(lengths.tolist()) <= {int(np.floor(period)), int(np.ceil(period))}
+    assert np.max(np.abs(lengths - period)) < 1.0
+
+
+def test_whole_periods_keep_whole_cycles():
+    # 25 Hz at 1 ms: every cycle 40 steps, cycle c starting at exactly 40 c (the discrete limit)
+    schedule = Schedule(GammaSchedule(frequency=25.0, duty=0.25))
+    np.testing.assert_array_equal(schedule.cycle_starts(1e-3, 500), 40 * np.arange(501))
+    table = schedule.boundary_table(1e-3, 500, 3)
+    np.testing.assert_array_equal(table - table[:, :1], np.tile([0, 10, 10, 40], (500, 1)))
+    assert schedule.steps_per_cycle(1e-3) == 40 and schedule.whole_period(1e-3) == 40
+
+
+@pytest.mark.parametrize("frequency, duty", [(6.0, 0.25), (16.0, 0.5), (16.0, 0.3), (7.0, 0.1)])
+def test_phase_boundaries_err_by_at_most_half_a_step(frequency, duty):
+    """The end of the feedforward phase of a square γ lies within half a step of its
+    continuous-time instant (c + duty)/f, so each phase's duration is off by less than one
+    step; the table agrees with the sampled gates step by step."""
+    dt, n = 1e-3, 2000
+    schedule = Schedule(GammaSchedule("square", frequency=frequency, duty=duty))
+    table = schedule.boundary_table(dt, n, 3)
+    c = np.arange(n)
+    exact_fb = (c + duty) / frequency / dt
+    assert np.max(np.abs(table[:, 1] - exact_fb)) <= 0.5 + 1e-6
+    ff_steps = table[:, 1] - table[:, 0]
+    assert np.max(np.abs(ff_steps - duty / frequency / dt)) < 1.0
+    # the table is what the gates say: hold ≥ ½ exactly on [start, feedback_start)
+    starts = schedule.cycle_starts(dt, n)
+    hold = schedule.sample(int(starts[-1]), dt, 3)["hold"][:, 1]
+    cycle_of = np.searchsorted(starts, np.arange(int(starts[-1])), side="right") - 1
+    in_ff = np.arange(int(starts[-1])) < table[cycle_of, 1]
+    np.testing.assert_array_equal(hold >= 0.5, in_ff)
+
+
+def test_too_short_a_period_is_refused():
+    with pytest.raises(ValueError, match="at least 2 time steps"):
+        Schedule(GammaSchedule(frequency=700.0)).check_steps(1e-3, 3)
+    with pytest.raises(ValueError, match="no feedforward step"):
+        Schedule(GammaSchedule(frequency=300.0, duty=0.1)).check_steps(1e-3, 3)
+
+
+@pytest.mark.brian2
+def test_brian2_phase_equals_numpy_bit_for_bit_at_16_hz():
+    """16 Hz at 1 ms: 62.5 steps per period, and the middle of step 62 falls exactly on the end
+    of cycle 0. The generated code computes the phase in the order of
+    :func:`cdtp.gating.cycle_position`, so both see the same wrap (exact equality), and the
+    circuit clamps each example at the step the schedule says."""
+    dt = 1e-3
+    schedule = Schedule(GammaSchedule("square", frequency=16.0, duty=0.5), PlasticityGate())
+    circuit = CircuitConfig(sizes=(2, 2, 2), nonlinearity="tanh", tau_a=dt, tau_u=dt,
+                            eta_w=0.0)
+    x = np.arange(8.0).reshape(4, 2)
+    run = build(circuit, schedule, x, np.zeros((4, 2)), dt=dt, device="numpy",
+                record={"variables": ["a"], "gates": True})
+    run.run(3)
+    starts = schedule.cycle_starts(dt, 3)
+    np.testing.assert_array_equal(starts, [0, 62, 125, 187])
+    n = int(starts[-1])
+    expected = schedule.sample(n, dt, 2)
+    mon = run.monitors["gates_1"]
+    assert len(mon.gamma_phase[0]) == n
+    np.testing.assert_array_equal(mon.gamma_phase[0], expected["phase"][:, 1])
+    assert mon.gamma_phase[0][62] == 0.0
+    # the input layer holds example c exactly on the steps of cycle c
+    a0 = np.asarray(run.monitors[0].a).T  # (steps, 2)
+    cycle_of = np.searchsorted(starts, np.arange(n), side="right") - 1
+    np.testing.assert_array_equal(a0, x[cycle_of])
+    assert run.cycle == 3 and [run.cycle_start_step(k) for k in range(4)] == starts.tolist()

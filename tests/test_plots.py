@@ -100,3 +100,55 @@ def test_save_all_writes_the_standard_figures(run, tmp_path):
                                        "weight_change.png",
                                        *(f"premise_{name}.png" for name in checks)}
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_cycle_figure_draws_every_layers_gamma_so_a_travelling_wave_shows():
+    # a 3 ms lag per layer: γ_2 and γ_3 are γ_1 delayed by 3 and 6 steps
+    circuit = circuit_from_dict({
+        "sizes": [3, 4, 4, 3], "nonlinearity": "tanh", "seed": 1,
+        "time_constants": {"tau_h": "0 ms", "tau_a": "1 ms", "tau_u": "1 ms", "tau_tau": "0 ms"},
+    })
+    rng = np.random.default_rng(0)
+    x, y = 0.3 * rng.normal(size=(3, 3)), 0.3 * rng.normal(size=(3, 3))
+    schedule = Schedule(GammaSchedule("square", frequency=50.0, duty=0.3, lag=3e-3),
+                        PlasticityGate())
+    ds = simulate(circuit, schedule, x, y, dt=1e-3, backend="map")
+    fig = plots.plot_cycle(ds, cycle=1)
+    top = fig.axes[0]
+    gammas = {line.get_label(): line.get_ydata() for line in top.lines
+              if line.get_label().startswith("γ_")}
+    assert set(gammas) == {"γ_1", "γ_2", "γ_3"}
+    g1 = gammas["γ_1"]
+    np.testing.assert_array_equal(gammas["γ_2"][3:], g1[:-3])
+    np.testing.assert_array_equal(gammas["γ_3"][6:], g1[:-6])
+    plt.close(fig)
+
+
+def _text_inside(fig):
+    """Every title, suptitle and axis label lies inside the figure once drawn."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    texts = [t for ax in fig.axes if ax.get_visible()
+             for t in (ax.title, ax._left_title, ax._right_title, ax.xaxis.label,
+                       ax.yaxis.label) if t.get_text()]
+    if fig._suptitle is not None:
+        texts.append(fig._suptitle)
+    outside = []
+    for t in texts:
+        ext = t.get_window_extent(renderer)
+        # half a pixel of slack for antialiasing at the edge
+        if ext.x0 < box.x0 - 0.5 or ext.x1 > box.x1 + 0.5 or ext.y0 < box.y0 - 0.5 \
+                or ext.y1 > box.y1 + 0.5:
+            outside.append(t.get_text())
+    return outside
+
+
+def test_no_title_or_label_is_cut_in_the_saved_figures(run):
+    checks = check_all(run)
+    figures = [plots.plot_residuals(checks), plots.plot_cycle(run, cycle=1),
+               plots.plot_learning_curve(run, window=5), plots.plot_weight_change(run),
+               *[plots.plot_premise(res) for res in checks.values()]]
+    for fig in figures:
+        assert _text_inside(fig) == []
+        plt.close(fig)

@@ -164,3 +164,20 @@ def test_analysis_modules_never_import_brian2():
     code = ("import sys, cdtp.recording, cdtp.propositions, cdtp.plots;"
             " assert 'brian2' not in sys.modules, 'brian2 imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.brian2
+def test_brian2_and_map_agree_when_the_period_is_not_whole_steps():
+    # 16 Hz at 1 ms: cycles of 62 and 63 steps. The circuit clamps each example at the step the
+    # schedule says and the map steps through the same cycles, so the discrete limit still
+    # holds step for step: float64 round-off over 187 steps (< 1e-12)
+    schedule = Schedule(GammaSchedule("square", frequency=16.0, duty=0.3), PlasticityGate())
+    circuit = _circuit()
+    x, y = _stream(circuit, 3)
+    spec = RecordSpec(variables=("a", "u"), chunk_cycles=2)
+    dm = simulate(circuit, schedule, x, y, dt=DT, backend="map", record=spec)
+    db = simulate(circuit, schedule, x, y, dt=DT, device="numpy", record=spec)
+    xr.testing.assert_allclose(dm, db, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(db.cycle_start_step.values, [0, 62, 125])
+    assert "steps_per_cycle" not in db.attrs and db.attrs["period_steps"] == pytest.approx(62.5)
+    np.testing.assert_array_equal(db.boundary_time.values, db.boundary_step.values * DT)

@@ -65,7 +65,7 @@ def test_names_are_swept_for_categorical_keys(tmp_path):
         ('"gamma.shape" = ["square", "squarish"]', "sweep.gamma.shape", "did you mean 'square'"),
         ('"gamma.shape" = [1, 2]', "sweep.gamma.shape", "is not a name"),
         ('"gamma.frequency" = ["25 Hz", "25 Hz"]', "sweep.gamma.frequency", "appears twice"),
-        ('"gamma.frequency" = ["33 Hz"]', "sweep.gamma.frequency", "steps"),  # 1/(f dt) not whole
+        ('"gamma.frequency" = ["700 Hz"]', "sweep.gamma.frequency", "2 time steps"),  # < 2 steps
         ('"gamma.frequncy" = ["25 Hz"]', "sweep.gamma.frequncy", "did you mean 'frequency'"),
     ],
 )
@@ -105,7 +105,11 @@ def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
     assert (info["computed"], info["skipped"]) == (2, 2)
     assert all((points_dir / p).stat().st_mtime_ns == t for p, t in mtimes.items())
     ds = combine(info["keys"], info["points"], points_dir)
-    assert dict(ds.sizes)["gamma.duty"] == 2 and dict(ds.sizes)["gamma.frequency"] == 2
+    assert dict(ds.sizes)["gamma_duty"] == 2 and dict(ds.sizes)["gamma_frequency"] == 2
+    # dimensions usable as keywords, the dotted key kept in their attributes
+    assert ds.sel(gamma_frequency=50.0, gamma_duty=0.3).status.item() == "ok"
+    assert ds.gamma_frequency.attrs["key"] == "gamma.frequency"
+    assert ds.gamma_frequency.attrs["units"] == "Hz"
     assert np.all(ds.status.values == "ok")
 
 
@@ -114,9 +118,9 @@ def test_a_failing_point_is_recorded_and_the_others_run(tmp_path):
     path = _write(tmp_path, '"circuit.divergence.activity_bound" = [1000.0, 0.05]')
     info = sweep(path, tmp_path / "points")
     ds = combine(info["keys"], info["points"], tmp_path / "points")
-    status = ds.status.sel({"circuit.divergence.activity_bound": 0.05}).values
+    status = ds.status.sel(circuit_divergence_activity_bound=0.05).values
     assert set(status.ravel()) == {"diverged"}
-    ok = ds.status.sel({"circuit.divergence.activity_bound": 1000.0}).values
+    ok = ds.status.sel(circuit_divergence_activity_bound=1000.0).values
     assert set(ok.ravel()) == {"ok"}
 
 
@@ -134,11 +138,11 @@ def test_a_point_that_raises_is_recorded_with_its_error_and_rerun_later(tmp_path
     monkeypatch.setattr(cdtp.simulation, "simulate", flaky)
     info = sweep(path, tmp_path / "points")
     ds = combine(info["keys"], info["points"], tmp_path / "points")
-    assert ds.status.sel({"gamma.duty": 0.3}).item() == "failed"
-    assert "injected failure" in ds.error.sel({"gamma.duty": 0.3}).item()
-    assert np.all(np.isnan(ds.loss.sel({"gamma.duty": 0.3}).values))
-    assert ds.status.sel({"gamma.duty": 0.5}).item() == "ok"
-    assert np.all(np.isfinite(ds.loss.sel({"gamma.duty": 0.5}).values))
+    assert ds.status.sel(gamma_duty=0.3).item() == "failed"
+    assert "injected failure" in ds.error.sel(gamma_duty=0.3).item()
+    assert np.all(np.isnan(ds.loss.sel(gamma_duty=0.3).values))
+    assert ds.status.sel(gamma_duty=0.5).item() == "ok"
+    assert np.all(np.isfinite(ds.loss.sel(gamma_duty=0.5).values))
     # a failed point is not finished: the next run computes it (and only it)
     monkeypatch.setattr(cdtp.simulation, "simulate", real)
     again = sweep(path, tmp_path / "points")
@@ -167,13 +171,13 @@ def test_sweep_of_names_runs_and_combines(gate_sweep):
 
     ds = load(out)
     assert code == 0  # every point ran without diverging
-    assert list(ds["plasticity_gate.kind"].values) == ["descending", "paper"]
+    assert list(ds["plasticity_gate_kind"].values) == ["descending", "paper"]
     assert set(ds.status.values) == {"ok"}
     assert ds.loss.shape == (2, 3) and np.all(np.isfinite(ds.loss.values))
     for kind in ("descending", "paper"):  # each slice is that point's own file, unchanged
-        f = ds.point_file.sel({"plasticity_gate.kind": kind}).item()
+        f = ds.point_file.sel(plasticity_gate_kind=kind).item()
         np.testing.assert_array_equal(
-            ds.loss.sel({"plasticity_gate.kind": kind}).values, load(f).loss.values
+            ds.loss.sel(plasticity_gate_kind=kind).values, load(f).loss.values
         )
         assert load(f).attrs["schedule"].count(f'"kind": "{kind}"') == 1
 
@@ -276,3 +280,29 @@ def test_batched_sweep_from_the_command_line(tmp_path, capsys):
     assert "no check could be evaluated" in capsys.readouterr().err
     assert main(["plot", str(out), "-o", str(tmp_path / "figs")]) == 0
     assert list((tmp_path / "figs").glob("*.png"))
+
+
+def test_combined_file_carries_scenario_and_circuit_and_a_csv_table(gate_sweep, tmp_path):
+    import csv
+    import json
+
+    from cdtp.recording import load
+
+    _, out = gate_sweep
+    ds = load(out)
+    scenario = json.loads(ds.attrs["scenario"])
+    assert scenario["name"] == "tiny_sweep" and "sweep" in scenario
+    assert json.loads(ds.attrs["circuit"])["sizes"] == [6, 6, 6, 4]
+    assert json.loads(ds.attrs["swept_dims"]) == ["plasticity_gate_kind"]
+    table = tmp_path / "points.csv"
+    assert main(["info", str(out), "--table", str(table)]) == 0
+    rows = list(csv.DictReader(table.open()))
+    assert [r["plasticity_gate_kind"] for r in rows] == ["descending", "paper"]
+    for r in rows:
+        point = ds.sel(plasticity_gate_kind=r["plasticity_gate_kind"])
+        # the CSV holds the file's numbers (written with Python's repr: exact)
+        assert float(r["loss_final"]) == float(point.loss.values[-1])
+        assert float(r["loss_mean"]) == pytest.approx(float(point.loss.mean()), rel=1e-12)
+        assert r["status"] == "ok" and r["diverged"] == "0"
+    # a table of a single run, or into something that is not a .csv, is refused
+    assert main(["info", str(out), "--table", str(tmp_path / "points.txt")]) == 2

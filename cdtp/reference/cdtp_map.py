@@ -361,8 +361,11 @@ def run(
         inputs, labels = inputs[:, None, :], labels[:, None, :]
     n_cycles, batch = inputs.shape[:2]
     L = net.depth
-    spc = schedule.steps_per_cycle(params.dt)
-    n_steps = n_cycles * spc
+    starts = schedule.cycle_starts(params.dt, n_cycles)
+    spc = schedule.whole_period(params.dt)
+    n_steps = int(starts[-1])
+    cycle_of = np.searchsorted(starts, np.arange(n_steps), side="right") - 1
+    ends = set((starts[1:] - 1).tolist())
     g = schedule.sample(n_steps, params.dt, L, params.hold)
     if state is None:
         state = CDTPState.initial(net, batch)
@@ -371,7 +374,7 @@ def run(
     w_end = [[] for _ in range(L + 1)]
     om_end = [[] for _ in range(L + 1)]
     for k in range(n_steps):
-        cycle = k // spc
+        cycle = cycle_of[k]
         step(
             state,
             params,
@@ -384,7 +387,7 @@ def run(
                 for l, v in enumerate(getattr(state, key)):
                     if v is not None:
                         trace[key][l].append(v.copy())
-        if (k + 1) % spc == 0:
+        if k in ends:
             for l in range(1, L + 1):
                 w_end[l].append(state.weights[l].copy())
                 if state.feedback[l] is not None:
