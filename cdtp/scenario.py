@@ -7,7 +7,7 @@ Layout (units as strings)::
     circuit = "../circuits/teacher_student.toml"   # a path relative to this file, or a table
     cycles = 200                                   # or: epochs = 3 (passes over the training set)
     dt = "1 ms"
-    device = "numpy"                               # Brian2 target: numpy | cython
+    device = "numpy"                               # Brian2 target: numpy | cython | cpp_standalone
     seed = 0                                       # the task's seed (the circuit has its own)
 
     [task]
@@ -62,7 +62,7 @@ __all__ = ["TASK_KEYS", "Scenario", "apply_overrides", "load_scenario", "memory_
            "scenario_from_dict"]
 
 TASKS = ("teacher_student", "teacher_classes", "digits", "mnist1d", "npz")
-DEVICES = ("numpy", "cython")
+DEVICES = ("numpy", "cython", "cpp_standalone")
 _TOP = {
     "name": "str",
     "circuit": None,
@@ -638,6 +638,14 @@ def scenario_from_dict(data: dict, source: str = "<dict>") -> Scenario:
         files.append(npz)
         if "epochs" in top:
             cycles = top["epochs"] * data_npz.n_train
+    if device == "cpp_standalone" and (record.variables or record.gates or record.snapshots
+                                       or record.weights):
+        from cdtp.simulation import STANDALONE_RECORD
+
+        raise ConfigError(source, "device", "cpp_standalone records the per-cycle output, label"
+                          " and loss and the held-out evaluation only; set"
+                          f" {STANDALONE_RECORD}, or use device = \"cython\" to record traces"
+                          " and snapshots")
     _check_memory(source, memory_estimate(circuit, schedule, record, dt, cycles))
     _phases(source, schedule, circuit, dt)
     return Scenario(

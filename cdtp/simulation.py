@@ -261,11 +261,12 @@ def simulate(
         raise ValueError(f"n_cycles = {n_cycles}: the example stream has {len(inputs)} examples")
     if backend not in ("brian2", "map"):
         raise ValueError(f"backend {backend!r}; allowed: brian2, map")
-    if backend == "brian2" and device == "cpp_standalone":
-        raise ValueError("recording needs a runtime device (cython or numpy), not cpp_standalone")
     base_attrs = run_attributes(circuit, schedule, record, dt,
                                 device if backend == "brian2" else "numpy reference map",
                                 backend, attrs, n_cycles=n_cycles)
+    if backend == "brian2" and device == "cpp_standalone":
+        return _simulate_standalone(circuit, schedule, inputs[:n_cycles], labels[:n_cycles],
+                                    dt, record, path, base_attrs, held_out)
     starts = schedule.cycle_starts(dt, n_cycles)
     table = schedule.boundary_table(dt, n_cycles, circuit.depth, circuit.hold)
     recorder = Recorder(record, circuit.sizes, circuit.bias, base_attrs, path=path)
@@ -345,6 +346,70 @@ def simulate(
     finally:
         if interrupt is not None and stop_callback is not None:
             interrupt.remove_stop(stop_callback)
+
+
+#: What a cpp_standalone run can record (it runs as one compiled binary, without Python).
+STANDALONE_RECORD = "[record] variables = [], gates = false, snapshots = false, weights = false"
+
+
+def _simulate_standalone(circuit, schedule, inputs, labels, dt, record, path, attrs,
+                         held_out=None) -> xr.Dataset:
+    """A run on cpp_standalone: one compiled binary runs every cycle; the per-cycle output,
+    label and loss come from its output monitor and the held-out evaluation from weight
+    snapshots at the start of every epoch (:func:`cdtp.engine.build`'s ``snapshot_every``).
+    Traces, phase-boundary snapshots and weights need a runtime device (cython or numpy)."""
+    from cdtp.engine import build
+
+    wanted = [name for name, on in (("variables", bool(record.variables)),
+                                    ("gates", record.gates), ("snapshots", record.snapshots),
+                                    ("weights", record.weights)) if on]
+    if wanted:
+        raise ValueError(
+            f"device cpp_standalone records the per-cycle output, label and loss (and the"
+            f" held-out evaluation), not record.{', record.'.join(wanted)}: set"
+            f" {STANDALONE_RECORD}, or use device = \"cython\" to record traces and snapshots")
+    n = len(inputs)
+    epoch = held_out.epoch_length if held_out is not None else 0
+    recorder = Recorder(record, circuit.sizes, circuit.bias, attrs, path=path)
+    try:
+        run = build(circuit, schedule, inputs, labels, dt=dt, device="cpp_standalone",
+                    snapshot_every=epoch if 0 < epoch < n else 0).run(n)
+        outputs = run.outputs()
+        bad = [c for c, out in enumerate(outputs)
+               if not np.all(np.isfinite(out)) or np.max(np.abs(out)) > circuit.activity_bound]
+        done = bad[0] + 1 if bad else n  # as a runtime run, which stops after that cycle
+        out, lab = outputs[:done], labels[:done]
+        loss = get_loss(circuit.loss).value(out, lab).reshape(done)
+        recorder.add_cycles(np.arange(done), {"output": out, "label": lab, "loss": loss})
+        extra = {}
+        if held_out is not None:
+            L = circuit.depth
+            if 0 < epoch < n:
+                snaps = [run.weight_snapshots(l) for l in range(1, L + 1)]
+                for e in range(len(snaps[0])):
+                    if e * epoch <= done:
+                        held_out.observe(e * epoch, {f"feedforward_{l}": snaps[l - 1][e]
+                                                     for l in range(1, L + 1)})
+            else:
+                held_out.observe(0, {f"feedforward_{l}": w for l, w in
+                                     enumerate(_initial_weights(circuit), start=1)})
+            held_out.observe(done, {f"feedforward_{l}": run.weights(l) for l in range(1, L + 1)})
+            held_out.finish(done)
+            recorder.add_dataset(held_out.dataset())
+            extra["held_out"] = held_out.attributes()
+        return recorder.finish({"diverged": run.diverged or "", "interrupted": "",
+                                "cycles_completed": done, "cycles_planned": n, **extra})
+    except BaseException:
+        recorder.discard()
+        raise
+
+
+def _initial_weights(circuit) -> list:
+    """W_1..W_L the circuit starts from (its seed's initial network)."""
+    from cdtp.engine import initial_network
+
+    net = initial_network(circuit)
+    return [net.weights[l] for l in range(1, circuit.depth + 1)]
 
 
 def run_attributes(circuit, schedule, record, dt, device, backend, attrs=None,

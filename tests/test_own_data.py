@@ -300,3 +300,51 @@ def test_a_run_shorter_than_an_epoch_is_evaluated_at_its_end(tmp_path):
     np.testing.assert_allclose(forward_network(scenario.circuit, w).forward(task.x_test)[-1],
                                h, rtol=0, atol=0)
     assert ds.attrs["cycles_completed"] == 12
+
+
+# -- the compiled device -------------------------------------------------------------------------
+STANDALONE_RECORD = """
+[gamma]
+shape = "square"
+frequency = "25 Hz"
+duty = 0.25
+
+[record]
+variables = []
+gates = false
+snapshots = false
+weights = false
+"""
+
+
+@pytest.mark.brian2
+def test_cpp_standalone_scenario_records_what_numpy_records(tmp_path, rng):
+    """``device = "cpp_standalone"`` in a scenario: one compiled binary gives the per-cycle
+    output and loss and the per-epoch held-out evaluation of the numpy device's run."""
+    x, labels = _classes(rng, 24)
+    np.savez(tmp_path / "data.npz", x=x, y=labels)
+    body = 'epochs = 2\n[task]\nname = "npz"\npath = "data.npz"\ntest_fraction = 0.25\n'
+    runs = {}
+    for device in ("numpy", "cpp_standalone"):
+        path = tmp_path / f"{device}.toml"
+        path.write_text(BASE.replace('device = "numpy"', f'device = "{device}"') + body
+                        + STANDALONE_RECORD)
+        runs[device] = load_scenario(path).simulate()
+    a, b = runs["numpy"], runs["cpp_standalone"]
+    assert b.attrs["device"] == "cpp_standalone" and b.attrs["cycles_completed"] == 36
+    # the same float64 arithmetic compiled by another code generator: rounding only (the
+    # outputs move by O(1) over the run, so a wrong step or order would show at 1e-3)
+    np.testing.assert_allclose(b.output.values, a.output.values, atol=1e-9)
+    np.testing.assert_allclose(b.loss.values, a.loss.values, atol=1e-9)
+    np.testing.assert_allclose(b.test_loss.values, a.test_loss.values, atol=1e-9)
+    np.testing.assert_array_equal(b.test_accuracy.values, a.test_accuracy.values)
+    assert len(b.epoch) == 3  # before training and after each of the 2 epochs
+
+
+def test_cpp_standalone_refuses_what_it_cannot_record(tmp_path):
+    path = tmp_path / "sa.toml"
+    path.write_text(BASE.replace('device = "numpy"', 'device = "cpp_standalone"') + "cycles = 4\n"
+                    + TABLES)
+    with pytest.raises(ConfigError, match=r"sa\.toml: device: cpp_standalone records") as err:
+        load_scenario(path)
+    assert "snapshots = false" in str(err.value)
