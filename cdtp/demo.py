@@ -102,11 +102,11 @@ def main(argv=None) -> int:
     out_dir = os.path.abspath(args.output_dir)
     os.makedirs(out_dir, exist_ok=True)
     ds = run_demo(args.epochs, args.seed)
-    print(f"{'method':<8} {'final test acc.':>16} {'best test acc.':>15} {'train time (s)':>15}")
+    print(f"{'method':<11} {'final test acc.':>16} {'best test acc.':>15} {'train time (s)':>15}")
     for method in ds.method.values:
         r = ds.sel({"method": method})
         print(
-            f"{method!s:<8} {float(r.test_accuracy[-1]):>16.3f} "
+            f"{method!s:<11} {float(r.test_accuracy[-1]):>16.3f} "
             f"{float(r.test_accuracy.max()):>15.3f} {float(r.wall_time[-1]):>15.2f}"
         )
     _save_netcdf(ds, os.path.join(out_dir, "learning_curves.nc"))
