@@ -258,7 +258,8 @@ def run_reference(circuit: CircuitConfig, test, epochs: int, seed: int) -> dict:
             "time": time.perf_counter() - t0}
 
 
-def run_task(spec: Spec, seeds, device: str = "cython", with_map: bool = False) -> dict:
+def run_task(spec: Spec, seeds, device: str = "cython", with_map: bool = False,
+             reference_seeds: int | None = None) -> dict:
     fit, val, test = spec.make()
     circuit = circuit_for(spec.sizes)
     res = {"spec": spec, "circuit": [], "bp": {}, "circuit_cfg": circuit}
@@ -275,7 +276,8 @@ def run_task(spec: Spec, seeds, device: str = "cython", with_map: bool = False) 
         res["map"] = run_map(circuit, fit, {"val": val, "test": test}, spec.epochs, seeds)
         print(f"{spec.name} map: test {[r['curves']['test'][-1] for r in res['map']]}",
               flush=True)
-    res["reference"] = [run_reference(circuit, test, spec.epochs, seed) for seed in seeds]
+    res["reference"] = [run_reference(circuit, test, spec.epochs, seed)
+                        for seed in seeds[:reference_seeds]]
     print(f"{spec.name} reference recipe: test {[r['test'][-1] for r in res['reference']]}",
           flush=True)
     # BP's step is chosen on the validation part; only the chosen step is run on the test
@@ -481,6 +483,9 @@ def main(argv=None) -> None:
     ap.add_argument("--epochs", type=int, help="override the task's epochs")
     ap.add_argument("--map", action="store_true",
                     help="add rows of the discrete CDTP map (slow: numpy, step by step)")
+    ap.add_argument("--reference-seeds", type=int, default=None,
+                    help="run the solved-loop reference on the first N seeds only (it is the"
+                         " slowest row: loops solved to 1e-10 for every example)")
     ap.add_argument("--add-map", action="store_true",
                     help="with --task: run only the map and add its rows to the stored numbers")
     ap.add_argument("--device", default="cpp_standalone", choices=("cython", "cpp_standalone"),
@@ -508,7 +513,8 @@ def main(argv=None) -> None:
         if not chosen:
             ap.error(f"--task: unknown task {args.task!r}; allowed:"
                      f" {', '.join(s.name for s in all_specs)}")
-        results = [run_task(s, seeds, args.device, args.map) for s in chosen]
+        results = [run_task(s, seeds, args.device, args.map, args.reference_seeds)
+                   for s in chosen]
         if not args.quick:
             for r in results:
                 _store(r)
