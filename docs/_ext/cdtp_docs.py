@@ -90,6 +90,11 @@ KEY_DOCS: dict[str, dict[str, dict[str, str]]] = {
         "plasticity.eta_w": {"text": "η_W, the feedforward learning rate (dimensionless: "
                              "ΔW = η_W p s Δτ nᵀ).", "allowed": "≥ 0"},
         "plasticity.eta_omega": {"text": "η_Ω, the rate of Δ1 / Δ2.", "allowed": "≥ 0"},
+        "integration.method": {"text": "How Brian2 integrates the layers' differential "
+                               "equations (docs/model.md §2.4): ``euler`` reproduces the "
+                               "discrete map; ``exact`` and ``exponential_euler`` solve the "
+                               "relaxations exactly over a step and accept dt above a time "
+                               "constant; ``rk4``.", "default": "``euler``"},
         "plasticity.beta": {"text": "β, how far the output target is nudged down the loss "
                             "gradient.", "allowed": "≥ 0"},
         "plasticity.influence": {"text": "Scale W_l's update by the DTP influence factor s_l "
@@ -213,7 +218,10 @@ ATTRIBUTE_DOCS = {
     "cdtp_version": "the version of cdtp that made the file",
     "seed": "the circuit's seed (initial weights)",
     "dt": "the time step (s)",
-    "steps_per_cycle": "time steps in one γ cycle",
+    "steps_per_cycle": "time steps in one γ cycle (only when the period is a whole number of "
+                       "steps)",
+    "period_steps": "the γ period in time steps, 1/(f dt) (a float; cycles are ⌊·⌋ or ⌈·⌉ steps"
+                    " long when it is not whole)",
     "boundary_steps": "the step of each phase boundary within a cycle (JSON)",
     "device": "Brian2's target (``numpy``, ``cython``, ``cpp_standalone``), or the numpy "
               "reference map",
