@@ -199,7 +199,8 @@ def diagnostics(net: Network, circuit: CircuitConfig, task: tasks.Task) -> dict:
     x = task.x_test[:DIAGNOSTIC_EXAMPLES]
     y = task.y_test[:DIAGNOSTIC_EXAMPLES]
     rec = alignment.reconstruction_errors(net, x)
-    ang = alignment.update_alignment(net, x, y, circuit.loss, circuit.beta, circuit.leak)
+    ang = alignment.update_alignment(net, x, y, circuit.loss, circuit.beta, circuit.leak,
+                                     rate=DT / circuit.tau_u)
     out = {f"rec_{k}": v for k, v in rec.items()} | {f"angle_{k}": v for k, v in ang.items()}
     return {k: [None if np.isnan(e) else float(e) for e in v] for k, v in out.items()}
 
@@ -253,7 +254,7 @@ def run_reference(circuit: CircuitConfig, test, epochs: int, seed: int) -> dict:
     t0 = time.perf_counter()
     ds = train(initial_network(c), test, "cdtp_recipe", epochs=epochs, batch_size=1,
                lr=c.eta_w, beta=c.beta, regularization=c.leak, inversion_iterations=1000,
-               seed=100 + seed)
+               inversion_step=DT / c.tau_u, seed=100 + seed)
     return {"test": [float(v) for v in ds.test_accuracy.values[1:]],
             "time": time.perf_counter() - t0}
 

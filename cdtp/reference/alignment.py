@@ -75,12 +75,12 @@ def reconstruction_errors(net: Network, x: np.ndarray, displacement: float = 0.0
 
 
 def update_alignment(net: Network, x: np.ndarray, y: np.ndarray, loss, beta: float,
-                     leak: float) -> dict[str, np.ndarray]:
+                     leak: float, rate: float = 0.5) -> dict[str, np.ndarray]:
     """Angles between the recipe's per-example weight change and backprop's and Gauss-Newton's.
 
-    The recipe's targets are those of its converged loops (:func:`recipe_targets`); the
-    circuit's per-cycle weight change converges to them as η_W → 0 (tested in
-    tests/test_learning.py).
+    The recipe's targets are those of its converged loops (:func:`recipe_targets`, iterated at
+    the loop rate ``rate``, the circuit's dt/τ_u); the circuit's per-cycle weight change
+    converges to them as η_W → 0 (tested in tests/test_learning.py).
 
     Returns
     -------
@@ -90,7 +90,7 @@ def update_alignment(net: Network, x: np.ndarray, y: np.ndarray, loss, beta: flo
         Gauss-Newton's steps, the scale against which the other two are read.
     """
     x, y = np.atleast_2d(x), np.atleast_2d(y)
-    h, taus, _ = recipe_targets(net, x, y, loss, beta, leak)
+    h, taus, _ = recipe_targets(net, x, y, loss, beta, leak, rate=rate)
     L = net.depth
     out = {k: np.full(L + 1, np.nan) for k in ("bp", "gn", "bp_gn")}
     for l in range(1, L):

@@ -291,13 +291,17 @@ def _step(net: Network, x, y, loss, cfg: TrainingConfig, rng, counters: dict) ->
 
 
 def recipe_targets(net: Network, x, y, loss, beta: float, leak: float,
-                   max_iter: int = 1000) -> tuple[list, list, int]:
+                   max_iter: int = 1000, rate: float = 0.5) -> tuple[list, list, int]:
     """Targets of the circuit's learning recipe (docs/model.md §2.3) with its loops converged.
 
     Output target τ_L = h_L − β ∂ℓ/∂h_L (Eq 7); top-down, the leaky input-correction loop of
-    layer l with difference feedback, u ← u + τ_l − f_l(h_{l−1} + g_l(u) − g_l(h_l))
-    − λ (u − h_l) from u = h_l, until its increment is below 1e-10 (or ``max_iter`` steps),
-    gives τ_{l−1} = h_{l−1} + g_l(u) − g_l(h_l). λ is ``leak``.
+    layer l with difference feedback, u ← u + k [τ_l − f_l(h_{l−1} + g_l(u) − g_l(h_l))
+    − λ (u − h_l)] from u = h_l, until its increment is below 1e-10 (or ``max_iter`` steps),
+    gives τ_{l−1} = h_{l−1} + g_l(u) − g_l(h_l). λ is ``leak``; k is ``rate``, the circuit's
+    loop rate dt/τ_u (0.5 in the recipe). The fixed point does not depend on k, whether the
+    iteration reaches it does: at k = 1 the loop stops contracting once training has grown
+    ‖W‖ (measured: after one pass of the teacher_classes task the k = 1 targets point away
+    from backprop's, > 90°, where the circuit's own settle).
 
     Returns
     -------
@@ -317,7 +321,7 @@ def recipe_targets(net: Network, x, y, loss, beta: float, leak: float,
         ref = net.g(l, h[l])
         u = h[l].copy()
         for _ in range(max_iter):
-            du = taus[l] - net.f(l, h[l - 1] + net.g(l, u) - ref) - leak * (u - h[l])
+            du = rate * (taus[l] - net.f(l, h[l - 1] + net.g(l, u) - ref) - leak * (u - h[l]))
             u = u + du
             if np.max(np.abs(du)) < 1e-10:
                 break
@@ -330,8 +334,9 @@ def recipe_targets(net: Network, x, y, loss, beta: float, leak: float,
 def _recipe_step(net: Network, x, y, loss, cfg: TrainingConfig, counters: dict) -> list:
     """The circuit's learning recipe (docs/model.md §2.3) with its loops run to convergence.
 
-    Targets from :func:`recipe_targets` (λ = ``regularization``, at most
-    ``inversion_iterations`` loop steps, non-convergence counted); every layer moves by
+    Targets from :func:`recipe_targets` (λ = ``regularization``, loop rate
+    ``inversion_step``, at most ``inversion_iterations`` loop steps, non-convergence counted);
+    every layer moves by
     lr (τ_l − h_l) σ̃(h_{l−1})ᵀ / ‖σ̃(h_{l−1})‖² (DTP1 with the circuit's normalized presynaptic
     factor), and Ω_l by the transpose of that change times c_l, the ratio Ω_l / W_lᵀ of the
     transpose start (the ``mirror`` rule). This is what the circuit computes per γ cycle when
@@ -346,7 +351,7 @@ def _recipe_step(net: Network, x, y, loss, cfg: TrainingConfig, counters: dict) 
             ratios.append(float(np.sum(net.feedback[l][:, : net.sizes[l]] * w.T) / np.sum(w**2)))
         counters["mirror"] = ratios
     h, taus, unconverged = recipe_targets(net, x, y, loss, cfg.beta, cfg.regularization,
-                                          cfg.inversion_iterations)
+                                          cfg.inversion_iterations, cfg.inversion_step)
     counters["unconverged"] += unconverged
     dw: list = [None]
     for l in range(1, L + 1):
