@@ -35,6 +35,7 @@ import dataclasses
 import json
 import platform
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -361,8 +362,10 @@ def curves_table(results: list[dict]) -> str:
 def _diag_mean(res: dict, key: str) -> np.ndarray:
     """(epochs + 1, L + 1) mean over the seeds that did not diverge."""
     runs = [r["diagnostics"] for r in res["circuit"] if not r["diverged"] and "diagnostics" in r]
-    return np.nanmean(np.array([[[np.nan if v is None else v for v in row[key]] for row in d]
-                                for d in runs], dtype=float), axis=0)
+    with warnings.catch_warnings():  # layers without a decoder or an angle are NaN throughout
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.array([[[np.nan if v is None else v for v in row[key]]
+                                     for row in d] for d in runs], dtype=float), axis=0)
 
 
 def diagnostics_table(results: list[dict]) -> str:
