@@ -317,7 +317,8 @@ weights = false
 """
 
 
-@pytest.mark.brian2
+@pytest.mark.slow  # a compilation of its own (70 s under load); the engine's standalone path
+@pytest.mark.brian2  # is in the default suite (tests/test_engine.py, tests/test_batch.py)
 def test_cpp_standalone_scenario_records_what_numpy_records(tmp_path, rng):
     """``device = "cpp_standalone"`` in a scenario: one compiled binary gives the per-cycle
     output and loss and the per-epoch held-out evaluation of the numpy device's run."""
