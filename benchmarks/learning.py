@@ -146,6 +146,17 @@ def run_circuit(circuit: CircuitConfig, fit, evals, epochs: int, seed: int) -> d
                      us_per_step=1e6 * sim / max(steps, 1), device="cython")
 
 
+def _network(c: CircuitConfig, weights, feedback) -> Network:
+    """The circuit's numpy :class:`Network` with W_l = ``weights(l)`` and Ω_l =
+    ``feedback(l)`` (l ≥ 2)."""
+    net = initial_network(c)
+    for l in range(1, c.depth + 1):
+        net.weights[l] = weights(l)
+        if l >= 2:
+            net.feedback[l] = feedback(l)
+    return net
+
+
 def run_circuits_standalone(circuit: CircuitConfig, fit, evals, epochs: int, seeds) -> list:
     """Every seed at once on cpp_standalone: one compiled network holding one circuit per seed
     (:func:`cdtp.batch.build_batch`, each with its own initial weights and example order),
@@ -171,19 +182,11 @@ def run_circuits_standalone(circuit: CircuitConfig, fit, evals, epochs: int, see
         done = batch.cycles_completed[k] // fit.n_train
         nets = [initial_network(c)]
         for e in range(1, min(done + 1, epochs)):
-            net = initial_network(c)
-            for l in range(1, c.depth + 1):
-                net.weights[l] = batch.weight_snapshots(l, k)[e]
-                if l >= 2:
-                    net.feedback[l] = batch.weight_snapshots(l, k, "feedback")[e]
-            nets.append(net)
+            nets.append(_network(c, lambda l, e=e, k=k: batch.weight_snapshots(l, k)[e],
+                                 lambda l, e=e, k=k: batch.weight_snapshots(l, k, "feedback")[e]))
         if not batch.diverged[k]:
-            net = initial_network(c)
-            for l in range(1, c.depth + 1):
-                net.weights[l] = batch.weights(l, k)
-                if l >= 2:
-                    net.feedback[l] = batch.feedback_weights(l, k)
-            nets.append(net)
+            nets.append(_network(c, lambda l, k=k: batch.weights(l, k),
+                                 lambda l, k=k: batch.feedback_weights(l, k)))
         out.append(_evaluate(nets, c, evals, diverged=batch.diverged[k], sim=sim / len(cs),
                              build=t_build / len(cs), us_per_step=1e6 * sim / steps,
                              device=f"cpp_standalone, {len(cs)} seeds in one network"))
@@ -228,12 +231,8 @@ def run_map(circuit: CircuitConfig, fit, evals, epochs: int, seeds, chunk: int =
             state = cdtp_map.run(inits[0], params, SCHEDULE, x[start:stop], y[start:stop],
                                  record_every=0, state=state)["state"]
         for k, c in enumerate(cs):
-            net = initial_network(c)
-            for l in range(1, c.depth + 1):
-                net.weights[l] = state.weights[l][k].copy()
-                if l >= 2:
-                    net.feedback[l] = state.feedback[l][k].copy()
-            nets[k].append(net)
+            nets[k].append(_network(c, lambda l, k=k, s=state: s.weights[l][k].copy(),
+                                    lambda l, k=k, s=state: s.feedback[l][k].copy()))
     sim = time.perf_counter() - t0
     return [_evaluate(n, c, evals, diverged=None, sim=sim / len(cs)) for n, c in zip(nets, cs)]
 

@@ -638,9 +638,9 @@ def scenario_from_dict(data: dict, source: str = "<dict>") -> Scenario:
         files.append(npz)
         if "epochs" in top:
             cycles = top["epochs"] * data_npz.n_train
-    if device == "cpp_standalone" and (record.variables or record.gates or record.snapshots
-                                       or record.weights):
-        from cdtp.simulation import STANDALONE_RECORD
+    from cdtp.simulation import STANDALONE_RECORD, standalone_unrecordable
+
+    if device == "cpp_standalone" and standalone_unrecordable(record):
 
         raise ConfigError(source, "device", "cpp_standalone records the per-cycle output, label"
                           " and loss and the held-out evaluation only; set"

@@ -352,6 +352,13 @@ def simulate(
 STANDALONE_RECORD = "[record] variables = [], gates = false, snapshots = false, weights = false"
 
 
+def standalone_unrecordable(record) -> list[str]:
+    """The parts of ``record`` a cpp_standalone run cannot record (empty: it can run)."""
+    return [name for name, on in (("variables", bool(record.variables)),
+                                  ("gates", record.gates), ("snapshots", record.snapshots),
+                                  ("weights", record.weights)) if on]
+
+
 def _simulate_standalone(circuit, schedule, inputs, labels, dt, record, path, attrs,
                          held_out=None) -> xr.Dataset:
     """A run on cpp_standalone: one compiled binary runs every cycle; the per-cycle output,
@@ -360,9 +367,7 @@ def _simulate_standalone(circuit, schedule, inputs, labels, dt, record, path, at
     Traces, phase-boundary snapshots and weights need a runtime device (cython or numpy)."""
     from cdtp.engine import build
 
-    wanted = [name for name, on in (("variables", bool(record.variables)),
-                                    ("gates", record.gates), ("snapshots", record.snapshots),
-                                    ("weights", record.weights)) if on]
+    wanted = standalone_unrecordable(record)
     if wanted:
         raise ValueError(
             f"device cpp_standalone records the per-cycle output, label and loss (and the"

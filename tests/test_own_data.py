@@ -303,18 +303,7 @@ def test_a_run_shorter_than_an_epoch_is_evaluated_at_its_end(tmp_path):
 
 
 # -- the compiled device -------------------------------------------------------------------------
-STANDALONE_RECORD = """
-[gamma]
-shape = "square"
-frequency = "25 Hz"
-duty = 0.25
-
-[record]
-variables = []
-gates = false
-snapshots = false
-weights = false
-"""
+STANDALONE_RECORD = TABLES + "gates = false\nsnapshots = false\nweights = false\n"
 
 
 @pytest.mark.slow  # a compilation of its own (70 s under load); the engine's standalone path
