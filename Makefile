@@ -24,7 +24,7 @@ $(DOCS_STAMP): $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/cdtp run scenarios/quickstart.toml -o demo-output/quickstart.nc
-	$(BIN)/python -m cdtp.demo --output-dir demo-output/reference
+	$(BIN)/python -m cdtp.study.demo --output-dir demo-output/reference
 
 test: $(DOCS_STAMP)
 	$(BIN)/python -m pytest

@@ -10,9 +10,9 @@ table counts the circuits that completed their cycles.
 
 Variants, each in a fresh process (timings and peak memory of that process):
 
-- ``sequential``: 16 × (:func:`cdtp.engine.build` + run) on cython — how a study is run one
+- ``sequential``: 16 × (:func:`cdtp.brian.engine.build` + run) on cython — how a study is run one
   circuit at a time;
-- ``batched``: :func:`cdtp.batch.build_batch` of the 16 schedules + one run, on cython;
+- ``batched``: :func:`cdtp.brian.batch.build_batch` of the 16 schedules + one run, on cython;
 - ``sequential_standalone``: a one-circuit cpp_standalone batch compiled once, then run 16
   times with each schedule through ``rerun`` (run_args) — the fastest sequential standalone
   study; the time of one plain standalone build is reported too (16 of them is what a
@@ -52,7 +52,7 @@ VARIANTS = ("sequential", "batched", "sequential_standalone", "batched_standalon
 
 
 def schedules():
-    from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
+    from cdtp.model.gating import GammaSchedule, PlasticityGate, Schedule
 
     return [Schedule(GammaSchedule("square", frequency=f, duty=d), PlasticityGate("descending"))
             for f in FREQUENCIES for d in DUTIES]
@@ -69,8 +69,8 @@ def stream(n: int):
 
 
 def run_variant(variant: str, n: int) -> dict:
-    from cdtp.batch import build_batch
-    from cdtp.engine import build
+    from cdtp.brian.batch import build_batch
+    from cdtp.brian.engine import build
 
     circuit, scheds, cycles = circuit_of(n), schedules(), study_cycles()
     x, y = stream(n)

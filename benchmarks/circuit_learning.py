@@ -14,7 +14,7 @@ What is measured
   cycle's feedforward phase, before that cycle's weight change), first 20 cycles vs last 20 of
   300; the issue asks for a ≥ 10× fall.
 - digits: test accuracy of the circuit's feedforward pass (its weights read back from the
-  Brian2 synapses, the forward pass evaluated with :meth:`cdtp.layers.Network.forward`: the
+  Brian2 synapses, the forward pass evaluated with :meth:`cdtp.model.layers.Network.forward`: the
   value a_L settles to in the feedforward phase, since h and a follow W σ(a) there) after each
   epoch, and the online training accuracy of the cycles' own outputs; the issue asks for
   ≥ 85 % within 3 epochs on a [64, 64, 64, 10] circuit.
@@ -32,11 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cdtp import tasks
-from cdtp.circuit import CircuitConfig, load_circuit
-from cdtp.engine import build, initial_network
-from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
-from cdtp.layers import Network
+from cdtp.brian.engine import build, initial_network
+from cdtp.data import tasks
+from cdtp.model.circuit import CircuitConfig, load_circuit
+from cdtp.model.gating import GammaSchedule, PlasticityGate, Schedule
+from cdtp.model.layers import Network
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

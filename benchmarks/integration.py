@@ -44,14 +44,14 @@ METHODS = {"algebraic h": ("euler", "exponential_euler", "rk4", "exact"),
 
 
 def circuit_of(taus: dict, method: str):
-    from cdtp.circuit import load_circuit
+    from cdtp.model.circuit import load_circuit
 
     base = load_circuit(ROOT / "circuits" / "teacher_student.toml")
     return dataclasses.replace(base, integration_method=method, **taus)
 
 
 def schedule():
-    from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
+    from cdtp.model.gating import GammaSchedule, PlasticityGate, Schedule
 
     return Schedule(GammaSchedule("square", frequency=1 / PERIOD, duty=0.25),
                     PlasticityGate("descending"))
@@ -65,7 +65,7 @@ def stream(circuit, n: int):
 
 def simulate(circuit, dt: float, cycles: int) -> dict:
     """ΔW per layer, the per-cycle outputs and µs per simulated ms of one run."""
-    from cdtp.engine import build, initial_network
+    from cdtp.brian.engine import build, initial_network
 
     x, y = stream(circuit, cycles)
     run = build(circuit, schedule(), x, y, dt=dt, device="numpy")
@@ -132,7 +132,7 @@ def equal_error(rows: list[dict]) -> list[str]:
 def sequential_vs_simultaneous(cycles: int) -> str:
     """The engine (Brian2: h, a, u integrated together) against the reference map (h, then a
     with the new h, then u) with euler, for a finite τ_h and for the algebraic limit."""
-    from cdtp.engine import build, initial_network
+    from cdtp.brian.engine import build, initial_network
     from cdtp.reference import cdtp_map
 
     out = []

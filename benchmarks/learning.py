@@ -41,11 +41,11 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.circuit_learning import network_of
-from cdtp import tasks
-from cdtp.circuit import CircuitConfig, load_circuit
-from cdtp.engine import build, initial_network
-from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
-from cdtp.layers import Network
+from cdtp.brian.engine import build, initial_network
+from cdtp.data import tasks
+from cdtp.model.circuit import CircuitConfig, load_circuit
+from cdtp.model.gating import GammaSchedule, PlasticityGate, Schedule
+from cdtp.model.layers import Network
 from cdtp.reference import alignment, cdtp_map
 from cdtp.reference.trainer import train
 
@@ -159,10 +159,10 @@ def _network(c: CircuitConfig, weights, feedback) -> Network:
 
 def run_circuits_standalone(circuit: CircuitConfig, fit, evals, epochs: int, seeds) -> list:
     """Every seed at once on cpp_standalone: one compiled network holding one circuit per seed
-    (:func:`cdtp.batch.build_batch`, each with its own initial weights and example order),
+    (:func:`cdtp.brian.batch.build_batch`, each with its own initial weights and example order),
     run once through all epochs; the weights after each epoch come from snapshots taken at
     the start of the next epoch's first cycle, and after the run from the synapses."""
-    from cdtp.batch import build_batch
+    from cdtp.brian.batch import build_batch
 
     cs = [dataclasses.replace(circuit, seed=s) for s in seeds]
     streams = [stream(fit, epochs, s) for s in seeds]

@@ -7,7 +7,7 @@ This is research code kept so that the numbers of the "Exploration" section of
 "{'diff': True, 'leak': 0.5, 'mirror': True, 'init': 'transpose', 'eta_om': 0, 'beta': 2.0,
 'spc': 40, 'duty': 0.25}" 5`` prints, per epoch, the validation accuracy of seeds 0 and 1, the
 decoders' reconstruction error and the median P1 residual ‖τ − h‖ / ‖τ − a‖ per layer. It is
-not the circuit: the circuit is ``cdtp.engine`` (tested against ``cdtp_map``); options that
+not the circuit: the circuit is ``cdtp.brian.engine`` (tested against ``cdtp_map``); options that
 helped were then built there. Some options are idealizations that have no circuit counterpart
 (``om_noise``: decoders trained on noise-corrupted pairs computed outside the dynamics;
 ``om_oracle``: decoders refitted by least squares, or set to the scaled transpose, every
@@ -242,7 +242,7 @@ def rec_err(W, Om, X, sig, l):
 
 def main(argv=None):
     import sys, time, numpy as np
-    from cdtp.tasks import digits
+    from cdtp.data.tasks import digits
     t = digits(seed=0)
     # validation split from train
     rng = np.random.default_rng(0); idx = rng.permutation(t.n_train); nva = 288

@@ -14,7 +14,7 @@ the validation accuracy of seeds 0 and 1:
 
 def main(argv=None):
     import sys, time, numpy as np, ast
-    from cdtp.tasks import digits
+    from cdtp.data.tasks import digits
     t = digits(seed=0)
     rng = np.random.default_rng(0); idx = rng.permutation(t.n_train); nva = 288
     va, tr = idx[:nva], idx[nva:]

@@ -26,10 +26,10 @@ HERE = Path(__file__).resolve().parent
 CHILD = r"""
 import json, resource, sys, time
 import numpy as np
-from cdtp.circuit import load_circuit
-from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
-from cdtp.recording import RecordSpec
-from cdtp.simulation import simulate
+from cdtp.model.circuit import load_circuit
+from cdtp.model.gating import GammaSchedule, PlasticityGate, Schedule
+from cdtp.record.dataset import RecordSpec
+from cdtp.brian.simulation import simulate
 n, path, circuit_file = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 circuit = load_circuit(circuit_file)
 rng = np.random.default_rng(0)

@@ -24,9 +24,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from cdtp.layers import init_network
+from cdtp.data.tasks import digits
+from cdtp.model.layers import init_network
 from cdtp.reference.trainer import train
-from cdtp.tasks import digits
 
 __all__ = ["CONFIGS", "main", "run"]
 

@@ -17,7 +17,7 @@ iterations were run out of the paper's budget. Every process is single-threaded
 
 The settings (:data:`CURVES`) are those of the paper's public code (vroulet/tpri,
 ``exp/paper_conv_plots.py``); the options its text leaves open take the code's values too
-(see :mod:`cdtp.reference.rnn_experiment`).
+(see :mod:`cdtp.rnn.experiment`).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from cdtp.reference import rnn  # noqa: E402
-from cdtp.reference.rnn_experiment import RNNExperimentConfig, run  # noqa: E402
-from cdtp.reference.sequence_tasks import temporal_order_batch  # noqa: E402
+from cdtp.rnn import network as rnn  # noqa: E402
+from cdtp.rnn.experiment import RNNExperimentConfig, run  # noqa: E402
+from cdtp.rnn.tasks import temporal_order_batch  # noqa: E402
 
 __all__ = ["CURVES", "main"]
 

@@ -4,7 +4,7 @@ For the reference family (L = 3 computed layers, every layer n units, tanh, squa
 feedback learning, finite time constants so every variable is a real ODE), this measures in one
 process, for n in {32, 64, 128, 256, 512}:
 
-(a) ``engine``: :func:`cdtp.engine.build` on the cython target (code compiled once and cached;
+(a) ``engine``: :func:`cdtp.brian.engine.build` on the cython target (code compiled once and cached;
     compile time excluded, reported separately), and ``standalone``: the same on
     cpp_standalone, timed by the binary's own clock over all its cycles (one run per build);
 (b) ``baseline``: the build a Brian2 user would write first — the same equations as
@@ -54,7 +54,7 @@ VARIANT_OPTIONS = {
 
 
 def circuit_of(n: int):
-    from cdtp.circuit import CircuitConfig
+    from cdtp.model.circuit import CircuitConfig
 
     return CircuitConfig(
         sizes=(n, n, n, n), name=f"bench_{n}", nonlinearity="tanh", loss="squared_error",
@@ -64,7 +64,7 @@ def circuit_of(n: int):
 
 
 def schedule():
-    from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
+    from cdtp.model.gating import GammaSchedule, PlasticityGate, Schedule
 
     return Schedule(GammaSchedule("square", frequency=FREQUENCY, duty=0.5),
                     PlasticityGate("descending"))
@@ -81,7 +81,7 @@ def baseline_network(n: int, cycles: int):
     plasticity and normalization per synapse every step, parameters in the namespace."""
     import brian2 as b2
 
-    from cdtp.engine import initial_network
+    from cdtp.brian.engine import initial_network
 
     circuit = circuit_of(n)
     net0 = initial_network(circuit)
@@ -169,7 +169,8 @@ def _marginal(run_cycles, cycles: int, repeats: int) -> tuple[float, float]:
 
 def _engine_before():
     """The engine module at the path in ``CDTP_ENGINE_BEFORE`` (e.g. ``git show
-    REV:cdtp/engine.py > /tmp/engine_before.py``): variant ``engine_before`` times it in the same
+    REV:cdtp/brian/engine.py > /tmp/engine_before.py``): variant ``engine_before`` times it in the
+    same
     run as the current engine, so a change's speed is measured under the same load."""
     import importlib.util
 
@@ -189,7 +190,7 @@ def time_variant(variant: str, n: int, cycles: int, repeats: int) -> dict:
     t0 = time.perf_counter()
     call = float("nan")
     if variant.startswith("engine"):
-        from cdtp.engine import build
+        from cdtp.brian.engine import build
 
         if variant == "engine_before":
             build = _engine_before().build
@@ -205,7 +206,7 @@ def time_variant(variant: str, n: int, cycles: int, repeats: int) -> dict:
 
         import brian2 as b2
 
-        from cdtp.engine import build
+        from cdtp.brian.engine import build
 
         x, y = stream(n, total)
         with tempfile.TemporaryDirectory() as tmp:
@@ -224,7 +225,7 @@ def time_variant(variant: str, n: int, cycles: int, repeats: int) -> dict:
         setup = time.perf_counter() - t0
         per_cycle, call = _marginal(lambda k: net.run(k * spc * DT * b2.second), cycles, repeats)
     else:
-        from cdtp.engine import initial_network
+        from cdtp.brian.engine import initial_network
         from cdtp.reference import cdtp_map
 
         c = circuit_of(n)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from cdtp.sweep import combine, sweep
+from cdtp.study.sweep import combine, sweep
 
 HERE = Path(__file__).resolve().parent
 

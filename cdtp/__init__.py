@@ -12,22 +12,24 @@ The handful a user needs::
 - :func:`load_scenario`, :func:`load_circuit` — read and validate TOML files;
 - :func:`run` — run a scenario (``cdtp run``); :func:`run_sweep` — a ``[sweep]`` grid
   (``cdtp sweep``); :func:`simulate` — the low-level run of a circuit on your own example
-  stream (:func:`cdtp.simulation.simulate`);
+  stream (:func:`cdtp.brian.simulation.simulate`);
 - :func:`check`, :func:`report` — the proposition checks; :func:`open_result` — a results file;
-- :mod:`plots` (figures), :mod:`sweep` (grids: ``cdtp.sweep.grid``, ``combine``).
+- ``cdtp.plots`` (figures, :mod:`cdtp.analysis.plots`) and ``cdtp.sweep`` (grids,
+  :mod:`cdtp.study.sweep`).
 
-The package reads like the pipeline: declare → build → run → record → analyse.
+The packages are the pipeline, in order — each may import only those before it:
 
-- declare: :mod:`cdtp.circuit` (circuit files), :mod:`cdtp.gating` (γ, hold and plasticity
-  gates), :mod:`cdtp.scenario` (scenario files), :mod:`cdtp.units`;
-- build and run (Brian2): :mod:`cdtp.engine`, :mod:`cdtp.simulation`;
-- record and analyse (xarray, never brian2): :mod:`cdtp.recording`, :mod:`cdtp.evaluation`
-  (held-out accuracy), :mod:`cdtp.propositions`, :mod:`cdtp.plots`;
-- studies: :mod:`cdtp.sweep` (Dask), :mod:`cdtp.cli` (the ``cdtp`` command);
-- math modules (numpy/scipy only): :mod:`cdtp.nonlinearities`, :mod:`cdtp.losses`,
-  :mod:`cdtp.layers`, and the discrete reference algorithms of both papers in
-  :mod:`cdtp.reference`;
-- tasks and data: :mod:`cdtp.tasks`.
+1. :mod:`cdtp.model` — declare: circuit files, γ and the gates, σ, losses, units (numpy);
+2. :mod:`cdtp.data` — tasks and the bundled digits;
+3. :mod:`cdtp.reference` — seed 000's discrete algorithms in numpy: the circuit's oracles,
+   its baselines, and the map behind the numpy device;
+4. :mod:`cdtp.record` — the results Dataset and held-out evaluation (xarray, never Brian2);
+5. :mod:`cdtp.brian` — build and run the circuit in Brian2 (the only package importing it);
+6. :mod:`cdtp.analysis` — the propositions' checks and the figures (never Brian2);
+7. :mod:`cdtp.study` — scenario files, sweeps (Dask), the ``cdtp`` command.
+
+Beside the pipeline, importing only :mod:`cdtp.model`: :mod:`cdtp.rnn` (seed 002's
+recurrent target propagation by regularized inversion).
 
 ``import cdtp`` imports none of these: each name above is imported on first use (Brian2 alone
 takes seconds to import).
@@ -62,9 +64,11 @@ _LAZY = {
     "report": ("cdtp.api", "report"),
     "run": ("cdtp.api", "run"),
     "run_sweep": ("cdtp.api", "run_sweep"),
-    "simulate": ("cdtp.simulation", "simulate"),
-    "plots": ("cdtp.plots", None),
-    "sweep": ("cdtp.sweep", None),
+    "simulate": ("cdtp.brian.simulation", "simulate"),
+    "plots": ("cdtp.analysis.plots", None),
+    "sweep": ("cdtp.study.sweep", None),
+    **{package: (f"cdtp.{package}", None) for package in
+       ("model", "data", "reference", "record", "brian", "analysis", "study", "rnn")},
 }
 
 

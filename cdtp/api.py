@@ -28,16 +28,16 @@ def load_scenario(path, overrides=None):
 
     Returns
     -------
-    cdtp.scenario.Scenario
+    cdtp.study.scenario.Scenario
         The validated scenario (circuit, schedule, task, what to record).
 
     Raises
     ------
-    cdtp.circuit.ConfigError
+    cdtp.model.circuit.ConfigError
         A value that does not validate, naming the file, the key, the value and what is
         allowed.
     """
-    from cdtp.scenario import load_scenario as _load
+    from cdtp.study.scenario import load_scenario as _load
 
     return _load(path, list(overrides or []))
 
@@ -52,21 +52,21 @@ def load_circuit(path):
 
     Returns
     -------
-    cdtp.circuit.CircuitConfig
+    cdtp.model.circuit.CircuitConfig
 
     Raises
     ------
-    cdtp.circuit.ConfigError
+    cdtp.model.circuit.ConfigError
         A value that does not validate, naming the file, the key, the value and what is
         allowed.
     """
-    from cdtp.circuit import load_circuit as _load
+    from cdtp.model.circuit import load_circuit as _load
 
     return _load(path)
 
 
 def _output_path(output, scenario) -> Path:
-    from cdtp.cli import BadInput, _check_output
+    from cdtp.study.cli import BadInput, _check_output
 
     try:
         return _check_output(Path(output), scenario.files, option="output")
@@ -79,9 +79,9 @@ def run(scenario, output=None, *, overrides=None, progress=None):
 
     Parameters
     ----------
-    scenario : str, path-like or cdtp.scenario.Scenario
+    scenario : str, path-like or cdtp.study.scenario.Scenario
         A scenario file, or one loaded by :func:`load_scenario`. A ``kind = "rnn"`` file runs
-        seed 002's RNN experiment (:mod:`cdtp.reference.rnn_experiment`), as ``cdtp run`` does.
+        seed 002's RNN experiment (:mod:`cdtp.rnn.experiment`), as ``cdtp run`` does.
     output : str or path-like, optional
         Write the results file here (a ``.nc`` path, written atomically; the checks of
         ``cdtp run -o`` apply: it may not be the scenario, circuit or ``.npz`` file). Without
@@ -94,12 +94,12 @@ def run(scenario, output=None, *, overrides=None, progress=None):
     Returns
     -------
     xarray.Dataset
-        The recording, in memory (the layout of :mod:`cdtp.recording`; with a held-out set, the
-        per-epoch ``test_accuracy`` / ``test_loss`` of :mod:`cdtp.evaluation`).
+        The recording, in memory (the layout of :mod:`cdtp.record.dataset`; with a held-out set, the
+        per-epoch ``test_accuracy`` / ``test_loss`` of :mod:`cdtp.record.evaluation`).
 
     Raises
     ------
-    cdtp.circuit.ConfigError
+    cdtp.model.circuit.ConfigError
         A scenario that does not validate; nothing is written.
     ValueError
         An output path that ``cdtp run -o`` would refuse (not ``.nc``, a folder, in a folder
@@ -110,11 +110,11 @@ def run(scenario, output=None, *, overrides=None, progress=None):
     >>> ds = cdtp.run("scenarios/quickstart.toml", overrides=["cycles=5"])  # doctest: +SKIP
     >>> float(ds.test_loss[-1])  # doctest: +SKIP
     """
-    from cdtp.recording import remove_stale_temporaries
-    from cdtp.scenario import Scenario
+    from cdtp.record.dataset import remove_stale_temporaries
+    from cdtp.study.scenario import Scenario
 
     if not isinstance(scenario, Scenario):
-        from cdtp.cli import _kind
+        from cdtp.study.cli import _kind
 
         if _kind(str(scenario), list(overrides or [])) == "rnn":
             return _run_rnn(scenario, output, overrides)
@@ -133,13 +133,13 @@ def run(scenario, output=None, *, overrides=None, progress=None):
 
 
 def _run_rnn(path, output, overrides):
-    """A ``kind = "rnn"`` file: seed 002's RNN experiment (:mod:`cdtp.reference.rnn_experiment`),
+    """A ``kind = "rnn"`` file: seed 002's RNN experiment (:mod:`cdtp.rnn.experiment`),
     as ``cdtp run`` runs it."""
-    from cdtp.circuit import read_toml
-    from cdtp.cli import BadInput, _check_output
-    from cdtp.recording import save
-    from cdtp.reference import rnn_experiment
-    from cdtp.scenario import apply_overrides
+    from cdtp.model.circuit import read_toml
+    from cdtp.record.dataset import save
+    from cdtp.rnn import experiment as rnn_experiment
+    from cdtp.study.cli import BadInput, _check_output
+    from cdtp.study.scenario import apply_overrides
 
     data = apply_overrides(read_toml(path, "scenario"), list(overrides or []))
     try:
@@ -183,11 +183,11 @@ def run_sweep(scenario, output, *, overrides=None, workers=0, batch=False):
     Returns
     -------
     xarray.Dataset
-        One dimension per swept key (see :func:`cdtp.sweep.combine`).
+        One dimension per swept key (see :func:`cdtp.study.sweep.combine`).
     """
-    from cdtp.cli import BadInput, _check_output
-    from cdtp.recording import save
-    from cdtp.sweep import combine, grid, sweep
+    from cdtp.record.dataset import save
+    from cdtp.study.cli import BadInput, _check_output
+    from cdtp.study.sweep import combine, grid, sweep
 
     _, points = grid(scenario, list(overrides or []))
     inputs = sorted({f for p in points for f in p["files"]})
@@ -219,9 +219,10 @@ def check(ds, checks=None):
     -------
     dict of str to xarray.Dataset
         Per check, its residual, premise and state in every (cycle, layer) cell
-        (:mod:`cdtp.propositions`); give it to :func:`report` or :func:`cdtp.plots.plot_residuals`.
+        (:mod:`cdtp.analysis.propositions`); give it to :func:`report` or
+        :func:`cdtp.analysis.plots.plot_residuals`.
     """
-    from cdtp.propositions import check_all
+    from cdtp.analysis.propositions import check_all
 
     if isinstance(ds, str | Path):
         ds = open_result(ds)
@@ -244,8 +245,8 @@ def report(ds_or_checks) -> str:
     """
     import xarray as xr
 
-    from cdtp import propositions
-    from cdtp.evaluation import held_out_summary
+    from cdtp.analysis import propositions
+    from cdtp.record.evaluation import held_out_summary
 
     checks = check(ds_or_checks) if isinstance(ds_or_checks, xr.Dataset) else ds_or_checks
     parts = [propositions.report(checks), "\n".join(propositions.summary(checks)),
@@ -275,7 +276,7 @@ def open_result(path):
         When the file is missing, not NetCDF, or not a cdtp results file (naming the
         attribute at fault).
     """
-    from cdtp.cli import BadInput, _open
+    from cdtp.study.cli import BadInput, _open
 
     try:
         return _open(str(path))

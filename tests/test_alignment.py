@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from cdtp.layers import init_network
+from cdtp.model.layers import init_network
 from cdtp.reference.alignment import reconstruction_errors, update_alignment
 from cdtp.reference.trainer import recipe_targets
 

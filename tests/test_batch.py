@@ -1,7 +1,9 @@
-"""Batched studies (cdtp.batch): K circuits in one Brian2 network give the numbers of K separate
+"""Batched studies (cdtp.brian.batch): K circuits in one Brian2 network give the numbers of K
+separate
 runs, and a cpp_standalone batch reruns with new parameters without compiling.
 
-Separate runs are :func:`cdtp.engine.build` on Brian2's ``numpy`` target (no compilation), which
+Separate runs are :func:`cdtp.brian.engine.build` on Brian2's ``numpy`` target (no compilation),
+which
 the engine tests check against the reference map; one test also compares a batch with the map
 directly.
 """
@@ -12,10 +14,10 @@ import os
 import numpy as np
 import pytest
 
-from cdtp.batch import build_batch
-from cdtp.circuit import CircuitConfig
-from cdtp.engine import build, initial_network
-from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
+from cdtp.brian.batch import build_batch
+from cdtp.brian.engine import build, initial_network
+from cdtp.model.circuit import CircuitConfig
+from cdtp.model.gating import GammaSchedule, PlasticityGate, Schedule
 from cdtp.reference import cdtp_map
 
 pytestmark = pytest.mark.brian2

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cdtp.circuit import CircuitConfig, ConfigError, circuit_from_dict, load_circuit
+from cdtp.model.circuit import CircuitConfig, ConfigError, circuit_from_dict, load_circuit
 
 CIRCUITS = Path(__file__).resolve().parent.parent / "circuits"
 
@@ -88,7 +88,7 @@ def test_regularized_inverse_feedback_init(r):
     # round-off with room.
     import numpy as np
 
-    from cdtp.engine import initial_network
+    from cdtp.brian.engine import initial_network
 
     circuit = circuit_from_dict({
         "sizes": [5, 6, 6, 4], "nonlinearity": "tanh", "seed": 3,

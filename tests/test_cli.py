@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cdtp.cli import main
+from cdtp.study.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "scenarios" / "quickstart.toml"
@@ -65,7 +65,7 @@ def test_info_plot_and_check(result, tmp_path, capsys):
 
 
 def test_check_exits_1_on_a_violation(result, tmp_path, capsys):
-    from cdtp.recording import load, save
+    from cdtp.record.dataset import load, save
 
     _, out = result
     ds = load(out).load()
@@ -141,7 +141,7 @@ def test_rnn_scenarios_run_through_the_command(tmp_path):
         ]
     )
     assert code == 0
-    from cdtp.recording import load
+    from cdtp.record.dataset import load
 
     ds = load(out)
     assert ds.sizes["iteration"] >= 2 and "accuracy" in ds
@@ -165,7 +165,7 @@ def test_a_task_from_the_users_npz(tmp_path, capsys):
     path = _scenario(tmp_path, text.format("data.npz"))
     out = tmp_path / "r.nc"
     assert main(["run", str(path), "-o", str(out), "--set", "cycles=7"]) == 0
-    from cdtp.recording import load
+    from cdtp.record.dataset import load
 
     ds = load(out)
     # 7 cycles from 5 examples: every example once, then two again (seeded order)
@@ -199,14 +199,14 @@ def test_a_rhythm_of_no_whole_number_of_steps_runs_and_checks(tmp_path, frequenc
 
     out = tmp_path / "r.nc"
     proc = subprocess.run(
-        [sys.executable, "-m", "cdtp.cli", "run", str(QUICKSTART), "-o", str(out),
+        [sys.executable, "-m", "cdtp.study.cli", "run", str(QUICKSTART), "-o", str(out),
          "--set", "cycles=3", "--set", f'gamma.frequency="{frequency}"',
          "--set", "record.trace_cycles=[0, 3]"],
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     assert "\r" not in proc.stderr and "cycle/s" not in proc.stderr  # clean when not a tty
-    from cdtp.recording import load
+    from cdtp.record.dataset import load
 
     ds = load(out)
     starts = ds.cycle_start_step.values
@@ -225,7 +225,7 @@ def test_output_piped_into_a_reader_that_closes_early_ends_quietly(result):
 
     _, out = result
     for command in (["check", str(out)], ["info", str(out)]):
-        proc = subprocess.Popen([sys.executable, "-m", "cdtp.cli", *command],
+        proc = subprocess.Popen([sys.executable, "-m", "cdtp.study.cli", *command],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         proc.stdout.close()  # the reader closes before anything is written
         err = proc.stderr.read().decode()

@@ -112,7 +112,7 @@ def test_the_block_parser_finds_the_tutorials_blocks(tmp_path):
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """circuits/, scenarios/ and a 5-cycle quickstart run in results/quick.nc, made once."""
-    from cdtp.scenario import load_scenario
+    from cdtp.study.scenario import load_scenario
 
     base = tmp_path_factory.mktemp("docs-workspace")
     for folder in ("circuits", "scenarios"):
@@ -200,13 +200,13 @@ def test_docs_build(tmp_path):
     html = tmp_path / "html"
     # the generated pages are there, with what the code defines
     cli = (html / "cli.html").read_text(encoding="utf-8")
-    from cdtp.cli import build_parser
+    from cdtp.study.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if hasattr(a, "choices") and a.choices)
     for command in sub.choices:
         assert f"cdtp {command}" in cli
     toml = (html / "toml.html").read_text(encoding="utf-8")
-    from cdtp.scenario import _GAMMA
+    from cdtp.study.scenario import _GAMMA
 
     for key in _GAMMA:
         assert f"gamma.{key}" in toml

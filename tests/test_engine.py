@@ -8,11 +8,11 @@ compilation, so the suite does not pay a compile per circuit variant. One test r
 import numpy as np
 import pytest
 
-from cdtp.circuit import CircuitConfig
-from cdtp.engine import build, initial_network
-from cdtp.gating import GammaSchedule, HoldGate, PlasticityGate, Schedule
-from cdtp.layers import with_bias
-from cdtp.losses import get_loss
+from cdtp.brian.engine import build, initial_network
+from cdtp.model.circuit import CircuitConfig
+from cdtp.model.gating import GammaSchedule, HoldGate, PlasticityGate, Schedule
+from cdtp.model.layers import with_bias
+from cdtp.model.losses import get_loss
 from cdtp.reference import cdtp_map
 
 pytestmark = pytest.mark.brian2

@@ -17,8 +17,8 @@ from test_engine import (
     _stream,
 )
 
-from cdtp.engine import build, initial_network
-from cdtp.gating import GammaSchedule, HoldGate, PlasticityGate, Schedule
+from cdtp.brian.engine import build, initial_network
+from cdtp.model.gating import GammaSchedule, HoldGate, PlasticityGate, Schedule
 
 pytestmark = pytest.mark.brian2
 

@@ -1,4 +1,4 @@
-"""The layer dynamics as Brian2 equations (cdtp.equations, docs/model.md §2.4): what the
+"""The layer dynamics as Brian2 equations (cdtp.brian.equations, docs/model.md §2.4): what the
 NeuronGroups declare, the integration methods against analytic solutions, their validation,
 and the equation display."""
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cdtp.circuit import CircuitConfig, ConfigError, circuit_from_dict, load_circuit
-from cdtp.cli import main
-from cdtp.engine import build
-from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
+from cdtp.brian.engine import build
+from cdtp.model.circuit import CircuitConfig, ConfigError, circuit_from_dict, load_circuit
+from cdtp.model.gating import GammaSchedule, PlasticityGate, Schedule
+from cdtp.study.cli import main
 
 pytestmark = pytest.mark.brian2
 
@@ -123,7 +123,7 @@ def test_info_rejects_a_bad_circuit_file(tmp_path, capsys):
 def test_batch_refuses_a_method_that_divides_by_its_running_flag():
     """A batch multiplies every rate by ``running``, 0 after a block's last step; Brian2's
     exponential Euler of u divides by u's rate without cancelling it (measured: nan)."""
-    from cdtp.batch import build_batch
+    from cdtp.brian.batch import build_batch
 
     circuit = _circuit(integration_method="exponential_euler")
     x, y = np.zeros((2, 3)), np.zeros((2, 3))

@@ -4,9 +4,9 @@ expressions (used by the circuit) give the same gates; bad parameters are reject
 import numpy as np
 import pytest
 
-from cdtp.circuit import CircuitConfig
-from cdtp.engine import build
-from cdtp.gating import GammaSchedule, HoldGate, PlasticityGate, Schedule, phase
+from cdtp.brian.engine import build
+from cdtp.model.circuit import CircuitConfig
+from cdtp.model.gating import GammaSchedule, HoldGate, PlasticityGate, Schedule, phase
 
 DT = 5e-4
 
@@ -157,7 +157,7 @@ def test_too_short_a_period_is_refused():
 def test_brian2_phase_equals_numpy_bit_for_bit_at_16_hz():
     """16 Hz at 1 ms: 62.5 steps per period, and the middle of step 62 falls exactly on the end
     of cycle 0. The generated code computes the phase in the order of
-    :func:`cdtp.gating.cycle_position`, so both see the same wrap (exact equality), and the
+    :func:`cdtp.model.gating.cycle_position`, so both see the same wrap (exact equality), and the
     circuit clamps each example at the step the schedule says."""
     dt = 1e-3
     schedule = Schedule(GammaSchedule("square", frequency=16.0, duty=0.5), PlasticityGate())

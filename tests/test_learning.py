@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cdtp.circuit import load_circuit
-from cdtp.engine import build, initial_network
-from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
+from cdtp.brian.engine import build, initial_network
+from cdtp.data.tasks import teacher_classes
+from cdtp.model.circuit import load_circuit
+from cdtp.model.gating import GammaSchedule, PlasticityGate, Schedule
 from cdtp.reference import cdtp_map
 from cdtp.reference.trainer import train
-from cdtp.tasks import teacher_classes
 
 ROOT = Path(__file__).resolve().parents[1]
 DT = 1e-3
@@ -107,7 +107,7 @@ def test_circuit_update_converges_to_the_reference_recipe():
     is held; 170 feedback steps) the map's weight change over one γ cycle equals
     the reference recipe's (``cdtp_recipe``: loops solved to 1e-10) up to the drift of W inside
     the window, which is first order in η_W: the relative error must fall 10× when η_W does."""
-    from cdtp.losses import get_loss
+    from cdtp.model.losses import get_loss
     from cdtp.reference.trainer import TrainingConfig, _recipe_step
 
     rng = np.random.default_rng(3)
@@ -183,7 +183,7 @@ def test_weight_snapshots_are_the_weights_at_cycle_starts():
 def test_batch_weight_snapshots_per_circuit():
     """A batch of circuits with their own initial weights and streams snapshots each one's
     weights as a separate map run would (one compilation for several seeds)."""
-    from cdtp.batch import build_batch
+    from cdtp.brian.batch import build_batch
 
     circuit = _recipe((5, 6, 5, 3), eta_w=0.2)
     rng = np.random.default_rng(6)
@@ -208,8 +208,8 @@ def test_batch_weight_snapshots_per_circuit():
 def recipe_runs(small_task):
     """The recipe on the untuned task, 60 cycles through the map (which records the circuit's
     Dataset), with the recipe's γ (30 feedback steps) and with duty 0.9 (4 feedback steps)."""
-    from cdtp.recording import RecordSpec
-    from cdtp.simulation import simulate
+    from cdtp.brian.simulation import simulate
+    from cdtp.record.dataset import RecordSpec
 
     circuit = _recipe((8, 16, 16, 3), seed=3)
     record = RecordSpec(variables=("u",))
@@ -226,7 +226,7 @@ def test_premises_hold_while_the_recipe_learns_and_short_phases_are_flagged(reci
     """Issue bar: P1/P2 hold in ≥ 90 % of (cycle, layer) cells while the recipe learns; a γ
     whose feedback phase is too short for the loops to settle is flagged (premise not met),
     not reported as holding."""
-    from cdtp.propositions import check_all, counts
+    from cdtp.analysis.propositions import check_all, counts
 
     good = check_all(recipe_runs[0.25], ["P1", "P2"])
     for name in ("P1", "P2"):

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cdtp.circuit import ConfigError
-from cdtp.scenario import load_scenario, scenario_from_dict
-from cdtp.tasks import read_npz_task, split_held_out
+from cdtp.data.tasks import read_npz_task, split_held_out
+from cdtp.model.circuit import ConfigError
+from cdtp.study.scenario import load_scenario, scenario_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 CIRCUIT = ROOT / "circuits" / "teacher_student.toml"  # [6, 6, 6, 4], tanh, squared error
@@ -202,8 +202,8 @@ def test_teacher_classes_and_mnist1d_tasks_from_a_scenario():
 def _forward(ds, x, cycle, boundary="plasticity_end"):
     """h_L of the circuit's forward map h_l = W_l [σ(h_{l−1}); 1] (Eq 54: σ applies to the
     input too) with the W_l recorded at ``boundary`` of ``cycle``, written out here (tanh, bias
-    column last) independently of cdtp.layers."""
-    from cdtp.recording import projection_matrix
+    column last) independently of cdtp.model.layers."""
+    from cdtp.record.dataset import projection_matrix
 
     h = x
     for l in (1, 2, 3):
@@ -216,7 +216,7 @@ def _forward(ds, x, cycle, boundary="plasticity_end"):
 def npz_run(tmp_path_factory):
     """A classification from an .npz with integer labels and x_test/y_test in the file: two
     epochs of 10 examples (one γ cycle each), run by the ``cdtp`` command."""
-    from cdtp.cli import main
+    from cdtp.study.cli import main
 
     tmp = tmp_path_factory.mktemp("own")
     rng = np.random.default_rng(5)
@@ -230,7 +230,7 @@ def npz_run(tmp_path_factory):
 
 
 def test_test_accuracy_equals_a_numpy_forward_pass_on_the_recorded_weights(npz_run):
-    from cdtp.recording import load
+    from cdtp.record.dataset import load
 
     out, xt, lt = npz_run
     ds = load(out)
@@ -245,7 +245,7 @@ def test_test_accuracy_equals_a_numpy_forward_pass_on_the_recorded_weights(npz_r
         # W changes only while p > 0, so the weights at plasticity_end are the cycle's last;
         # they are also those the next cycle starts with
         if seen < 20:
-            from cdtp.recording import projection_matrix
+            from cdtp.record.dataset import projection_matrix
 
             np.testing.assert_array_equal(
                 projection_matrix(ds, "feedforward_2", cycle=seen, boundary="cycle_start"),
@@ -259,7 +259,7 @@ def test_test_accuracy_equals_a_numpy_forward_pass_on_the_recorded_weights(npz_r
     # this map is the circuit's: the output it held in each cycle is the map of that cycle's
     # input with the weights the cycle started with (τ_a = dt: a follows h within a step;
     # the products are the same up to summation order, ~1e-15)
-    from cdtp.recording import layer_snapshot
+    from cdtp.record.dataset import layer_snapshot
 
     x = layer_snapshot(ds, "a", 0).sel(boundary="cycle_start").values
     for c in (0, 9, 19):
@@ -268,7 +268,7 @@ def test_test_accuracy_equals_a_numpy_forward_pass_on_the_recorded_weights(npz_r
 
 
 def test_info_and_plot_show_the_held_out_evaluation(npz_run, tmp_path, capsys):
-    from cdtp.cli import main
+    from cdtp.study.cli import main
 
     out, _, _ = npz_run
     assert main(["info", str(out)]) == 0
@@ -283,8 +283,8 @@ def test_a_run_shorter_than_an_epoch_is_evaluated_at_its_end(tmp_path):
     """teacher_classes through the Python API: 8 training examples, 12 cycles → evaluations
     after 0, 8 and 12 examples (epoch 1.5), on the initial weights for the first."""
     import cdtp
-    from cdtp.engine import initial_network
-    from cdtp.evaluation import forward_network
+    from cdtp.brian.engine import initial_network
+    from cdtp.record.evaluation import forward_network
 
     path = _write(tmp_path, 'cycles = 12\n[task]\nname = "teacher_classes"\nn_train = 8\n'
                   "n_test = 40\nseed = 4\n")

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from cdtp import plots
-from cdtp.circuit import circuit_from_dict
-from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
-from cdtp.propositions import check_all
-from cdtp.simulation import simulate
+from cdtp.analysis import plots
+from cdtp.analysis.propositions import check_all
+from cdtp.brian.simulation import simulate
+from cdtp.model.circuit import circuit_from_dict
+from cdtp.model.gating import GammaSchedule, PlasticityGate, Schedule
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_sweep_heatmap_and_its_errors():
 
 
 def test_premise_figure_places_every_cell_by_state(run):
-    from cdtp.propositions import HOLDS, NOT_APPLICABLE, VIOLATED
+    from cdtp.analysis.propositions import HOLDS, NOT_APPLICABLE, VIOLATED
 
     res = check_all(run, ["P1"])["P1"].copy(deep=True)
     # one cell of each drawn state, set by hand: holds, violated, premise not met

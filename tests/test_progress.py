@@ -6,7 +6,7 @@ import io
 import numpy as np
 import pytest
 
-from cdtp.progress import RunProgress, SweepProgress, enabled
+from cdtp.study.progress import RunProgress, SweepProgress, enabled
 
 
 class _Terminal(io.StringIO):
@@ -55,10 +55,10 @@ def test_silent_off_a_terminal_or_quiet_and_forced_on_by_the_environment(monkeyp
 def test_simulate_ticks_every_cycle_within_a_chunk():
     # the reference map ticks after each cycle: a 5-cycle chunk reports 1, 2, …, 5 before the
     # chunk's own progress call
-    from cdtp.circuit import circuit_from_dict
-    from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
-    from cdtp.recording import RecordSpec
-    from cdtp.simulation import simulate
+    from cdtp.brian.simulation import simulate
+    from cdtp.model.circuit import circuit_from_dict
+    from cdtp.model.gating import GammaSchedule, PlasticityGate, Schedule
+    from cdtp.record.dataset import RecordSpec
 
     circuit = circuit_from_dict({
         "sizes": [3, 3, 2], "nonlinearity": "tanh", "seed": 2,
@@ -79,10 +79,10 @@ def test_simulate_ticks_every_cycle_within_a_chunk():
 def test_brian2_runs_tick_through_the_report_hook():
     # Brian2 calls the report hook at the start and the end of every run() (and every 0.5 s of
     # wall time in between): the ticks rise to the cycles done, within the chunk
-    from cdtp.circuit import circuit_from_dict
-    from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
-    from cdtp.recording import RecordSpec
-    from cdtp.simulation import simulate
+    from cdtp.brian.simulation import simulate
+    from cdtp.model.circuit import circuit_from_dict
+    from cdtp.model.gating import GammaSchedule, PlasticityGate, Schedule
+    from cdtp.record.dataset import RecordSpec
 
     circuit = circuit_from_dict({
         "sizes": [3, 3, 2], "nonlinearity": "tanh", "seed": 2,

@@ -13,9 +13,7 @@ import re
 import numpy as np
 import pytest
 
-from cdtp.circuit import circuit_from_dict
-from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
-from cdtp.propositions import (
+from cdtp.analysis.propositions import (
     CHECKS,
     HOLDS,
     NOT_APPLICABLE,
@@ -30,8 +28,10 @@ from cdtp.propositions import (
     summary,
     violations,
 )
-from cdtp.recording import RecordSpec
-from cdtp.simulation import simulate
+from cdtp.brian.simulation import simulate
+from cdtp.model.circuit import circuit_from_dict
+from cdtp.model.gating import GammaSchedule, PlasticityGate, Schedule
+from cdtp.record.dataset import RecordSpec
 
 DT = 1e-3
 TRACED = RecordSpec(variables=("a", "u"))

@@ -77,15 +77,16 @@ def test_import_cdtp_is_cheap_and_gives_the_api():
         obj = getattr(cdtp, name)
         if callable(obj):
             assert "Parameters\n    ----------" in obj.__doc__, name
-    assert cdtp.plots.__name__ == "cdtp.plots" and cdtp.sweep.__name__ == "cdtp.sweep"
-    assert cdtp.simulate is __import__("cdtp.simulation").simulation.simulate
+    assert cdtp.plots.__name__ == "cdtp.analysis.plots"
+    assert cdtp.sweep.__name__ == "cdtp.study.sweep"
+    assert cdtp.simulate is __import__("cdtp.brian.simulation").brian.simulation.simulate
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         cdtp.nope  # noqa: B018
 
 
 def test_open_result_and_run_refuse_bad_paths(tmp_path):
     import cdtp
-    from cdtp.circuit import ConfigError
+    from cdtp.model.circuit import ConfigError
 
     with pytest.raises(ValueError, match="no such results file"):
         cdtp.open_result(tmp_path / "missing.nc")
@@ -106,9 +107,9 @@ def test_open_result_and_run_refuse_bad_paths(tmp_path):
 def test_check_and_report_of_a_result_match_the_propositions_module():
     """``cdtp.check`` / ``cdtp.report`` are ``cdtp check``: the same checks, the same table."""
     import cdtp
-    from cdtp import propositions
-    from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
-    from cdtp.tasks import teacher_student
+    from cdtp.analysis import propositions
+    from cdtp.data.tasks import teacher_student
+    from cdtp.model.gating import GammaSchedule, PlasticityGate, Schedule
 
     circuit = cdtp.load_circuit(ROOT / "circuits" / "teacher_student.toml")
     task = teacher_student(3, n_in=6, hidden=(6, 6), n_out=4, n_train=3, nonlinearity="tanh")

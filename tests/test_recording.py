@@ -12,12 +12,12 @@ import xarray as xr
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cdtp.circuit import circuit_from_dict
-from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
-from cdtp.layers import init_network
-from cdtp.nonlinearities import get_nonlinearity
-from cdtp.recording import RecordSpec, layer_traces, load, projection_matrix, save
-from cdtp.simulation import simulate
+from cdtp.brian.simulation import simulate
+from cdtp.model.circuit import circuit_from_dict
+from cdtp.model.gating import GammaSchedule, PlasticityGate, Schedule
+from cdtp.model.layers import init_network
+from cdtp.model.nonlinearities import get_nonlinearity
+from cdtp.record.dataset import RecordSpec, layer_traces, load, projection_matrix, save
 
 DT = 1e-3
 SCHEDULE = Schedule(GammaSchedule("square", frequency=50.0, duty=0.3), PlasticityGate())
@@ -161,7 +161,7 @@ def test_recording_into_a_missing_folder_is_refused(tmp_path):
 
 
 def test_analysis_modules_never_import_brian2():
-    code = ("import sys, cdtp.recording, cdtp.propositions, cdtp.plots;"
+    code = ("import sys, cdtp.record.dataset, cdtp.analysis.propositions, cdtp.analysis.plots;"
             " assert 'brian2' not in sys.modules, 'brian2 imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

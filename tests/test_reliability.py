@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from cdtp.cli import main
-from cdtp.recording import load, remove_stale_temporaries
-from cdtp.units import UnitError, parse_quantity
+from cdtp.model.units import UnitError, parse_quantity
+from cdtp.record.dataset import load, remove_stale_temporaries
+from cdtp.study.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -338,13 +338,13 @@ def test_divergence_after_some_cycles_is_plotted_and_checked(tmp_path, capsys):
 def _interrupted_simulation(backend, when):
     """simulate() with a StopOnInterrupt that gets a real SIGINT ``when`` ('between' chunks, or
     'within' one, from a timer thread); returns (interrupted Dataset, full Dataset)."""
-    from cdtp.interrupts import StopOnInterrupt
-    from cdtp.scenario import load_scenario
+    from cdtp.study.interrupts import StopOnInterrupt
+    from cdtp.study.scenario import load_scenario
 
     scenario = load_scenario(ROOT / "scenarios" / "quickstart.toml",
                              ["cycles=12", "record.chunk_cycles=3", "record.trace_cycles=[0, 12]"])
     x, y, _ = scenario.stream()
-    from cdtp.simulation import simulate
+    from cdtp.brian.simulation import simulate
 
     kwargs = dict(dt=scenario.dt, device="numpy", backend=backend, record=scenario.record)
     full = simulate(scenario.circuit, scenario.schedule, x, y, **kwargs)
@@ -383,7 +383,7 @@ def test_a_first_sigint_keeps_the_completed_cycles_marked_interrupted(backend, w
 def test_a_second_sigint_aborts_and_brian2_does_not_swallow_the_first(tmp_path):
     import brian2  # noqa: F401  (its handler is installed on import; ours must win)
 
-    from cdtp.interrupts import StopOnInterrupt
+    from cdtp.study.interrupts import StopOnInterrupt
 
     with StopOnInterrupt() as interrupt:
         os.kill(os.getpid(), signal.SIGINT)
@@ -398,7 +398,7 @@ def test_a_second_sigint_aborts_and_brian2_does_not_swallow_the_first(tmp_path):
 def _cdtp(*args, cwd, **kw):
     # the progress bar is drawn into the pipe (CDTP_PROGRESS=1): the tests follow it
     env = {**os.environ, "CDTP_PROGRESS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "cdtp.cli", *args], cwd=cwd,
+    return subprocess.Popen([sys.executable, "-m", "cdtp.study.cli", *args], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             **kw)
 
@@ -426,8 +426,8 @@ LONG = ["--set", "cycles=400", "--set", "record.chunk_cycles=2", "--set",
 def test_a_second_sigint_writes_nothing(tmp_path):
     # both signals are real and synchronous (sent from the progress callback), so the second
     # surely comes before the result is written
-    from cdtp.interrupts import StopOnInterrupt
-    from cdtp.scenario import load_scenario
+    from cdtp.study.interrupts import StopOnInterrupt
+    from cdtp.study.scenario import load_scenario
 
     scenario = load_scenario(_setup(tmp_path), ["cycles=8", "record.chunk_cycles=2"])
     out = tmp_path / "r.nc"
@@ -489,7 +489,7 @@ SWEEP4 += '[sweep]\n"gamma.duty" = [0.3, 0.4, 0.5, 0.6]\n'
 
 
 def test_sigint_in_a_serial_sweep_records_nothing_in_flight(tmp_path):
-    from cdtp.sweep import point_state, sweep
+    from cdtp.study.sweep import point_state, sweep
 
     path = _setup(tmp_path, SWEEP2)
     points = tmp_path / "points"
@@ -527,7 +527,7 @@ def test_sigint_in_a_parallel_sweep_shuts_the_workers_down_cleanly(tmp_path):
 
 def test_corrupt_incomplete_and_killed_points_are_set_aside_and_computed_again(tmp_path,
                                                                               capsys):
-    from cdtp.sweep import combine, grid, point_state, sweep
+    from cdtp.study.sweep import combine, grid, point_state, sweep
 
     path = _setup(tmp_path, SWEEP2.replace("cycles = 30", "cycles = 3"))
     out = tmp_path / "sw.nc"

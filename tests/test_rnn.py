@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from cdtp.reference import rnn
-from cdtp.reference.rnn_experiment import RNNExperimentConfig, load_config, run
-from cdtp.reference.sequence_tasks import (
+from cdtp.rnn import network as rnn
+from cdtp.rnn.experiment import RNNExperimentConfig, load_config, run
+from cdtp.rnn.tasks import (
     adding_batch,
     adding_marker_range,
     adding_success,

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cdtp.circuit import ConfigError, load_circuit
-from cdtp.scenario import apply_overrides, load_scenario, scenario_from_dict
+from cdtp.model.circuit import ConfigError, load_circuit
+from cdtp.study.scenario import apply_overrides, load_scenario, scenario_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 CIRCUIT = ROOT / "circuits" / "teacher_student.toml"
@@ -77,7 +77,7 @@ def test_epochs_show_every_training_example_once_per_epoch(tmp_path):
         'circuit = "d.toml"\nepochs = 2\n[task]\nname = "digits"\n[gamma]\nfrequency = "50 Hz"\n'
     )
     x, _, _ = load_scenario(path).stream()
-    from cdtp.tasks import digits
+    from cdtp.data.tasks import digits
 
     train = digits(seed=0).x_train  # the scenario's seed (0) chooses the split
     twice = np.concatenate([train, train])
@@ -116,7 +116,7 @@ def test_set_needs_key_equals_value():
 def test_a_plasticity_window_closing_before_the_cycle_end_keeps_the_last_cycle(tmp_path):
     # regression: with a sinusoid and the descending gate no phase boundary falls on the cycle's
     # last step; the final cycle used to be dropped (2 of 3 cycles recorded)
-    from cdtp.simulation import simulate
+    from cdtp.brian.simulation import simulate
 
     s = load_scenario(
         _write(tmp_path), ["gamma.shape=sinusoid", "plasticity_gate.kind=descending", "cycles=3"]

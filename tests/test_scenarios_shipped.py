@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from cdtp.scenario import load_scenario
+from cdtp.study.scenario import load_scenario
 
 SCENARIOS = [
     p

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from cdtp.circuit import ConfigError
-from cdtp.cli import main
-from cdtp.sweep import combine, grid, sweep
+from cdtp.model.circuit import ConfigError
+from cdtp.study.cli import main
+from cdtp.study.sweep import combine, grid, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,9 +125,9 @@ def test_a_failing_point_is_recorded_and_the_others_run(tmp_path):
 
 
 def test_a_point_that_raises_is_recorded_with_its_error_and_rerun_later(tmp_path, monkeypatch):
-    import cdtp.simulation
+    import cdtp.brian.simulation
 
-    real = cdtp.simulation.simulate
+    real = cdtp.brian.simulation.simulate
 
     def flaky(circuit, schedule, *args, **kwargs):
         if schedule.gamma.duty == 0.3:
@@ -135,7 +135,7 @@ def test_a_point_that_raises_is_recorded_with_its_error_and_rerun_later(tmp_path
         return real(circuit, schedule, *args, **kwargs)
 
     path = _write(tmp_path)
-    monkeypatch.setattr(cdtp.simulation, "simulate", flaky)
+    monkeypatch.setattr(cdtp.brian.simulation, "simulate", flaky)
     info = sweep(path, tmp_path / "points")
     ds = combine(info["keys"], info["points"], tmp_path / "points")
     assert ds.status.sel(gamma_duty=0.3).item() == "failed"
@@ -144,7 +144,7 @@ def test_a_point_that_raises_is_recorded_with_its_error_and_rerun_later(tmp_path
     assert ds.status.sel(gamma_duty=0.5).item() == "ok"
     assert np.all(np.isfinite(ds.loss.sel(gamma_duty=0.5).values))
     # a failed point is not finished: the next run computes it (and only it)
-    monkeypatch.setattr(cdtp.simulation, "simulate", real)
+    monkeypatch.setattr(cdtp.brian.simulation, "simulate", real)
     again = sweep(path, tmp_path / "points")
     assert (again["computed"], again["skipped"]) == (1, 1)
     ds = combine(again["keys"], again["points"], tmp_path / "points")
@@ -167,7 +167,7 @@ def gate_sweep(tmp_path_factory):
 
 def test_sweep_of_names_runs_and_combines(gate_sweep):
     code, out = gate_sweep
-    from cdtp.recording import load
+    from cdtp.record.dataset import load
 
     ds = load(out)
     assert code == 0  # every point ran without diverging
@@ -257,7 +257,7 @@ def test_batched_sweep_equals_point_by_point(tmp_path):
 
 
 def test_batch_groups_split_by_compiled_kind_and_other_keys(tmp_path):
-    from cdtp.sweep import batch_groups
+    from cdtp.study.sweep import batch_groups
 
     path = _write(tmp_path, '"gamma.shape" = ["square", "sinusoid"]\n"cycles" = [3, 4]')
     _, points = grid(path)
@@ -286,7 +286,7 @@ def test_combined_file_carries_scenario_and_circuit_and_a_csv_table(gate_sweep, 
     import csv
     import json
 
-    from cdtp.recording import load
+    from cdtp.record.dataset import load
 
     _, out = gate_sweep
     ds = load(out)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cdtp.tasks import Task, digits, get_task, teacher_student
+from cdtp.data.tasks import Task, digits, get_task, teacher_student
 
 
 def test_digits_shapes_and_ranges():

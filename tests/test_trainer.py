@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from cdtp.layers import init_network
+from cdtp.data.tasks import digits, teacher_student
+from cdtp.model.layers import init_network
 from cdtp.reference.backprop import backprop_gradients
 from cdtp.reference.trainer import METHODS, TrainingDiverged, train
-from cdtp.tasks import digits, teacher_student
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cdtp.layers import Network
+from cdtp.model.layers import Network
 from cdtp.reference.backprop import gauss_newton_direction, sgd_direction
 from cdtp.reference.trainer import recipe_targets
 

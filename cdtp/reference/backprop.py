@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cdtp.layers import Network, with_bias
-from cdtp.losses import get_loss
+from cdtp.model.layers import Network, with_bias
+from cdtp.model.losses import get_loss
 
 __all__ = [
     "activation_gradients",

@@ -49,9 +49,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cdtp.gating import HoldGate, Schedule
-from cdtp.layers import Network, with_bias
-from cdtp.losses import Loss, get_loss
+from cdtp.model.gating import HoldGate, Schedule
+from cdtp.model.layers import Network, with_bias
+from cdtp.model.losses import Loss, get_loss
 
 __all__ = ["CDTPParameters", "CDTPState", "mirror_gains", "parameters_of", "run", "step"]
 
@@ -191,7 +191,7 @@ class CDTPState:
 
 
 def parameters_of(circuit, dt: float) -> CDTPParameters:
-    """The map's parameters for a :class:`cdtp.circuit.CircuitConfig` run at step ``dt``."""
+    """The map's parameters for a :class:`cdtp.model.circuit.CircuitConfig` run at step ``dt``."""
     return CDTPParameters(
         dt=dt, tau_h=circuit.tau_h, tau_a=circuit.tau_a, tau_u=circuit.tau_u,
         tau_tau=circuit.tau_tau, eta_w=circuit.eta_w, eta_omega=circuit.eta_omega,

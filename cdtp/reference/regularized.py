@@ -39,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
-from cdtp.layers import Network
+from cdtp.model.layers import Network
 
 __all__ = [
     "linearized_targets",
@@ -244,7 +244,7 @@ def regularized_decoder(net: Network, l: int, r: float) -> np.ndarray:
     - σ(0) = 0, σ'(0) = 1 and b = 0 (tanh; leaky ReLU on the positive side): g_l and R are both
       A_r y + O(‖y‖³) for tanh — they agree to first order at y = 0 ("linearized at 0");
     - r → 0 with W square and invertible: A_r → W⁻¹, the ``feedback_init="pinv"`` decoder of
-      :func:`cdtp.layers.init_network` (which however has a zero bias column).
+      :func:`cdtp.model.layers.init_network` (which however has a zero bias column).
 
     It is meant to initialize feedback weights near an inverse, so that the inversion loops
     start with α = ‖I − f'g'‖ well below 1 around small activities.

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cdtp.layers import Network
-from cdtp.losses import get_loss
+from cdtp.model.layers import Network
+from cdtp.model.losses import get_loss
 from cdtp.reference.updates import all_layer_updates, decoder_update_normalized
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Mini-batch training of layered networks by back-propagation or target propagation.
 
-:func:`train` runs one of five methods on a :class:`cdtp.tasks.Task` and returns the learning
+:func:`train` runs one of five methods on a :class:`cdtp.data.tasks.Task` and returns the learning
 curves as an :class:`xarray.Dataset` (docs/model.md §5). Every method shares the same outer
 loop: the training set is shuffled once per epoch with the run's generator and cut into
 mini-batches; all updates are batch averages (the convention of :mod:`cdtp.reference.updates`).
@@ -78,8 +78,9 @@ import numpy as np
 import xarray as xr
 
 import cdtp
-from cdtp.layers import Network, with_bias
-from cdtp.losses import get_loss
+from cdtp.data.tasks import Task
+from cdtp.model.layers import Network, with_bias
+from cdtp.model.losses import get_loss
 from cdtp.reference.backprop import activation_gradients, backprop_gradients
 from cdtp.reference.regularized import linearized_targets
 from cdtp.reference.targets import (
@@ -93,7 +94,6 @@ from cdtp.reference.updates import (
     decoder_update_delta1,
     decoder_update_normalized,
 )
-from cdtp.tasks import Task
 
 __all__ = ["METHODS", "TrainingConfig", "TrainingDiverged", "evaluate", "train"]
 

@@ -4,7 +4,7 @@ Feedforward updates move W_l so that h_l moves to its target τ_l (DTP1, Eqs 10/
 scaled by the influence factor of Sec 7 (DTP, Eqs 42–43). Decoder updates train Ω_l: the
 normalized rule of Algorithm 1 and the two variants Δ1, Δ2 of the continuous circuit (Eqs 51–52).
 
-Conventions (shared with :mod:`cdtp.layers` and :mod:`cdtp.reference.cdtp_map`):
+Conventions (shared with :mod:`cdtp.model.layers` and :mod:`cdtp.reference.cdtp_map`):
 
 - arrays are batched along axis 0; every update returned here is the **average over the batch**
   of the per-example updates, so a batch of one gives the paper's per-example formula and a
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cdtp.layers import Network, with_bias
-from cdtp.nonlinearities import Nonlinearity
+from cdtp.model.layers import Network, with_bias
+from cdtp.model.nonlinearities import Nonlinearity
 
 __all__ = [
     "all_layer_updates",

@@ -1,10 +1,10 @@
 """Sphinx directives that read the reference pages off the code, so that they cannot go stale.
 
 - ``.. cdtp-cli::`` — every subcommand, argument and option of ``cdtp`` from
-  :func:`cdtp.cli.build_parser`;
+  :func:`cdtp.study.cli.build_parser`;
 - ``.. cdtp-toml:: circuit`` / ``scenario`` / ``rnn`` — every key of the circuit, scenario and
-  RNN-experiment files from the key tables of :mod:`cdtp.circuit`, :mod:`cdtp.scenario` and
-  :class:`cdtp.reference.rnn_experiment.RNNExperimentConfig`, with the defaults of the
+  RNN-experiment files from the key tables of :mod:`cdtp.model.circuit`, :mod:`cdtp.study.scenario` and
+  :class:`cdtp.rnn.experiment.RNNExperimentConfig`, with the defaults of the
   dataclasses they load into and the allowed names of the modules' own lists;
 - ``.. cdtp-dataset::`` — the dimensions, coordinates, variables and attributes of a results
   file, read from a real (two-cycle) run made during the build;
@@ -211,10 +211,10 @@ KEY_DOCS: dict[str, dict[str, dict[str, str]]] = {
 #: What each global attribute of a results file means (checked against a real run).
 ATTRIBUTE_DOCS = {
     "title": "a one-line description of the run",
-    "circuit": "the resolved circuit: JSON of :class:`cdtp.circuit.CircuitConfig` (times in s, "
+    "circuit": "the resolved circuit: JSON of :class:`cdtp.model.circuit.CircuitConfig` (times in s, "
                "rates in 1/s)",
     "schedule": "the γ schedule and the plasticity gate (JSON)",
-    "record": "what was requested to be recorded: JSON of :class:`cdtp.recording.RecordSpec`",
+    "record": "what was requested to be recorded: JSON of :class:`cdtp.record.dataset.RecordSpec`",
     "cdtp_version": "the version of cdtp that made the file",
     "seed": "the circuit's seed (initial weights)",
     "dt": "the time step (s)",
@@ -299,10 +299,10 @@ def _option_row(command: str, action: argparse.Action, warn) -> list[str] | None
         name = f"``{action.metavar or action.dest}``"
     text = action.help or CLI_DOCS.get((command, action.dest))
     if not text:
-        warn(f"cdtp {command}: {name} has no help in cdtp/cli.py and none in CLI_DOCS")
+        warn(f"cdtp {command}: {name} has no help in cdtp/study/cli.py and none in CLI_DOCS")
         text = ""
     if action.help and (command, action.dest) in CLI_DOCS:
-        warn(f"cdtp {command}: {name} has help in cdtp/cli.py; remove it from CLI_DOCS")
+        warn(f"cdtp {command}: {name} has help in cdtp/study/cli.py; remove it from CLI_DOCS")
     extra = []
     if isinstance(action, argparse._AppendAction) and "repeatable" not in text:
         extra.append("repeatable")
@@ -319,7 +319,7 @@ class CliDirective(_GeneratedDirective):
     allow_titles = True
 
     def run(self):
-        from cdtp.cli import build_parser
+        from cdtp.study.cli import build_parser
 
         parser = build_parser()
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -379,10 +379,10 @@ def _unit(kind) -> str:
 
 def _circuit_keys():
     """(section, key, kind, default, allowed names) of every circuit-file key."""
-    from cdtp import circuit as c
-    from cdtp.gating import HOLD_GATES, HoldGate
-    from cdtp.losses import LOSSES
-    from cdtp.nonlinearities import NONLINEARITIES
+    from cdtp.model import circuit as c
+    from cdtp.model.gating import HOLD_GATES, HoldGate
+    from cdtp.model.losses import LOSSES
+    from cdtp.model.nonlinearities import NONLINEARITIES
 
     defaults = {f.name: f.default for f in dataclasses.fields(c.CircuitConfig)}
     hold = HoldGate()
@@ -403,9 +403,9 @@ def _circuit_keys():
 
 
 def _scenario_keys():
-    from cdtp import scenario as s
-    from cdtp.gating import GAMMA_SHAPES, PLASTICITY_GATES, GammaSchedule, PlasticityGate
-    from cdtp.recording import TRACE_VARIABLES, RecordSpec
+    from cdtp.study import scenario as s
+    from cdtp.model.gating import GAMMA_SHAPES, PLASTICITY_GATES, GammaSchedule, PlasticityGate
+    from cdtp.record.dataset import TRACE_VARIABLES, RecordSpec
 
     names = {"device": s.DEVICES, "task.name": s.TASKS, "gamma.shape": GAMMA_SHAPES,
              "plasticity_gate.kind": PLASTICITY_GATES, "record.variables": TRACE_VARIABLES,
@@ -428,7 +428,7 @@ def _scenario_keys():
 def _rnn_keys():
     from numpydoc.docscrape import NumpyDocString
 
-    from cdtp.reference.rnn_experiment import RNNExperimentConfig
+    from cdtp.rnn.experiment import RNNExperimentConfig
 
     doc = NumpyDocString(RNNExperimentConfig.__doc__ or "")
     texts = {p.name: " ".join(p.desc) or "\\ " for p in doc["Attributes"]}
@@ -497,7 +497,7 @@ DATASET_CYCLES = 2
 def write_example_dataset(path: str | Path) -> None:
     """The run the data-model page reads: the quickstart scenario for :data:`DATASET_CYCLES`
     cycles, written to ``path``."""
-    from cdtp.scenario import load_scenario
+    from cdtp.study.scenario import load_scenario
 
     scenario = load_scenario(REPO / "scenarios" / "quickstart.toml",
                              [f"cycles={DATASET_CYCLES}"])
@@ -508,7 +508,7 @@ class DatasetDirective(_GeneratedDirective):
     """Tables of a real results file's dimensions, coordinates, variables and attributes."""
 
     def run(self):
-        from cdtp.recording import load
+        from cdtp.record.dataset import load
 
         with load(Path(self.env.app.srcdir) / GENERATED / "example.nc") as ds:
             ds = ds.load()

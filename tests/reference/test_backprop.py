@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cdtp.layers import init_network
-from cdtp.losses import get_loss
+from cdtp.model.layers import init_network
+from cdtp.model.losses import get_loss
 from cdtp.reference import backprop as bp
 from cdtp.reference import regularized as reg
 from cdtp.reference import targets as tg

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cdtp.gating import GammaSchedule, HoldGate, PlasticityGate, Schedule
-from cdtp.layers import init_network
+from cdtp.model.gating import GammaSchedule, HoldGate, PlasticityGate, Schedule
+from cdtp.model.layers import init_network
 from cdtp.reference import cdtp_map
 from cdtp.reference.targets import inversion_targets, output_target
 from cdtp.reference.updates import all_layer_updates

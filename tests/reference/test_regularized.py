@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cdtp.layers import init_network
+from cdtp.model.layers import init_network
 from cdtp.reference import backprop as bp
 from cdtp.reference import regularized as reg
 

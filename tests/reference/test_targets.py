@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cdtp.layers import init_network
-from cdtp.losses import softmax
+from cdtp.model.layers import init_network
+from cdtp.model.losses import softmax
 from cdtp.reference import regularized as reg
 from cdtp.reference import targets as tg
 from cdtp.reference import updates as up
@@ -65,7 +65,7 @@ def test_output_target_matches_eq7_for_both_losses(rng):
     h = rng.normal(size=(6, 3))
     y = np.eye(3)[rng.integers(0, 3, 6)]
     beta = 0.05
-    # analytic gradients: h − y and softmax(h) − y, written out independently of cdtp.losses
+    # analytic gradients: h − y and softmax(h) − y, written out independently of cdtp.model.losses
     np.testing.assert_allclose(tg.output_target(h, y, "squared_error", beta), h - beta * (h - y))
     p = np.exp(h) / np.exp(h).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from cdtp.layers import init_network, with_bias
+from cdtp.model.layers import init_network, with_bias
 from cdtp.reference import regularized as reg
 from cdtp.reference import targets as tg
 from cdtp.reference import updates as up

@@ -56,7 +56,7 @@ class _SigintHandler:
 
 class _WithStops(_SigintHandler):
     """:class:`_SigintHandler` with the stop-callback protocol that
-    :func:`cdtp.simulation.simulate` follows: :attr:`requested`, :attr:`aborted`,
+    :func:`cdtp.brian.simulation.simulate` follows: :attr:`requested`, :attr:`aborted`,
     :meth:`on_stop`, :meth:`remove_stop`."""
 
     def __init__(self):
@@ -119,7 +119,7 @@ class RaiseOnInterrupt(_WithStops):
     point, writing nothing (an exception raised from a signal handler can land in a
     garbage-collector callback, where Python prints and drops it): it sets :attr:`requested`
     and :attr:`aborted` and calls the stop callbacks, the protocol of :class:`StopOnInterrupt`
-    that :func:`cdtp.simulation.simulate` follows; :meth:`check` raises between points.
+    that :func:`cdtp.brian.simulation.simulate` follows; :meth:`check` raises between points.
     """
 
     message = "interrupted: stopping (the point in progress is not recorded)"

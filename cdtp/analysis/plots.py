@@ -1,6 +1,6 @@
 """Figures of recorded runs (matplotlib; axis labels come from the variables' attributes).
 
-Every function takes Datasets (or the check results of :mod:`cdtp.propositions`) and returns
+Every function takes Datasets (or the check results of :mod:`cdtp.analysis.propositions`) and returns
 the :class:`matplotlib.figure.Figure`; nothing is written unless you save it. Never imports
 brian2.
 """
@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 import xarray as xr
 
-from cdtp.recording import layer_traces, schedule_of
+from cdtp.record.dataset import layer_traces, schedule_of
 
 __all__ = [
     "label_of",
@@ -148,7 +148,7 @@ def _epoch_means(ds: xr.Dataset, values: np.ndarray, epoch_length: int):
 
 def plot_held_out(ds: xr.Dataset):
     """The learning curve by epoch: held-out accuracy (classification) or loss (regression)
-    of the forward weights after each epoch (:mod:`cdtp.evaluation`), with the same measure
+    of the forward weights after each epoch (:mod:`cdtp.record.evaluation`), with the same measure
     of the training examples as they were presented (online: each example's output in its own
     cycle), averaged over each epoch."""
     import json
@@ -222,7 +222,7 @@ def plot_premise(res: xr.Dataset, ax=None):
     quadrant (premise met, conclusion missed): those are the ``violated`` cells. Cells that
     are n/a (nothing to place) are counted in the title.
     """
-    from cdtp.propositions import STATE_NAMES
+    from cdtp.analysis.propositions import STATE_NAMES
 
     if ax is None:
         fig, ax = _figure(figsize=(4.5, 3.8))
@@ -266,7 +266,7 @@ def plot_premise(res: xr.Dataset, ax=None):
 def plot_weight_change(ds: xr.Dataset):
     """Recorded ΔW_l over each plasticity window against the DTP prediction of P5
     (η_W (τ_l − a_l) n_{l−1}ᵀ), every synapse of every cycle, one colour per layer."""
-    from cdtp.propositions import weight_change_terms
+    from cdtp.analysis.propositions import weight_change_terms
 
     layers, recorded, predicted = weight_change_terms(ds)
     fig, ax = _figure(figsize=(4.5, 4.5))
@@ -303,13 +303,13 @@ def _tick(value) -> str:
 
 
 def _swept(ds: xr.Dataset) -> list[str]:
-    from cdtp.recording import sweep_dims
+    from cdtp.record.dataset import sweep_dims
 
     return sweep_dims(ds)
 
 
 def sweep_summaries(ds: xr.Dataset, window: int = 5) -> dict[str, xr.DataArray]:
-    """Per-point summaries of a combined sweep (:func:`cdtp.sweep.combine`): the mean loss of
+    """Per-point summaries of a combined sweep (:func:`cdtp.study.sweep.combine`): the mean loss of
     the last ``window`` cycles and each check's median residual that was evaluated somewhere."""
     out = {}
     if "loss" in ds:
@@ -393,7 +393,7 @@ def save_all(ds: xr.Dataset, directory, checks: dict | None = None) -> list:
     paths."""
     from pathlib import Path
 
-    from cdtp.propositions import check_all
+    from cdtp.analysis.propositions import check_all
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cdtp.progress import RunProgress, SweepProgress
-from cdtp.recording import sweep_dims
+from cdtp.record.dataset import sweep_dims
+from cdtp.study.progress import RunProgress, SweepProgress
 
 __all__ = ["main"]
 
@@ -85,7 +85,7 @@ def _check_output(path: Path, inputs, *, option: str = "-o", suffix: str | None 
 def _open(path: str):
     """A results file, its attributes checked: forged or damaged ones exit 2 naming the
     attribute instead of failing later."""
-    from cdtp.recording import circuit_of, load, schedule_of
+    from cdtp.record.dataset import circuit_of, load, schedule_of
 
     p = Path(path)
     if not p.is_file():
@@ -154,7 +154,7 @@ def _check_sweep_attrs(path, ds) -> None:
 
 
 def _is_sweep(ds) -> bool:
-    """A combined sweep (:func:`cdtp.sweep.combine`) rather than one run."""
+    """A combined sweep (:func:`cdtp.study.sweep.combine`) rather than one run."""
     return "swept_keys" in ds.attrs
 
 
@@ -251,7 +251,7 @@ def _kind(path: str, overrides: list[str]) -> str:
     """The scenario's ``kind`` (``--set kind=…`` included): circuit or rnn."""
     import tomllib
 
-    from cdtp.scenario import apply_overrides
+    from cdtp.study.scenario import apply_overrides
 
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -264,10 +264,10 @@ def _kind(path: str, overrides: list[str]) -> str:
 
 
 def _run_rnn(args) -> int:
-    from cdtp.circuit import read_toml
-    from cdtp.recording import remove_stale_temporaries, save
-    from cdtp.reference import rnn_experiment
-    from cdtp.scenario import apply_overrides
+    from cdtp.model.circuit import read_toml
+    from cdtp.record.dataset import remove_stale_temporaries, save
+    from cdtp.rnn import experiment as rnn_experiment
+    from cdtp.study.scenario import apply_overrides
 
     data = apply_overrides(read_toml(args.scenario, "scenario"), args.set)
     try:
@@ -297,9 +297,9 @@ def _status(ds) -> str:
 
 
 def cmd_run(args) -> int:
-    from cdtp.interrupts import StopOnInterrupt
-    from cdtp.recording import remove_stale_temporaries
-    from cdtp.scenario import load_scenario
+    from cdtp.record.dataset import remove_stale_temporaries
+    from cdtp.study.interrupts import StopOnInterrupt
+    from cdtp.study.scenario import load_scenario
 
     if _kind(args.scenario, args.set) == "rnn":
         return _run_rnn(args)
@@ -331,7 +331,7 @@ def cmd_run(args) -> int:
 
 def _report_run(ds, out: Path, report_path: Path, figures: Path) -> int:
     """The propositions report, the figures and the summary of a finished run; exit code."""
-    from cdtp import plots, propositions
+    from cdtp.analysis import plots, propositions
 
     status = _status(ds)
     n_cycles = ds.sizes.get("cycle", 0) if "loss" in ds else 0
@@ -373,8 +373,8 @@ def _report_run(ds, out: Path, report_path: Path, figures: Path) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from cdtp.recording import remove_stale_temporaries, save
-    from cdtp.sweep import combine, grid, sweep
+    from cdtp.record.dataset import remove_stale_temporaries, save
+    from cdtp.study.sweep import combine, grid, sweep
 
     if args.workers is not None and args.workers < 0:
         raise BadInput(f"--workers: {args.workers}; allowed: an integer ≥ 0 (0: serially, in"
@@ -401,7 +401,7 @@ def cmd_sweep(args) -> int:
         )
     except KeyboardInterrupt:
         progress.close()
-        from cdtp.sweep import point_state
+        from cdtp.study.sweep import point_state
 
         done = sum(point_state(points_dir / f"point_{p['index']:04d}.nc")[0] == "complete"
                    for p in points)
@@ -434,7 +434,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from cdtp import propositions
+    from cdtp.analysis import propositions
 
     ds = _open(args.file)
     if _is_sweep(ds):
@@ -486,7 +486,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from cdtp import plots
+    from cdtp.analysis import plots
 
     ds = _open(args.file)
     directory = _check_output(Path(args.output or Path(args.file).with_suffix("")),
@@ -541,13 +541,13 @@ def _info_equations(path: str) -> int:
     build on the numpy target that is never run (no compilation, no simulation)."""
     import numpy as np
 
-    from cdtp.circuit import load_circuit, read_toml
-    from cdtp.engine import build
-    from cdtp.gating import Schedule
+    from cdtp.brian.engine import build
+    from cdtp.model.circuit import load_circuit, read_toml
+    from cdtp.model.gating import Schedule
 
     data = read_toml(path, "circuit or scenario")
     if "circuit" in data and "sizes" not in data:
-        from cdtp.scenario import load_scenario
+        from cdtp.study.scenario import load_scenario
 
         scenario = load_scenario(path)
         circuit, schedule, dt = scenario.circuit, scenario.schedule, scenario.dt
@@ -664,7 +664,7 @@ def cmd_info(args) -> int:
           + f"; interrupted: {a.get('interrupted') or 'no'}")
     if "loss" in ds and ds.sizes.get("cycle", 0):
         print(f"loss: first cycle {float(ds.loss[0]):.4g}, last {float(ds.loss[-1]):.4g}")
-    from cdtp.evaluation import held_out_summary
+    from cdtp.record.evaluation import held_out_summary
 
     for line in held_out_summary(ds):
         print(line)
@@ -732,7 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from cdtp.circuit import ConfigError
+    from cdtp.model.circuit import ConfigError
 
     args = build_parser().parse_args(argv)
     try:

@@ -43,7 +43,7 @@ feedforward plasticity → state updaters and σ → normalization pools), fixed
 values in the ``groups`` slot (the state updaters' included), so with ``euler`` the circuit
 reproduces the reference map step for step.
 
-The equations and their integration (:mod:`cdtp.equations`, docs/model.md §2.4): the
+The equations and their integration (:mod:`cdtp.brian.equations`, docs/model.md §2.4): the
 state updater runs once per step, in stage 5; the target and ĝ equations belong to stage 2
 (the weight update reads their increment, u the new target), so Brian2's method is applied to
 them into the ``targets`` code. A time constant of 0 is algebraic: the variable is set to its
@@ -74,11 +74,11 @@ from pathlib import Path
 import brian2 as b2
 import numpy as np
 
-from cdtp.circuit import CircuitConfig
-from cdtp.equations import FB_REF_DRIVE, check_method, describe, integrate, layer_dynamics
-from cdtp.gating import Schedule
-from cdtp.layers import Network, init_network
-from cdtp.nonlinearities import get_nonlinearity
+from cdtp.brian.equations import FB_REF_DRIVE, check_method, describe, integrate, layer_dynamics
+from cdtp.model.circuit import CircuitConfig
+from cdtp.model.gating import Schedule
+from cdtp.model.layers import Network, init_network
+from cdtp.model.nonlinearities import get_nonlinearity
 from cdtp.reference import cdtp_map
 
 __all__ = ["DEVICES", "CircuitRun", "Diverged", "build", "initial_network"]
@@ -216,7 +216,7 @@ t_last : second (constant)
 
 def _layer_equations(dynamics: str, batched: bool, slow: bool) -> str:
     """The NeuronGroup equations of a layer: its Eqs 46–48 (``dynamics``, from
-    :func:`cdtp.equations.layer_dynamics`) and the parameters every layer has."""
+    :func:`cdtp.brian.equations.layer_dynamics`) and the parameters every layer has."""
     gate_flag = "" if batched else " (shared)"
     const_flag = " (constant)" if batched else " (shared, constant)"
     lines = [dynamics, _LAYER_EQS]
@@ -270,7 +270,7 @@ class CircuitRun:
 
     @property
     def equations(self) -> str:
-        """The model as Brian2 holds it (:func:`cdtp.equations.describe`): each layer's
+        """The model as Brian2 holds it (:func:`cdtp.brian.equations.describe`): each layer's
         differential equations, the weight synapses' models, and one time step in execution
         order with the code Brian2 generates. Needs no simulation."""
         c = self.circuit
@@ -434,7 +434,7 @@ def _set_schedule_constants(layers, schedules, circuit, block_sizes=None, t0=0, 
 def compiled_kind(schedule: Schedule) -> tuple:
     """What of a schedule is compiled into the generated code: the γ shape (and an ``array``
     γ's values) and whether the plasticity gate is the paper's 1_{γ<1}. Schedules that agree on
-    this share one build (:meth:`CircuitRun.set_schedule`, :func:`cdtp.batch.build_batch`)."""
+    this share one build (:meth:`CircuitRun.set_schedule`, :func:`cdtp.brian.batch.build_batch`)."""
     return (schedule.gamma.shape, tuple(schedule.gamma.values or ()),
             schedule.plasticity.kind == "paper")
 
@@ -442,7 +442,7 @@ def compiled_kind(schedule: Schedule) -> tuple:
 def _gate_code(schedule: Schedule, circuit: CircuitConfig, batched: bool = False) -> str:
     g_expr = schedule.gamma.brian2_expression()
     above = g_expr.replace("gamma_phase", "gamma_phase_above")
-    # the cycle position of cdtp.gating.cycle_position, in the same order of float operations
+    # the cycle position of cdtp.model.gating.cycle_position, in the same order of float operations
     # (whole steps first, exactly), so that numpy and the generated code agree bit for bit
     phase = (
         "(t_in_timesteps - gamma_t0_step + 0.5)*gamma_freq_dt - {lag}*gamma_freq"
@@ -466,7 +466,8 @@ def _gate_code(schedule: Schedule, circuit: CircuitConfig, batched: bool = False
 
 def _validate(circuit: CircuitConfig, schedules, dt: float, plasticity_every: int,
               threads: int) -> list[int]:
-    """Checks shared by :func:`build` and :func:`cdtp.batch.build_batch`; the steps per γ cycle
+    """Checks shared by :func:`build` and :func:`cdtp.brian.batch.build_batch`; the steps per γ
+    cycle
     of each schedule (None where the period is not a whole number of steps)."""
     check_method(circuit)
     for name in ("tau_h", "tau_a", "tau_u", "tau_tau"):
@@ -833,7 +834,7 @@ def build(
     dt : float
         Integration step in s. Nonzero time constants must be ≥ dt; the γ period at least
         2 steps. When it is not a whole number of steps, cycles are one step apart in length
-        (:meth:`cdtp.gating.Schedule.cycle_starts`) and ``plasticity_every`` must be 1.
+        (:meth:`cdtp.model.gating.Schedule.cycle_starts`) and ``plasticity_every`` must be 1.
     device : {"cython", "numpy", "cpp_standalone"}
         Brian2 code-generation target; a run option, not part of the circuit.
     network : Network, optional
@@ -863,7 +864,7 @@ def build(
         cpp_standalone circuit runs once, so this is how it reports learning curves.
 
     Several circuits that differ in their schedules (and initial weights) are simulated
-    together by :func:`cdtp.batch.build_batch`.
+    together by :func:`cdtp.brian.batch.build_batch`.
     """
     inputs, labels = _check_stream(circuit, inputs, labels)
     sizes, L = circuit.sizes, circuit.depth

@@ -65,8 +65,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
-from cdtp.losses import Loss, SoftmaxCrossEntropy, SquaredError
-from cdtp.nonlinearities import get_nonlinearity
+from cdtp.model.losses import Loss, SoftmaxCrossEntropy, SquaredError
+from cdtp.model.nonlinearities import get_nonlinearity
 
 __all__ = [
     "BEYOND_MARGIN",
@@ -248,7 +248,7 @@ def readout_loss(readout: str) -> Loss:
 
     softmax → cross-entropy, linear → ½‖ŷ − y‖², linear_mse → ‖ŷ − y‖²/k. The loss acts on the
     readout's pre-activation z = W_hy h_τ + b_y (the softmax is folded into
-    :class:`~cdtp.losses.SoftmaxCrossEntropy`).
+    :class:`~cdtp.model.losses.SoftmaxCrossEntropy`).
     """
     if readout == "softmax":
         return SoftmaxCrossEntropy()

@@ -1,7 +1,7 @@
-"""Run a circuit and record it into a Dataset (engine side of :mod:`cdtp.recording`).
+"""Run a circuit and record it into a Dataset (engine side of :mod:`cdtp.record.dataset`).
 
-:func:`simulate` builds the circuit (:func:`cdtp.engine.build`), runs it in chunks of whole γ
-cycles and hands each chunk's recordings to a :class:`cdtp.recording.Recorder`:
+:func:`simulate` builds the circuit (:func:`cdtp.brian.engine.build`), runs it in chunks of whole γ
+cycles and hands each chunk's recordings to a :class:`cdtp.record.dataset.Recorder`:
 
 - traces: Brian2 ``StateMonitor`` objects on a clock of ``every`` steps, in the ``end`` slot
   (a sample at step k is the state at the end of that step, time (k + 1) dt); emptied after each
@@ -9,7 +9,7 @@ cycles and hands each chunk's recordings to a :class:`cdtp.recording.Recorder`:
 - phase-boundary snapshots (every neuron's a, h, u, τ, m, fb and every W and Ω): a network
   operation in the ``start`` slot, before the example clamp, on a clock that ticks on every
   boundary step; a snapshot at boundary step s (an absolute step, from
-  :meth:`cdtp.gating.Schedule.boundary_table`; c·T + b with T whole steps per cycle) is the
+  :meth:`cdtp.model.gating.Schedule.boundary_table`; c·T + b with T whole steps per cycle) is the
   state after step s − 1. The ``cycle_start`` snapshot shows the new example on layer 0;
 - per cycle: the output a_L held at the end of the cycle, the label, the loss, ‖ΔW‖ per
   projection.
@@ -29,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from cdtp.circuit import CircuitConfig
-from cdtp.gating import Schedule
-from cdtp.losses import get_loss
-from cdtp.recording import BOUNDARIES, GATE_VARIABLES, Recorder, RecordSpec, pathways
+from cdtp.model.circuit import CircuitConfig
+from cdtp.model.gating import Schedule
+from cdtp.model.losses import get_loss
+from cdtp.record.dataset import BOUNDARIES, GATE_VARIABLES, Recorder, RecordSpec, pathways
 
 __all__ = ["boundary_steps", "simulate"]
 
@@ -46,7 +46,7 @@ def boundary_steps(schedule: Schedule, circuit: CircuitConfig, dt: float) -> dic
     p > 0 and ``plasticity_end`` one past the last with p > 0 (T, the cycle length, when the
     window reaches the end of the cycle or never opens). When the period is not a whole
     number of steps the offsets vary from cycle to cycle by one step: see
-    :meth:`cdtp.gating.Schedule.boundary_table`.
+    :meth:`cdtp.model.gating.Schedule.boundary_table`.
 
     Raises
     ------
@@ -88,7 +88,7 @@ class _Snapshots:
         self.done: list[int] = []
         self.last_weights: dict[str, np.ndarray] | None = None
         self.valid = self._valid_mask()
-        self.held_out = None  # a cdtp.evaluation.HeldOut, shown the weights at cycle ends
+        self.held_out = None  # a cdtp.record.evaluation.HeldOut, shown the weights at cycle ends
 
     def _valid_mask(self) -> dict[str, np.ndarray]:
         L = len(self.sizes) - 1
@@ -219,7 +219,7 @@ def simulate(
     Parameters
     ----------
     circuit, schedule, inputs, labels, dt, device
-        As for :func:`cdtp.engine.build`.
+        As for :func:`cdtp.brian.engine.build`.
     n_cycles : int, optional
         Default: one cycle per example.
     record : RecordSpec, optional
@@ -238,20 +238,20 @@ def simulate(
     tick : callable, optional
         ``tick(cycles_done, n_cycles)`` within a chunk, for a progress bar: from Brian2's
         ``report`` hook about twice a second, or after every cycle of the reference map.
-    interrupt : cdtp.interrupts.StopOnInterrupt, optional
+    interrupt : cdtp.study.interrupts.StopOnInterrupt, optional
         When it is requested (the first Ctrl-C), the run stops after the current time step,
         drops the cycle in progress and records the cycles completed, with
         ``attrs["interrupted"]`` saying so; if no cycle was completed, or the interrupt is
         ``aborted`` (a second Ctrl-C; any Ctrl-C during a sweep), it raises
         :class:`KeyboardInterrupt` and writes nothing.
-    held_out : cdtp.evaluation.HeldOut, optional
+    held_out : cdtp.record.evaluation.HeldOut, optional
         Evaluate the forward weights on held-out examples at the end of every epoch and of
         the run; recorded as ``test_accuracy`` / ``test_loss`` on the ``epoch`` dimension.
 
     Returns
     -------
     xarray.Dataset
-        The layout of :mod:`cdtp.recording`.
+        The layout of :mod:`cdtp.record.dataset`.
     """
     record = RecordSpec() if record is None else record
     inputs = np.asarray(inputs, dtype=float)
@@ -363,9 +363,9 @@ def _simulate_standalone(circuit, schedule, inputs, labels, dt, record, path, at
                          held_out=None) -> xr.Dataset:
     """A run on cpp_standalone: one compiled binary runs every cycle; the per-cycle output,
     label and loss come from its output monitor and the held-out evaluation from weight
-    snapshots at the start of every epoch (:func:`cdtp.engine.build`'s ``snapshot_every``).
+    snapshots at the start of every epoch (:func:`cdtp.brian.engine.build`'s ``snapshot_every``).
     Traces, phase-boundary snapshots and weights need a runtime device (cython or numpy)."""
-    from cdtp.engine import build
+    from cdtp.brian.engine import build
 
     wanted = standalone_unrecordable(record)
     if wanted:
@@ -411,7 +411,7 @@ def _simulate_standalone(circuit, schedule, inputs, labels, dt, record, path, at
 
 def _initial_weights(circuit) -> list:
     """W_1..W_L the circuit starts from (its seed's initial network)."""
-    from cdtp.engine import initial_network
+    from cdtp.brian.engine import initial_network
 
     net = initial_network(circuit)
     return [net.weights[l] for l in range(1, circuit.depth + 1)]
@@ -420,7 +420,7 @@ def _initial_weights(circuit) -> list:
 def run_attributes(circuit, schedule, record, dt, device, backend, attrs=None,
                    n_cycles: int = 1) -> dict:
     """The global attributes of a recorded run of ``n_cycles`` cycles (see
-    :mod:`cdtp.recording`): ``steps_per_cycle`` and ``boundary_steps`` only when they are the
+    :mod:`cdtp.record.dataset`): ``steps_per_cycle`` and ``boundary_steps`` only when they are the
     same in every cycle (a period of whole steps); ``period_steps`` (1/(f dt), a float) always.
     """
     from cdtp import __version__
@@ -456,7 +456,7 @@ class _Brian2Runner:
                  stop_requested=lambda: False):
         import brian2 as b2
 
-        from cdtp.engine import build
+        from cdtp.brian.engine import build
 
         self.b2, self.dt, self.spec, self.snaps = b2, dt, spec, snaps
         self.circuit = circuit
@@ -558,7 +558,8 @@ class _Brian2Runner:
 
 
 class _MapReader:
-    """The reference map's state with the accessor names of :class:`cdtp.engine.CircuitRun`."""
+    """The reference map's state with the accessor names of
+    :class:`cdtp.brian.engine.CircuitRun`."""
 
     def __init__(self, state):
         self.s = state
@@ -585,7 +586,7 @@ class _MapReader:
 class _MapRunner:
     def __init__(self, circuit, schedule, inputs, labels, dt, device, spec, snaps,
                  stop_requested=lambda: False):
-        from cdtp.engine import initial_network
+        from cdtp.brian.engine import initial_network
         from cdtp.reference import cdtp_map
 
         self.map = cdtp_map

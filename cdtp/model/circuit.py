@@ -2,7 +2,7 @@
 
 A circuit file says *what* the circuit is — layer sizes, nonlinearity, time constants, gates,
 feedback kind, learning rates, initialization — never how it is simulated (device, dt and
-precision are run options of :mod:`cdtp.engine`). Example (``circuits/small.toml``)::
+precision are run options of :mod:`cdtp.brian.engine`). Example (``circuits/small.toml``)::
 
     name = "small"
     sizes = [6, 6, 6, 4]
@@ -36,10 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cdtp.gating import HOLD_GATES, HoldGate
-from cdtp.losses import LOSSES
-from cdtp.nonlinearities import NONLINEARITIES
-from cdtp.units import UnitError, parse_quantity
+from cdtp.model.gating import HOLD_GATES, HoldGate
+from cdtp.model.losses import LOSSES
+from cdtp.model.nonlinearities import NONLINEARITIES
+from cdtp.model.units import UnitError, parse_quantity
 
 __all__ = ["CircuitConfig", "ConfigError", "circuit_from_dict", "load_circuit"]
 
@@ -101,7 +101,7 @@ class CircuitConfig:
     influence, influence_eps : bool, float
         DTP influence factor s_l and its ε.
     weight_scale, feedback_scale : float
-        Initialization scales (see :func:`cdtp.layers.init_network`).
+        Initialization scales (see :func:`cdtp.model.layers.init_network`).
     seed : int
         Seed of the initial weights.
     activity_bound : float

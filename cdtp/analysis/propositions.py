@@ -2,7 +2,7 @@
 
 The propositions are implications: *if* the premise holds (u has settled, the loop contracts,
 a is held …), *then* the conclusion holds. Each check is a pure function ``Dataset -> Dataset``
-of a recording made by :func:`cdtp.simulation.simulate` (the circuit is read back from the
+of a recording made by :func:`cdtp.brian.simulation.simulate` (the circuit is read back from the
 Dataset's attributes) and puts every (cycle, layer) cell in one of four states:
 
 =====================  ==========================================================================
@@ -21,7 +21,7 @@ where the cell holds or is violated), ``unmet_premise`` (the key of the premise 
 largest factor), one ``premise_<key>`` variable per premise (its measured value, with its own
 ``tolerance``, ``long_name`` and ``tolerance_reason`` attributes), ``premise_ratio`` (the largest
 value / tolerance over the premises: ≤ 1 where every premise is met — the x axis of
-:func:`cdtp.plots.plot_premise`) and, for the sweep summaries, ``passed`` (1 holds, 0 violated,
+:func:`cdtp.analysis.plots.plot_premise`) and, for the sweep summaries, ``passed`` (1 holds, 0 violated,
 NaN otherwise). The state is decided in one place (:func:`_classify`) from these numbers only,
 so the report cannot contradict them.
 
@@ -63,9 +63,9 @@ import json
 import numpy as np
 import xarray as xr
 
-from cdtp.layers import Network, with_bias
-from cdtp.nonlinearities import get_nonlinearity
-from cdtp.recording import BOUNDARIES, boundary_steps_of, circuit_of, schedule_of
+from cdtp.model.layers import Network, with_bias
+from cdtp.model.nonlinearities import get_nonlinearity
+from cdtp.record.dataset import BOUNDARIES, boundary_steps_of, circuit_of, schedule_of
 
 __all__ = [
     "CHECKS",

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cdtp.nonlinearities import Nonlinearity, get_nonlinearity
+from cdtp.model.nonlinearities import Nonlinearity, get_nonlinearity
 
 __all__ = ["Network", "init_network", "with_bias"]
 

@@ -14,14 +14,15 @@ K times as many neurons and synapses::
 lag, plasticity window) are per-neuron variables, so each block follows its own schedule; the
 examples come from TimedArrays indexed by each block's own cycle number. Blocks share the
 circuit's structure, time constants, learning rates and nonlinearity, and the compiled kind of
-schedule (:func:`cdtp.engine.compiled_kind`: γ shape, the values of an ``array`` γ, whether the
+schedule (:func:`cdtp.brian.engine.compiled_kind`: γ shape, the values of an ``array`` γ, whether
+the
 plasticity gate is the paper's). Their initial weights and example streams may differ.
 
 Each circuit runs its own ``n_cycles`` cycles of its own period: the network runs until the
 longest is done, and a block that is done stops changing (every state update is multiplied by
 the block's ``running`` flag; its input holds the last example). Within a block every sum runs
 over the same partners in the same order as in a separate run, so a batch reproduces K separate
-:func:`cdtp.engine.build` runs exactly (tested to 1e-12; measured identical).
+:func:`cdtp.brian.engine.build` runs exactly (tested to 1e-12; measured identical).
 
 On cpp_standalone a batch compiles once; :meth:`BatchRun.rerun` runs the same binary again with
 other schedule parameters, weights or example streams through Brian2's ``run_args``, without
@@ -38,8 +39,7 @@ import brian2 as b2
 import numpy as np
 from brian2.devices.device import all_devices
 
-from cdtp.circuit import CircuitConfig
-from cdtp.engine import (
+from cdtp.brian.engine import (
     _assemble,
     _block_synapses,
     _check_stream,
@@ -55,8 +55,9 @@ from cdtp.engine import (
     compiled_kind,
     initial_network,
 )
-from cdtp.gating import Schedule
-from cdtp.layers import Network
+from cdtp.model.circuit import CircuitConfig
+from cdtp.model.gating import Schedule
+from cdtp.model.layers import Network
 
 __all__ = ["BatchRun", "build_batch"]
 
@@ -219,7 +220,7 @@ class BatchRun:
 
     def weight_snapshots(self, l: int, k: int, kind: str = "feedforward") -> np.ndarray:
         """W_l or Ω_l of circuit k at the start of every s-th cycle (s = ``snapshot_every``
-        of :func:`build_batch`), as :meth:`cdtp.engine.CircuitRun.weight_snapshots`."""
+        of :func:`build_batch`), as :meth:`cdtp.brian.engine.CircuitRun.weight_snapshots`."""
         return _snapshot_matrices(self, l, kind, k)
 
     def state(self, var: str, l: int, k: int) -> np.ndarray:
@@ -297,7 +298,7 @@ def build_batch(
     circuit : CircuitConfig
         The structure shared by every circuit of the batch.
     schedules : list of Schedule
-        One per circuit; they must agree on :func:`cdtp.engine.compiled_kind`.
+        One per circuit; they must agree on :func:`cdtp.brian.engine.compiled_kind`.
     inputs, labels : ndarray or list of ndarray
         One example stream shared by all circuits, (n_examples, n_0) / (n_examples, n_L), or
         one per circuit. Example c is clamped at the start of the circuit's own γ cycle c.
@@ -306,7 +307,7 @@ def build_batch(
     networks : list of Network, optional
         Initial weights per circuit (default: the circuit's seed, the same for all).
     dt, device, standalone_directory, threads, plasticity_every
-        As for :func:`cdtp.engine.build`.
+        As for :func:`cdtp.brian.engine.build`.
     output_every : int, optional
         Steps between samples of a_L, from which each circuit's per-cycle outputs are read:
         every γ period must be a multiple of it. Default: the greatest common divisor of the
@@ -314,7 +315,7 @@ def build_batch(
         grid that fits those too.
     snapshot_every : int
         Record every circuit's W_l and Ω_l every this many γ cycles
-        (:meth:`BatchRun.weight_snapshots`; as :func:`cdtp.engine.build`). Needs one γ period
+        (:meth:`BatchRun.weight_snapshots`; as :func:`cdtp.brian.engine.build`). Needs one γ period
         for the whole batch.
     """
     schedules = list(schedules)

@@ -12,7 +12,7 @@ plasticity window) never changes generated code. Only the *kind* of shape is com
 
 γ is a function of continuous time, sampled half a time step into each step:
 φ_k = frac((k + ½)·(f dt) − lag·f) at step k (computed exactly so, in this order, by numpy here
-and by the generated code of :mod:`cdtp.engine`, so both see the same phase bit for bit). A
+and by the generated code of :mod:`cdtp.brian.engine`, so both see the same phase bit for bit). A
 cycle begins at the step where layer 1's phase wraps: cycle c starts at the first step k with
 (k + ½) f dt ≥ c, i.e. at round(c / (f dt)) steps. When the period 1/f is a whole number T of
 steps every cycle is T steps long, as before. When it is not (6 Hz or 16 Hz at dt = 1 ms),
@@ -52,7 +52,7 @@ def cycle_position(step, dt: float, frequency: float, lag: float = 0.0) -> np.nd
     """x_k = (k + ½)·(f dt) − lag·f, the γ cycles elapsed at the middle of step ``k``.
 
     ⌊x_k⌋ is the cycle step k belongs to and frac(x_k) its phase. The order of the float
-    operations is the one of the engine's generated code (:mod:`cdtp.engine`), so both agree
+    operations is the one of the engine's generated code (:mod:`cdtp.brian.engine`), so both agree
     exactly, also on a step whose middle falls on a phase boundary.
     """
     k = np.asarray(step, dtype=float)
@@ -335,7 +335,7 @@ class Schedule:
                        hold: HoldGate | None = None) -> np.ndarray:
         """The step of each phase boundary of cycles 0 … n_cycles − 1, shape (n_cycles, 4).
 
-        Columns, as :data:`cdtp.recording.BOUNDARIES`: the cycle's first step; the first step
+        Columns, as :data:`cdtp.record.dataset.BOUNDARIES`: the cycle's first step; the first step
         with c(γ_1) < ½ (the feedback phase); the first step with p_1 > 0; one past the last
         step with p_1 > 0. A boundary that does not occur in a cycle is the next cycle's first
         step. Absolute step indices (step k runs from k dt to (k + 1) dt).

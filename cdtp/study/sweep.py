@@ -21,7 +21,7 @@ fraction of passing cells, a ``status`` (ok / diverged / failed) and the point f
 the traces stay in the point files.
 
 With ``batch=True`` (``cdtp sweep --batch``), points that differ only in γ and plasticity-gate
-parameters are simulated together as blocks of one Brian2 network (:mod:`cdtp.batch`: the same
+parameters are simulated together as blocks of one Brian2 network (:mod:`cdtp.brian.batch`: the same
 numbers as separate runs, several times faster for small circuits); their point files hold the
 per-cycle output, label and loss, without traces, snapshots or weights, so the proposition
 checks are left empty (NaN) for them.
@@ -43,9 +43,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from cdtp.circuit import ConfigError, _choice
-from cdtp.gating import GAMMA_SHAPES, PLASTICITY_GATES
-from cdtp.units import UnitError, parse_quantity
+from cdtp.model.circuit import ConfigError, _choice
+from cdtp.model.gating import GAMMA_SHAPES, PLASTICITY_GATES
+from cdtp.model.units import UnitError, parse_quantity
 
 __all__ = ["CATEGORICAL_KEYS", "SweepPoint", "batch_groups", "combine", "dimension_name", "grid",
            "point_state", "run_batch", "run_point", "sweep"]
@@ -112,7 +112,7 @@ def _parses(value, dim: str) -> bool:
 
 def grid(path: str | Path, overrides: list[str] | None = None) -> tuple[list[str], list]:
     """The swept keys and the grid points of a scenario file (each point validated)."""
-    from cdtp.scenario import load_scenario
+    from cdtp.study.scenario import load_scenario
 
     path = Path(path)
     base = load_scenario(path, overrides)  # validates the scenario without the grid
@@ -166,7 +166,7 @@ def _failure(point: dict, exc: BaseException) -> dict:
 def _record_failure(directory: Path, point: dict, error: str) -> None:
     """Write ``point_<i>.failed.json`` (atomically). Only the sweep's own process does this,
     for results it received: a point cut short by an interrupt leaves no record."""
-    from cdtp.recording import temporary_prefix
+    from cdtp.record.dataset import temporary_prefix
 
     failed = _point_file(directory, point["index"]).with_suffix(".failed.json")
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=temporary_prefix(failed), suffix=".tmp")
@@ -185,8 +185,8 @@ def run_point(scenario_path: str, point: dict, directory: str, interrupt=None) -
     """Simulate one grid point into its own file. Never raises an :class:`Exception`: returns
     ``{"index", "status": "done"}`` or ``{"index", "status": "failed", "error"}`` (which
     :func:`sweep` records); an interrupt (:class:`KeyboardInterrupt`, or ``interrupt``
-    aborting, see :func:`cdtp.simulation.simulate`) writes nothing."""
-    from cdtp.scenario import load_scenario
+    aborting, see :func:`cdtp.brian.simulation.simulate`) writes nothing."""
+    from cdtp.study.scenario import load_scenario
 
     directory = Path(directory)
     target = _point_file(directory, point["index"])
@@ -206,10 +206,10 @@ BATCHED_SECTIONS = ("gamma", "plasticity_gate")
 
 def batch_groups(scenario_path: str | Path, points: list, max_size: int | None = None) -> list:
     """Split grid points into batches: points whose scenarios differ only in γ and
-    plasticity-gate parameters (and agree on :func:`cdtp.engine.compiled_kind`) go together,
+    plasticity-gate parameters (and agree on :func:`cdtp.brian.engine.compiled_kind`) go together,
     at most ``max_size`` per batch."""
-    from cdtp.engine import compiled_kind
-    from cdtp.scenario import load_scenario
+    from cdtp.brian.engine import compiled_kind
+    from cdtp.study.scenario import load_scenario
 
     groups: dict = {}
     for p in points:
@@ -227,15 +227,15 @@ def batch_groups(scenario_path: str | Path, points: list, max_size: int | None =
 
 def run_batch(scenario_path: str, points: list, directory: str, interrupt=None) -> list[dict]:
     """Simulate grid points that differ only in their schedules as one Brian2 network
-    (:func:`cdtp.batch.build_batch`) and write each point's file: per-cycle ``output``,
+    (:func:`cdtp.brian.batch.build_batch`) and write each point's file: per-cycle ``output``,
     ``label`` and ``loss`` (no traces, snapshots or weights, so no proposition checks). Never
     raises an :class:`Exception`: returns one result per point, as :func:`run_point`
     (``interrupt`` is not followed within a batch: :func:`sweep` stops after it)."""
-    from cdtp.batch import build_batch
-    from cdtp.losses import get_loss
-    from cdtp.recording import Recorder, RecordSpec
-    from cdtp.scenario import load_scenario
-    from cdtp.simulation import run_attributes
+    from cdtp.brian.batch import build_batch
+    from cdtp.brian.simulation import run_attributes
+    from cdtp.model.losses import get_loss
+    from cdtp.record.dataset import Recorder, RecordSpec
+    from cdtp.study.scenario import load_scenario
 
     directory = Path(directory)
     try:
@@ -283,7 +283,7 @@ def _import_brian2_plugin():
         def setup(self, worker):
             import brian2  # noqa: F401
 
-            from cdtp.interrupts import ignore_interrupts
+            from cdtp.study.interrupts import ignore_interrupts
 
             # Ctrl-C reaches every process of the terminal's group: the sweep's own process
             # alone decides (Brian2's handler here would cut a point short and let it be
@@ -301,7 +301,7 @@ def point_state(path: str | Path) -> tuple[str, str]:
     """Whether a point file is ``missing``, ``complete`` (every planned cycle ran, or the run
     diverged), ``incomplete`` (interrupted, or fewer cycles than planned) or ``corrupt`` (not
     readable as a cdtp result); and why, for the last two."""
-    from cdtp.recording import ENGINE
+    from cdtp.record.dataset import ENGINE
 
     path = Path(path)
     if not path.exists():
@@ -355,7 +355,7 @@ def sweep(
     split into as many batches as there are workers), recording per-cycle output, label and
     loss only. ``progress(points_done, n_points)`` is called at the start and after every
     point; if it takes the keywords ``running`` and ``failed`` (as
-    :class:`cdtp.progress.SweepProgress` does) they say how many points are being computed (at
+    :class:`cdtp.study.progress.SweepProgress` does) they say how many points are being computed (at
     most one per worker) and how many have failed.
 
     A point is done when its file is complete (:func:`point_state`); a corrupt or incomplete
@@ -365,8 +365,8 @@ def sweep(
     are shut down, the points in flight leave nothing (no point file, no failure record), and
     the next run computes exactly the points that are missing.
     """
-    from cdtp.interrupts import RaiseOnInterrupt, Shielded
-    from cdtp.recording import remove_stale_temporaries
+    from cdtp.record.dataset import remove_stale_temporaries
+    from cdtp.study.interrupts import RaiseOnInterrupt, Shielded
 
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers = {workers!r}; allowed: an integer ≥ 0")
@@ -518,8 +518,8 @@ def combine(keys: list[str], points: list, directory: str | Path,
     dotted keys) and ``swept_dims`` (the dimensions, in the same order), as JSON; ``circuit``
     (of the first point that ran; ``circuit_note`` says so when circuit keys are swept),
     ``dt`` (unless swept) and whatever ``attrs`` adds (``cdtp sweep`` adds the scenario)."""
-    from cdtp.propositions import check_all
-    from cdtp.recording import load
+    from cdtp.analysis.propositions import check_all
+    from cdtp.record.dataset import load
 
     directory = Path(directory)
     pieces = []

@@ -1,6 +1,7 @@
 """Short reference demo: DTP and the circuit's recipe vs back-propagation on the bundled digits.
 
-``python -m cdtp.demo --output-dir DIR`` trains a [64, 64, 64, 10] leaky-ReLU network for a few
+``python -m cdtp.study.demo --output-dir DIR`` trains a [64, 64, 64, 10] leaky-ReLU network for a
+few
 epochs by BP and by Differential Target Propagation (seed 000, Eq 43 with targets by iterative
 inversion; :func:`cdtp.reference.trainer.train`), and a tanh network of the same sizes by the
 circuit's learning recipe with converged loops (``cdtp_recipe``: leaky loop, difference
@@ -21,9 +22,9 @@ import tempfile
 import numpy as np
 import xarray as xr
 
-from cdtp.layers import init_network
+from cdtp.data.tasks import digits
+from cdtp.model.layers import init_network
 from cdtp.reference.trainer import train
-from cdtp.tasks import digits
 
 __all__ = ["main", "run_demo"]
 
@@ -53,7 +54,7 @@ def run_demo(epochs: int = 8, seed: int = 0) -> xr.Dataset:
         runs.append(ds)
     out = xr.concat(runs, dim="method")
     out.method.attrs.update(long_name="training method", units="1")
-    out.attrs.update(seed=seed, description="cdtp.demo: DTP vs BP on digits")
+    out.attrs.update(seed=seed, description="cdtp.study.demo: DTP vs BP on digits")
     return out
 
 

@@ -1,7 +1,7 @@
 """Recording a run into one self-describing xarray Dataset (docs/model.md §5).
 
 This module is analysis-side: numpy and xarray only, never brian2. The engine side
-(:mod:`cdtp.simulation`) runs a circuit and hands the recorded arrays to a :class:`Recorder`
+(:mod:`cdtp.brian.simulation`) runs a circuit and hands the recorded arrays to a :class:`Recorder`
 chunk by chunk; the recorder turns them into the Dataset layout below and, given a path,
 streams the chunks to disk so that memory stays bounded whatever the duration.
 
@@ -25,8 +25,8 @@ variable                  dims                         what
 ``weight_change``         (cycle, pathway)             ‖ΔW‖_F of each projection over the cycle
 ``test_accuracy``         (epoch)                      held-out accuracy after each epoch
 ``test_loss``             (epoch)                      held-out loss after each epoch
-                                                       (:mod:`cdtp.evaluation`; when the task has
-                                                       a held-out set)
+                                                       (:mod:`cdtp.record.evaluation`; when the
+                                                       task has a held-out set)
 ========================  ===========================  ===========================================
 
 Coordinates: ``time`` (s); ``neuron`` with ``layer`` and ``unit``; ``node`` (all neurons of
@@ -347,7 +347,8 @@ class Recorder:
 
     def add_dataset(self, ds: xr.Dataset) -> None:
         """Variables on dimensions of their own (e.g. the held-out evaluation on ``epoch``,
-        :mod:`cdtp.evaluation`), merged into the result as they are (small: kept in memory)."""
+        :mod:`cdtp.record.evaluation`), merged into the result as they are (small: kept in
+        memory)."""
         self._extra.append(ds)
 
     def _add(self, ds: xr.Dataset, parts: list, kind: str) -> None:
@@ -521,9 +522,9 @@ def load(path: str | Path) -> xr.Dataset:
 
 # -- helpers -------------------------------------------------------------------------------
 def circuit_of(ds: xr.Dataset):
-    """The :class:`cdtp.circuit.CircuitConfig` stored in the Dataset's attributes."""
-    from cdtp.circuit import CircuitConfig
-    from cdtp.gating import HoldGate
+    """The :class:`cdtp.model.circuit.CircuitConfig` stored in the Dataset's attributes."""
+    from cdtp.model.circuit import CircuitConfig
+    from cdtp.model.gating import HoldGate
 
     d = json.loads(ds.attrs["circuit"])
     d["hold"] = HoldGate(**d["hold"])
@@ -532,8 +533,8 @@ def circuit_of(ds: xr.Dataset):
 
 
 def schedule_of(ds: xr.Dataset):
-    """The :class:`cdtp.gating.Schedule` stored in the Dataset's attributes."""
-    from cdtp.gating import GammaSchedule, PlasticityGate, Schedule
+    """The :class:`cdtp.model.gating.Schedule` stored in the Dataset's attributes."""
+    from cdtp.model.gating import GammaSchedule, PlasticityGate, Schedule
 
     d = json.loads(ds.attrs["schedule"])
     g = dict(d["gamma"])
@@ -584,7 +585,7 @@ def boundary_steps_of(ds: xr.Dataset) -> np.ndarray:
 
     Read from ``boundary_step`` when the file has it; else (files of earlier versions, batched
     sweep points) from the ``steps_per_cycle`` / ``boundary_steps`` attributes, or computed
-    from the schedule (:meth:`cdtp.gating.Schedule.boundary_table`).
+    from the schedule (:meth:`cdtp.model.gating.Schedule.boundary_table`).
     """
     cycles = np.asarray(ds.cycle.values, dtype=np.int64) if "cycle" in ds.dims else np.zeros(0, int)
     if "boundary_step" in ds:

@@ -1,4 +1,4 @@
-"""Train the tanh RNN of :mod:`cdtp.reference.rnn` on a sequence task, by TP or BPTT.
+"""Train the tanh RNN of :mod:`cdtp.rnn.network` on a sequence task, by TP or BPTT.
 
 A run is described by a frozen :class:`RNNExperimentConfig` (loadable from TOML with
 :func:`load_config`) and returns an ``xarray.Dataset`` on an ``iteration`` dimension
@@ -9,7 +9,7 @@ config is stored as JSON in the global attributes.
 
 Step sizes are those of the paper's public code as they are: ``gamma_theta`` is its ``lr``,
 ``gamma_h`` its ``lr_target``, ``r`` its ``reg`` (the normalization conventions that make this
-so are in :mod:`cdtp.reference.rnn`). The defaults of the options that the paper's text leaves
+so are in :mod:`cdtp.rnn.network`). The defaults of the options that the paper's text leaves
 open are its code's: orthogonal initialization, PyTorch's paired hidden bias, projection margin
 1e-3 with a clamped slope, Eq 3 differentiated through time, the code's marker positions, the
 absolute-error success test of the adding problem, PyTorch's ``MSELoss``.
@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from cdtp.reference import rnn
-from cdtp.reference.sequence_tasks import (
+from cdtp.rnn import network as rnn
+from cdtp.rnn.tasks import (
     ADDING_SUCCESS,
     MARKER_POSITIONS,
     TASKS,
@@ -106,14 +106,14 @@ class RNNExperimentConfig:
     transition_gradient : {"through_time", "local"}
         How Eq 3 is differentiated (TP only): through the recurrence, as the paper's code does,
         or with h_{t−1} held fixed, as its text writes
-        (:func:`cdtp.reference.rnn.transition_update`).
+        (:func:`cdtp.rnn.network.transition_update`).
     margin : float
         The projection π onto tanh's range clips into [−1 + margin, 1 − margin] (TP only);
-        see :class:`cdtp.reference.rnn.RegularizedInverse`. In (0, 1); the paper's code: 1e-3.
+        see :class:`cdtp.rnn.network.RegularizedInverse`. In (0, 1); the paper's code: 1e-3.
     beyond_margin : {"clamp", "zero"}
         The linearized inverse's slope at a unit beyond the margin (TP only).
     init : {"orthogonal", "scaled"}
-        :func:`cdtp.reference.rnn.init_params`; the paper's code: orthogonal.
+        :func:`cdtp.rnn.network.init_params`; the paper's code: orthogonal.
     input_scale : float or None
         Only with ``init = "scaled"``: standard deviation of the entries of W_xh; ``None``
         means 1/√d.
@@ -121,7 +121,7 @@ class RNNExperimentConfig:
         The hidden bias is PyTorch's pair b_ih + b_hh, so it moves by 2γ_θ (the paper's code).
     positions : {"code", "text"}
         Marker positions of the temporal order problem
-        (:func:`cdtp.reference.sequence_tasks.temporal_order_marker_range`).
+        (:func:`cdtp.rnn.tasks.temporal_order_marker_range`).
     adding_success : {"absolute", "squared"}
         The adding problem counts a sequence solved if |ŷ − y| < 0.04 (code) or
         (ŷ − y)² < 0.04 (text).

@@ -2,11 +2,11 @@
 at the end of every epoch (analysis side: numpy and xarray, never brian2).
 
 An *epoch* is one pass over the training examples (``epoch_length`` γ cycles, one example
-each). :class:`HeldOut` is handed to :func:`cdtp.simulation.simulate`, which shows it the
+each). :class:`HeldOut` is handed to :func:`cdtp.brian.simulation.simulate`, which shows it the
 feedforward weights W_1..W_L it reads from the network at the end of every cycle; at cycle 0
 (the initial weights), at every multiple of ``epoch_length`` and at the end of the run (also
 of a run shorter than an epoch, or cut short), it runs the circuit's forward map on the test
-examples with numpy — h_0 = x, h_l = W_l [σ(h_{l−1}); 1] (:class:`cdtp.layers.Network`,
+examples with numpy — h_0 = x, h_l = W_l [σ(h_{l−1}); 1] (:class:`cdtp.model.layers.Network`,
 the bias a constant-1 unit) — and records:
 
 =================  =========  =========================================================
@@ -31,25 +31,25 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
-from cdtp.layers import Network
-from cdtp.losses import get_loss
-from cdtp.nonlinearities import get_nonlinearity
+from cdtp.model.layers import Network
+from cdtp.model.losses import get_loss
+from cdtp.model.nonlinearities import get_nonlinearity
 
 __all__ = ["HeldOut", "forward_network", "held_out_summary"]
 
 
 def forward_network(circuit, weights) -> Network:
     """The circuit's feedforward map with the weights ``weights`` as a numpy
-    :class:`~cdtp.layers.Network`.
+    :class:`~cdtp.model.layers.Network`.
 
     Parameters
     ----------
-    circuit : cdtp.circuit.CircuitConfig
+    circuit : cdtp.model.circuit.CircuitConfig
         Gives the sizes, σ (with its leaky slope) and the bias.
     weights : mapping
         ``weights["feedforward_l"]`` is W_l, as an (n_l, n_{l−1} [+1]) matrix or raveled
         row-major (the layout of the results file's ``weight`` variable and of
-        :meth:`cdtp.engine.CircuitRun.weights`), for l = 1..L.
+        :meth:`cdtp.brian.engine.CircuitRun.weights`), for l = 1..L.
     """
     sizes = tuple(circuit.sizes)
     b = int(circuit.bias)
@@ -68,7 +68,7 @@ class HeldOut:
 
     Parameters
     ----------
-    circuit : cdtp.circuit.CircuitConfig
+    circuit : cdtp.model.circuit.CircuitConfig
     x_test : numpy.ndarray
         Test inputs, (n_test, n_0).
     y_test : numpy.ndarray

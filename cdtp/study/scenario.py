@@ -18,15 +18,15 @@ Layout (units as strings)::
     # npz: path (arrays x, y and optionally x_test, y_test), test_fraction, seed, problem
     # (see TASK_KEYS; the held-out examples are evaluated after every epoch)
 
-    [gamma]                                        # cdtp.gating.GammaSchedule
+    [gamma]                                        # cdtp.model.gating.GammaSchedule
     shape = "square"
     frequency = "25 Hz"
     duty = 0.5
 
-    [plasticity_gate]                              # cdtp.gating.PlasticityGate
+    [plasticity_gate]                              # cdtp.model.gating.PlasticityGate
     kind = "descending"
 
-    [record]                                       # cdtp.recording.RecordSpec
+    [record]                                       # cdtp.record.dataset.RecordSpec
     variables = ["u"]
 
 ``--set key=value`` overrides any key by dotted path (``gamma.frequency="8 Hz"``,
@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cdtp.circuit import (
+from cdtp.model.circuit import (
     CircuitConfig,
     ConfigError,
     _check_keys,
@@ -53,10 +53,16 @@ from cdtp.circuit import (
     circuit_from_dict,
     read_toml,
 )
-from cdtp.gating import GAMMA_SHAPES, PLASTICITY_GATES, GammaSchedule, PlasticityGate, Schedule
-from cdtp.nonlinearities import NONLINEARITIES
-from cdtp.recording import TRACE_VARIABLES, RecordSpec
-from cdtp.units import UnitError, parse_quantity
+from cdtp.model.gating import (
+    GAMMA_SHAPES,
+    PLASTICITY_GATES,
+    GammaSchedule,
+    PlasticityGate,
+    Schedule,
+)
+from cdtp.model.nonlinearities import NONLINEARITIES
+from cdtp.model.units import UnitError, parse_quantity
+from cdtp.record.dataset import TRACE_VARIABLES, RecordSpec
 
 __all__ = ["TASK_KEYS", "Scenario", "apply_overrides", "load_scenario", "memory_estimate",
            "scenario_from_dict"]
@@ -114,7 +120,7 @@ _RECORD = {
 
 @dataclass(frozen=True)
 class Scenario:
-    """A validated scenario: everything :func:`cdtp.simulation.simulate` needs.
+    """A validated scenario: everything :func:`cdtp.brian.simulation.simulate` needs.
 
     ``files`` are the files it was read from (the scenario, its circuit file, its ``.npz``
     examples): a results file must never be written over any of them."""
@@ -135,10 +141,10 @@ class Scenario:
 
     def simulate(self, path=None, attrs: dict | None = None, progress=None, interrupt=None,
                  tick=None):
-        """Run the scenario with :func:`cdtp.simulation.simulate` (the scenario and its task
+        """Run the scenario with :func:`cdtp.brian.simulation.simulate` (the scenario and its task
         go into the Dataset's attributes); see there for ``path``, ``progress``, ``tick`` and
         ``interrupt``."""
-        from cdtp.simulation import simulate
+        from cdtp.brian.simulation import simulate
 
         data = self.task_data()
         inputs, labels, task = self.stream(data)
@@ -154,13 +160,13 @@ class Scenario:
                 **(attrs or {})}
 
     def task_data(self):
-        """The task's training and held-out examples (:class:`cdtp.tasks.Task`).
+        """The task's training and held-out examples (:class:`cdtp.data.tasks.Task`).
 
         ``teacher_student`` and ``teacher_classes`` take the circuit's widths (their teacher
         the circuit's hidden widths and σ, unless given); ``teacher_student`` has
         ``n_train = cycles`` (512 with ``epochs``) unless given; ``digits``, ``mnist1d`` and
         ``npz`` are checked against the circuit's widths."""
-        from cdtp import tasks
+        from cdtp.data import tasks
 
         c, t = self.circuit, self.task
         kind = t.get("name", "teacher_student")
@@ -196,10 +202,10 @@ class Scenario:
         return task
 
     def held_out(self, task=None):
-        """The :class:`cdtp.evaluation.HeldOut` evaluation of the task's test examples (None
+        """The :class:`cdtp.record.evaluation.HeldOut` evaluation of the task's test examples (None
         when the task has none): test accuracy for a classification, test loss always, after
         every epoch of ``task.n_train`` cycles."""
-        from cdtp.evaluation import HeldOut
+        from cdtp.record.evaluation import HeldOut
 
         task = self.task_data() if task is None else task
         if task.n_test == 0:
@@ -380,7 +386,7 @@ def _record(source, r: dict) -> dict:
 
 def _read_npz(source, path: Path, circuit: CircuitConfig, task: dict, seed: int = 0):
     """The ``.npz`` task, its errors naming the scenario file and the key at fault."""
-    from cdtp.tasks import read_npz_task
+    from cdtp.data.tasks import read_npz_task
 
     if not path.is_file():
         raise ConfigError(source, "task.path", f"no such file {path}")
@@ -565,7 +571,7 @@ def scenario_from_dict(data: dict, source: str = "<dict>") -> Scenario:
         raise ConfigError(source, "<root>", "a scenario must be a table of keys")
     if data.get("kind") == "rnn":
         raise ConfigError(source, "kind", "'rnn' files are run by `cdtp run` (through"
-                          " cdtp.reference.rnn_experiment); they have no circuit, γ schedule or"
+                          " cdtp.rnn.experiment); they have no circuit, γ schedule or"
                           " sweep; allowed here: circuit")
     _check_keys(source, "", data, list(_TOP))
     top = _values(
@@ -638,7 +644,7 @@ def scenario_from_dict(data: dict, source: str = "<dict>") -> Scenario:
         files.append(npz)
         if "epochs" in top:
             cycles = top["epochs"] * data_npz.n_train
-    from cdtp.simulation import STANDALONE_RECORD, standalone_unrecordable
+    from cdtp.brian.simulation import STANDALONE_RECORD, standalone_unrecordable
 
     if device == "cpp_standalone" and standalone_unrecordable(record):
 

@@ -1,11 +1,12 @@
 """Learning tasks for the reference algorithms: a teacher–student regression and 8×8 digits.
 
 A :class:`Task` is an immutable bundle of train and test arrays (batched along axis 0, as in
-:mod:`cdtp.layers`), the name of the loss to train with (:func:`cdtp.losses.get_loss`) and a
+:mod:`cdtp.model.layers`), the name of the loss to train with (:func:`cdtp.model.losses.get_loss`)
+and a
 metadata dict saying how the task was made. Randomness comes in only as a seed or a
 :class:`numpy.random.Generator`; nothing here touches global random state or the network.
 
-- :func:`teacher_student` — a random teacher network (:func:`cdtp.layers.init_network`) maps
+- :func:`teacher_student` — a random teacher network (:func:`cdtp.model.layers.init_network`) maps
   Gaussian inputs to regression targets; squared-error loss.
 - :func:`digits` — the 1 797 bundled 8×8 handwritten digits (``cdtp/data/digits.npz``, read with
   :mod:`importlib.resources`; no download, no scikit-learn), with a seeded stratified train/test
@@ -29,9 +30,9 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from cdtp.layers import init_network
-from cdtp.losses import LOSSES
-from cdtp.nonlinearities import NONLINEARITIES
+from cdtp.model.layers import init_network
+from cdtp.model.losses import LOSSES
+from cdtp.model.nonlinearities import NONLINEARITIES
 
 __all__ = ["PROBLEMS", "TASKS", "Task", "digits", "get_task", "mnist1d", "read_npz",
            "read_npz_task", "split_held_out", "teacher_classes", "teacher_student"]
@@ -60,7 +61,7 @@ class Task:
         Targets, float64, shape (n, n_out): one-hot rows for classification, real values for
         regression.
     loss : str
-        Loss name understood by :func:`cdtp.losses.get_loss`.
+        Loss name understood by :func:`cdtp.model.losses.get_loss`.
     labels_train, labels_test : numpy.ndarray or None
         Integer class labels (shape (n,)) for classification, ``None`` for regression.
     metadata : dict
@@ -196,7 +197,7 @@ def teacher_student(
     n_train, n_test : int
         Number of examples per split.
     nonlinearity : str
-        The teacher's σ (a name from :data:`cdtp.nonlinearities.NONLINEARITIES`).
+        The teacher's σ (a name from :data:`cdtp.model.nonlinearities.NONLINEARITIES`).
     noise : float
         Standard deviation of the training-target noise, ≥ 0.
 
@@ -204,7 +205,7 @@ def teacher_student(
     -------
     Task
         ``loss == "squared_error"``; ``metadata["teacher"]`` is the teacher
-        :class:`~cdtp.layers.Network` and ``metadata["sizes"]`` its layer sizes.
+        :class:`~cdtp.model.layers.Network` and ``metadata["sizes"]`` its layer sizes.
     """
     rng = _as_generator(rng_or_seed)
     sizes, n_train, n_test = _teacher_sizes(n_in, hidden, n_out, n_train, n_test, nonlinearity,

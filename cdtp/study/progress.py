@@ -7,7 +7,7 @@ draws it.
 
 - :class:`RunProgress`: cycles done of a run, with rate (cycles/s) and ETA; advanced after
   every chunk of cycles and, within a chunk, by Brian2's ``report`` hook (see
-  :func:`cdtp.simulation.simulate`'s ``tick``) or after every cycle of the reference map.
+  :func:`cdtp.brian.simulation.simulate`'s ``tick``) or after every cycle of the reference map.
 - :class:`SweepProgress`: points done of a sweep, with how many are running and how many failed,
   and an ETA.
 """

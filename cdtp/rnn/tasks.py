@@ -44,7 +44,7 @@ ADDING_SUCCESS_THRESHOLD = 0.04
 ADDING_SUCCESS = ("absolute", "squared")
 #: Marker-position conventions of the temporal order problem.
 MARKER_POSITIONS = ("code", "text")
-#: Task names understood by :mod:`cdtp.reference.rnn_experiment`.
+#: Task names understood by :mod:`cdtp.rnn.experiment`.
 TASKS = ("temporal_order", "adding", "digits_pixel", "digits_row")
 
 
