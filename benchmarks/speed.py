@@ -167,23 +167,6 @@ def _marginal(run_cycles, cycles: int, repeats: int) -> tuple[float, float]:
     return per_cycle, min(short) - per_cycle
 
 
-def _engine_before():
-    """The engine module at the path in ``CDTP_ENGINE_BEFORE`` (e.g. ``git show
-    REV:cdtp/brian/engine.py > /tmp/engine_before.py``): variant ``engine_before`` times it in the
-    same
-    run as the current engine, so a change's speed is measured under the same load."""
-    import importlib.util
-
-    path = os.environ.get("CDTP_ENGINE_BEFORE")
-    if not path:
-        raise SystemExit("variant engine_before needs CDTP_ENGINE_BEFORE=<path of an engine.py>")
-    spec = importlib.util.spec_from_file_location("cdtp_engine_before", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
 def time_variant(variant: str, n: int, cycles: int, repeats: int) -> dict:
     spc = round(1 / (FREQUENCY * DT))
     total = (cycles + 2) * (repeats + 1) + 1
@@ -191,9 +174,6 @@ def time_variant(variant: str, n: int, cycles: int, repeats: int) -> dict:
     call = float("nan")
     if variant.startswith("engine"):
         from cdtp.brian.engine import build
-
-        if variant == "engine_before":
-            build = _engine_before().build
 
         x, y = stream(n, total)
         run = build(circuit_of(n), schedule(), x, y, dt=DT, device="cython",
@@ -253,16 +233,28 @@ def time_variant(variant: str, n: int, cycles: int, repeats: int) -> dict:
 
 
 def _child(variant: str, n: int, cycles: int, repeats: int) -> dict:
-    """Time one (variant, n) in a fresh process and read its peak memory."""
+    """Time one (variant, n) in a fresh process and read its peak memory.
+
+    ``engine_before`` is the ``engine`` variant of another source tree, named by
+    ``CDTP_BEFORE_TREE`` (e.g. ``git worktree add /tmp/before REV``): its own
+    ``benchmarks.speed`` and ``cdtp`` time it, in this run, interleaved with the current engine,
+    so a change's speed is measured under the same load."""
+    cwd, env, timed = HERE.parent, None, variant
+    if variant == "engine_before":
+        tree = os.environ.get("CDTP_BEFORE_TREE")
+        if not tree or not (Path(tree) / "benchmarks" / "speed.py").is_file():
+            raise SystemExit("variant engine_before needs CDTP_BEFORE_TREE=<a source tree of"
+                             " cdtp, e.g. a git worktree of the revision to compare with>")
+        cwd, env, timed = Path(tree), {**os.environ, "PYTHONPATH": str(tree)}, "engine"
     code = (
         "import json, resource, sys; from benchmarks.speed import time_variant;"
-        f" r = time_variant({variant!r}, {n}, {cycles}, {repeats});"
+        f" r = time_variant({timed!r}, {n}, {cycles}, {repeats});"
         " r['peak_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024;"
         " print(json.dumps(r))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=HERE.parent, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+                         cwd=cwd, env=env, check=True)
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "variant": variant}
 
 
 def table(rows: list[dict]) -> str:
@@ -350,6 +342,17 @@ def main(argv=None) -> None:
         " update on a slower clock, exact for held phases: tests/test_engine_speed.py); the"
         " other columns update W every step, as the reference map does.",
     ])
+    before = {r["n"]: r for r in rows if r["variant"] == "engine_before"}
+    now = {r["n"]: r for r in rows if r["variant"] == "engine"}
+    if before:
+        lines = ["", f"Before / after, the same run: `engine_before` is the engine of the tree"
+                 f" {os.environ.get('CDTP_BEFORE_TREE')} (CDTP_BEFORE_TREE), timed as `engine`.",
+                 "", "| n | engine before µs/step | engine µs/step | after / before |",
+                 "|---|---|---|---|"]
+        for n in sorted(before):
+            b, a = before[n]["us_per_step"], now[n]["us_per_step"] if n in now else float("nan")
+            lines.append(f"| {n} | {b:.0f} | {a:.0f} | {a / b:.2f} |")
+        text += "\n".join(lines)
     print(text)
     if args.write:
         (HERE / "RESULTS.md").write_text(text + "\n")

@@ -24,7 +24,8 @@ The packages are the pipeline, in order — each may import only those before it
 3. :mod:`cdtp.reference` — seed 000's discrete algorithms in numpy: the circuit's oracles,
    its baselines, and the map behind the numpy device;
 4. :mod:`cdtp.record` — the results Dataset and held-out evaluation (xarray, never Brian2);
-5. :mod:`cdtp.brian` — build and run the circuit in Brian2 (the only package importing it);
+5. :mod:`cdtp.brian` — build and run the circuit in Brian2 (model, data, reference, record
+   and analysis never import it);
 6. :mod:`cdtp.analysis` — the propositions' checks and the figures (never Brian2);
 7. :mod:`cdtp.study` — scenario files, sweeps (Dask), the ``cdtp`` command.
 

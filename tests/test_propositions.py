@@ -13,14 +13,13 @@ import re
 import numpy as np
 import pytest
 
+from cdtp.analysis.cells import _premise, _result
 from cdtp.analysis.propositions import (
     CHECKS,
     HOLDS,
     NOT_APPLICABLE,
     PREMISE_NOT_MET,
     VIOLATED,
-    _premise,
-    _result,
     check_all,
     counts,
     premises_not_met,

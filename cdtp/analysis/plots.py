@@ -1,7 +1,7 @@
 """Figures of recorded runs (matplotlib; axis labels come from the variables' attributes).
 
-Every function takes Datasets (or the check results of :mod:`cdtp.analysis.propositions`) and returns
-the :class:`matplotlib.figure.Figure`; nothing is written unless you save it. Never imports
+Every function takes Datasets (or the check results of :mod:`cdtp.analysis.propositions`) and
+returns the :class:`matplotlib.figure.Figure`; nothing is written unless you save it. Never imports
 brian2.
 """
 

@@ -39,21 +39,22 @@ import brian2 as b2
 import numpy as np
 from brian2.devices.device import all_devices
 
-from cdtp.brian.engine import (
-    _assemble,
-    _block_synapses,
-    _check_stream,
-    _configure_device,
-    _divergence_after_run,
-    _feedback_matrix,
-    _feedforward_matrix,
-    _schedule_constants,
-    _snapshot_matrices,
-    _snapshot_monitors,
-    _stream_arrays,
-    _validate,
-    compiled_kind,
-    initial_network,
+from cdtp.brian.assembly import (
+    assemble,
+    block_synapses,
+    check_stream,
+    stream_arrays,
+    validate_build,
+)
+from cdtp.brian.devices import configure_device
+from cdtp.brian.engine import initial_network
+from cdtp.brian.gates import compiled_kind, schedule_constants
+from cdtp.brian.readout import (
+    divergence_after_run,
+    feedback_matrix,
+    feedforward_matrix,
+    snapshot_matrices,
+    snapshot_monitors,
 )
 from cdtp.model.circuit import CircuitConfig
 from cdtp.model.gating import Schedule
@@ -132,7 +133,7 @@ class BatchRun:
         if any(compiled_kind(s) != compiled_kind(self.schedules[0]) for s in schedules):
             raise ValueError("rerun changes schedule parameters only; the compiled kind"
                              " (γ shape, array values, paper gate) must stay")
-        spcs = _validate(self.circuit, schedules, self.dt, self.plasticity_every, 1)
+        spcs = validate_build(self.circuit, schedules, self.dt, self.plasticity_every, 1)
         n_cycles = self.n_cycles if n_cycles is None else _per_circuit(n_cycles, self.size)
         steps = _steps(schedules, self.dt, n_cycles)
         if max(steps) > self.total_steps:
@@ -147,7 +148,7 @@ class BatchRun:
                 " multiple of that: build it again"
             )
         run_args = {}
-        for (l, name), value in _schedule_constants(
+        for (l, name), value in schedule_constants(
             self.layers, schedules, self.circuit, _block_sizes(self.circuit), dt=self.dt
         ).items():
             run_args[getattr(self.layers[l], name)] = value
@@ -161,7 +162,7 @@ class BatchRun:
         ins, labs = _streams(self.circuit, self.inputs if inputs is None else inputs,
                              self.labels if labels is None else labels, self.size, n_cycles)
         if inputs is not None or labels is not None:
-            stim, lab = _stream_arrays(self.circuit, ins, labs)
+            stim, lab = stream_arrays(self.circuit, ins, labs)
             if stim.shape != self.namespace["stimulus"].values.shape:
                 compiled = len(self.namespace["stimulus"].values)
                 raise ValueError(f"the example streams were compiled with {compiled} rows;"
@@ -186,7 +187,7 @@ class BatchRun:
         self._outputs = None
         self.diverged, self.cycles_completed = [], []
         for k in range(self.size):
-            why, bad = _divergence_after_run(self.layers, self.circuit, self.outputs(k), k)
+            why, bad = divergence_after_run(self.layers, self.circuit, self.outputs(k), k)
             self.diverged.append(why)
             # cycles up to and including the one whose output left the bound (as a separate
             # run, which stops there); a block whose final state left it completed them all
@@ -212,16 +213,16 @@ class BatchRun:
 
     def weights(self, l: int, k: int) -> np.ndarray:
         """W_l of circuit k as an (n_l, n_{l−1} [+1]) matrix (bias column last)."""
-        return _feedforward_matrix(self, l, k)
+        return feedforward_matrix(self, l, k)
 
     def feedback_weights(self, l: int, k: int) -> np.ndarray:
         """Ω_l of circuit k as an (n_{l−1}, n_l [+1]) matrix (bias column last)."""
-        return _feedback_matrix(self, l, k)
+        return feedback_matrix(self, l, k)
 
     def weight_snapshots(self, l: int, k: int, kind: str = "feedforward") -> np.ndarray:
         """W_l or Ω_l of circuit k at the start of every s-th cycle (s = ``snapshot_every``
         of :func:`build_batch`), as :meth:`cdtp.brian.engine.CircuitRun.weight_snapshots`."""
-        return _snapshot_matrices(self, l, kind, k)
+        return snapshot_matrices(self, l, kind, k)
 
     def state(self, var: str, l: int, k: int) -> np.ndarray:
         """Current values of ``var`` of layer l of circuit k, without the bias unit."""
@@ -255,7 +256,7 @@ def _streams(circuit, inputs, labels, K, n_cycles):
     labs = [labels] * K if shared else list(labels)
     if len(ins) != K or len(labs) != K:
         raise ValueError(f"inputs and labels: one stream or {K} (one per circuit)")
-    ins, labs = zip(*(_check_stream(circuit, x, y) for x, y in zip(ins, labs)))
+    ins, labs = zip(*(check_stream(circuit, x, y) for x, y in zip(ins, labs)))
     for k, (x, n) in enumerate(zip(ins, n_cycles)):
         if len(x) < n:
             raise ValueError(f"circuit {k}: the example stream has {len(x)} examples;"
@@ -270,7 +271,7 @@ def _stacked(batch, networks, l, which):
         raise ValueError(f"{len(networks)} networks for a batch of {batch.size} circuits")
     nb, sizes = _block_sizes(batch.circuit), batch.circuit.sizes
     pre, post = (l - 1, l) if which == "weights" else (l, l - 1)
-    *_, values = _block_synapses([getattr(net, which)[l] for net in networks], nb[pre],
+    *_, values = block_synapses([getattr(net, which)[l] for net in networks], nb[pre],
                                  nb[post], sizes[post])
     return values
 
@@ -328,7 +329,7 @@ def build_batch(
             "the schedules of a batch must agree on γ shape, array values and whether the"
             f" plasticity gate is the paper's; got {sorted(map(str, kinds))}"
         )
-    spcs = _validate(circuit, schedules, dt, plasticity_every, threads)
+    spcs = validate_build(circuit, schedules, dt, plasticity_every, threads)
     n_cycles = _per_circuit(n_cycles, K)
     steps = _steps(schedules, dt, n_cycles)
     ins, labs = _streams(circuit, inputs, labels, K, n_cycles)
@@ -336,8 +337,8 @@ def build_batch(
         networks = [initial_network(circuit)] * K
     elif len(networks) != K:
         raise ValueError(f"{len(networks)} networks for a batch of {K} circuits")
-    standalone_directory = _configure_device(device, standalone_directory, threads)
-    parts = _assemble(circuit, schedules, networks, dt=dt, plasticity_every=plasticity_every,
+    standalone_directory = configure_device(device, standalone_directory, threads)
+    parts = assemble(circuit, schedules, networks, dt=dt, plasticity_every=plasticity_every,
                       batched=True, timed_stream=True, inputs=ins, labels=labs)
     nb = parts.block_sizes
     for l, group in enumerate(parts.layers):
@@ -365,7 +366,7 @@ def build_batch(
         if len(set(spcs)) > 1 or spcs[0] is None:
             raise ValueError("snapshot_every needs one γ period, a whole number of steps, for"
                              f" the whole batch; got {', '.join(map(str, spcs))} steps")
-        snapshots = _snapshot_monitors(parts, snapshot_every, spcs[0], dt)
+        snapshots = snapshot_monitors(parts, snapshot_every, spcs[0], dt)
     network = b2.Network(
         *parts.layers, *parts.norms, *parts.pools, *parts.broadcasts, *parts.feedforward[1:],
         *parts.feedback[2:], monitor, *snapshots.values(), name="cdtp_batch",

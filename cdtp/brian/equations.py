@@ -41,8 +41,13 @@ from dataclasses import dataclass
 
 import brian2 as b2
 
-__all__ = ["FB_REF_DRIVE", "METHODS", "LayerDynamics", "check_method", "describe",
-           "integrate", "layer_dynamics"]
+from cdtp.brian.gates import GATE_VARIABLES, SCHEDULE_CONSTANTS
+from cdtp.model.circuit import CircuitConfig
+from cdtp.model.nonlinearities import get_nonlinearity
+
+__all__ = ["BATCH_EQS", "FB_REF_DRIVE", "LAYER_EQS", "METHODS", "NORM_EQS", "LayerDynamics",
+           "check_method", "describe", "integrate", "layer_dynamics", "layer_equations",
+           "sigma_expression", "target_code"]
 
 METHODS = ("euler", "exact", "exponential_euler", "rk4")
 
@@ -205,3 +210,82 @@ def describe(network: b2.Network, layers: list, synapses: list, method: str) -> 
         elif kind == "NetworkOperation":
             out.append(f"  {obj.when} {obj.order:>3}  {obj.name} (Python, once per γ cycle)")
     return "\n".join(out)
+
+
+# -- the variables every layer has, and the normalization neurons ------------------------------
+
+def sigma_expression(circuit: CircuitConfig, var: str) -> str:
+    """σ of the circuit applied to ``var``, as a Brian2 expression."""
+    nl = get_nonlinearity(circuit.nonlinearity, slope=circuit.leaky_slope)
+    return nl.brian2_expr.format(x=var)
+
+
+LAYER_EQS = """
+target : 1
+dtau : 1
+scaled_error : 1
+d_scaled_error : 1
+influence_eps : 1 (shared, constant)
+m : 1
+fb : 1
+fb_ref : 1
+leak : 1 (shared, constant)
+sm : 1
+sa : 1
+su : 1
+y : 1
+inv_norm : 1
+err_self : 1
+err_top : 1
+exp_sum : 1
+is_bias : 1 (constant)
+hold_epsilon : 1 (shared, constant)
+hold_width : 1 (shared, constant)
+tau_h : second (shared, constant)
+tau_a : second (shared, constant)
+tau_u : second (shared, constant)
+tau_tau : second (shared, constant)
+beta : 1 (shared, constant)
+"""
+
+
+# a batch's blocks stop at their own last step: ``running`` is 1 until then, 0 after, and every
+# state update is multiplied by it (dt·running), so a block's final state is the state a
+# separate run of that circuit ends in
+BATCH_EQS = """
+running : 1
+t_last : second (constant)
+"""
+
+
+def layer_equations(dynamics: str, batched: bool, slow: bool) -> str:
+    """The NeuronGroup equations of a layer: its Eqs 46–48 (``dynamics``, from
+    :func:`cdtp.brian.equations.layer_dynamics`) and the parameters every layer has."""
+    gate_flag = "" if batched else " (shared)"
+    const_flag = " (constant)" if batched else " (shared, constant)"
+    lines = [dynamics, LAYER_EQS]
+    lines += [f"{v} : 1{gate_flag}" for v in GATE_VARIABLES]
+    lines += [f"{v} : {unit}{const_flag}" for v, unit in SCHEDULE_CONSTANTS.items()]
+    if batched:
+        lines.append(BATCH_EQS)
+    if slow:
+        lines.append("w_drive : 1")
+    return "\n".join(lines) + "\n"
+
+
+NORM_EQS = """
+sq_norm : 1
+err : 1
+exp_total : 1
+"""
+
+
+def target_code(drive: str, tau_tau: float, group, method: str, batched: bool) -> str:
+    """Stage 2's dτ/dt = drive/τ_τ (Eq 49, or the top layer's nudged target), leaving the
+    step's increment in ``dtau`` for the weight update (Eq 50). Algebraic (τ_τ = 0): the
+    map's k = 1 step, ``dtau = drive``, so the increment is not recomputed from the sum."""
+    if tau_tau == 0:
+        run = "running*" if batched else ""
+        return f"dtau = {run}({drive})\ntarget += dtau"
+    update = integrate("target", drive, "tau_tau", tau_tau, group, method, batched)
+    return f"_target_start = target\n{update}\ndtau = target - _target_start"
