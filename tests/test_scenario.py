@@ -125,3 +125,16 @@ def test_a_plasticity_window_closing_before_the_cycle_end_keeps_the_last_cycle(t
     ds = simulate(s.circuit, s.schedule, x, y, dt=s.dt, backend="map", record=s.record)
     assert ds.sizes["cycle"] == 3 and np.all(np.isfinite(ds.loss.values))
     assert ds.boundary_time.values[-1, -1] < 3 * 0.04  # the window closed inside cycle 2
+
+
+def test_time_constant_below_dt_is_refused_only_where_the_method_overshoots(tmp_path):
+    """Euler (and RK4) overshoot when dt > τ, so the scenario refuses it, naming the key; the
+    exponential methods solve the relaxation over a step exactly and are accepted (as by
+    :func:`cdtp.brian.engine.build`, which applies the same rule)."""
+    path = _write(tmp_path)
+    short = 'circuit.time_constants.tau_a="0.5 ms"'  # dt = 1 ms in BASE
+    with pytest.raises(ConfigError, match="exponential_euler") as err:
+        load_scenario(path, [short])
+    assert err.value.key == "circuit.time_constants.tau_a"
+    s = load_scenario(path, [short, 'circuit.integration.method="exponential_euler"'])
+    assert s.circuit.tau_a == 5e-4 and s.circuit.integration_method == "exponential_euler"

@@ -429,14 +429,20 @@ def _phases(source, schedule: Schedule, circuit: CircuitConfig, dt: float) -> No
 
 
 def _time_constants(source, circuit: CircuitConfig, dt: float) -> None:
-    """A time constant must be 0 (algebraic) or at least dt (forward Euler is stable then)."""
+    """With ``euler`` or ``rk4`` a time constant must be 0 (algebraic) or at least dt: both
+    overshoot beyond that. ``exact`` and ``exponential_euler`` solve the linear relaxation
+    exactly over a step and take any dt (docs/model.md §2.4)."""
+    method = circuit.integration_method
+    if method not in ("euler", "rk4"):
+        return
     for name in ("tau_h", "tau_a", "tau_u", "tau_tau"):
         tau = getattr(circuit, name)
         if 0 < tau < dt * (1 - 1e-9):
             raise ConfigError(
                 source, f"circuit.time_constants.{name}",
-                f"{tau * 1e3:g} ms is shorter than the time step dt = {dt * 1e3:g} ms; allowed:"
-                " '0 ms' (algebraic) or ≥ dt (or a smaller dt)",
+                f"{tau * 1e3:g} ms is shorter than the time step dt = {dt * 1e3:g} ms, which"
+                f" integration.method = {method!r} overshoots; allowed: '0 ms' (algebraic),"
+                " ≥ dt, a smaller dt, or integration.method = 'exact' / 'exponential_euler'",
             )
 
 
