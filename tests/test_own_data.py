@@ -267,7 +267,7 @@ def test_test_accuracy_equals_a_numpy_forward_pass_on_the_recorded_weights(npz_r
                                    ds.output.sel(cycle=c).values, rtol=1e-12, atol=1e-12)
 
 
-def test_info_and_plot_show_the_held_out_evaluation(npz_run, tmp_path, capsys):
+def test_info_check_and_plot_show_the_held_out_evaluation(npz_run, tmp_path, capsys):
     from cdtp.study.cli import main
 
     out, _, _ = npz_run
@@ -275,6 +275,12 @@ def test_info_and_plot_show_the_held_out_evaluation(npz_run, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "held out: 25 test examples (x_test and y_test of the file), epoch = 10" in text
     assert "test accuracy by epoch: 0: " in text and ", 2: " in text
+    # `cdtp check` ends with the same lines, and carries them in its JSON
+    main(["check", str(out)])
+    assert "test accuracy by epoch: 0: " in capsys.readouterr().out
+    main(["check", "--json", str(out)])
+    held = json.loads(capsys.readouterr().out)["held_out"]
+    assert held[0].startswith("held out: 25 test examples") and len(held) == 2
     assert main(["plot", str(out), "-o", str(tmp_path / "figs")]) == 0
     assert (tmp_path / "figs" / "held_out.png").stat().st_size > 0
 

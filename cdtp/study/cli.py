@@ -435,6 +435,7 @@ def cmd_sweep(args) -> int:
 
 def cmd_check(args) -> int:
     from cdtp.analysis import propositions
+    from cdtp.record.evaluation import held_out_summary
 
     ds = _open(args.file)
     if _is_sweep(ds):
@@ -461,7 +462,8 @@ def cmd_check(args) -> int:
             }
         print(json.dumps({"file": args.file, "checks": out, "failures": failures,
                           "premises_not_met": unmet,
-                          "reading": propositions.summary(checks)}, indent=2))
+                          "reading": propositions.summary(checks),
+                          "held_out": held_out_summary(ds)}, indent=2))
     else:
         print(propositions.report(checks))
         print()
@@ -469,6 +471,9 @@ def cmd_check(args) -> int:
         print()
         print("\n".join(failures) or "no violation: wherever a premise was met, its"
               " conclusion held")
+        if held_out_summary(ds):
+            print()
+            print("\n".join(held_out_summary(ds)))
     diverged = _status(ds)
     if diverged:
         print(diverged, file=sys.stderr)
