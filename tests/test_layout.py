@@ -96,7 +96,8 @@ def _imports(path: Path) -> set[str]:
 def test_each_package_imports_only_those_before_it(path):
     parts = path.relative_to(ROOT).parts
     if len(parts) == 1:
-        assert parts[0][:-3] in TOP_LEVEL, f"{parts[0]}: a new top-level module; put it in a package"
+        assert parts[0][:-3] in TOP_LEVEL, \
+            f"{parts[0]}: a new top-level module; put it in a package"
         return
     package = parts[0]
     assert package in ALLOWED, f"{package}: a package not in the layout (tests/test_layout.py)"
@@ -136,7 +137,8 @@ def test_long_modules_and_functions_have_a_reason():
     long_functions = {f"{_key(p)}:{name}" for p in _modules()
                       for name, n in _function_lengths(p) if n > FUNCTION_LINES * 1.05}
     assert long_modules <= set(LONG_MODULES), \
-        f"modules over {MODULE_LINES} lines without a reason: {sorted(long_modules - set(LONG_MODULES))}"
+        f"modules over {MODULE_LINES} lines without a reason: " \
+        f"{sorted(long_modules - set(LONG_MODULES))}"
     assert long_functions <= set(LONG_FUNCTIONS), \
         f"functions over {FUNCTION_LINES} lines without a reason: " \
         f"{sorted(long_functions - set(LONG_FUNCTIONS))}"
