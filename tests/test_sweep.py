@@ -10,7 +10,7 @@ import xarray as xr
 
 from cdtp.model.circuit import ConfigError
 from cdtp.study.cli import main
-from cdtp.study.sweep import combine, grid, sweep
+from cdtp.study.sweep import _point_file, combine, dimension_name, grid, sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,6 +111,15 @@ def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
     assert ds.gamma_frequency.attrs["key"] == "gamma.frequency"
     assert ds.gamma_frequency.attrs["units"] == "Hz"
     assert np.all(ds.status.values == "ok")
+    # the held-out evaluation of every point (teacher-student has 256 test examples), as the
+    # point file holds it
+    from cdtp.record.dataset import load
+
+    first = info["points"][0]
+    point = load(_point_file(points_dir, first["index"]))
+    coords = {dimension_name(k): first["coords"][k] for k in info["keys"]}
+    assert set(ds.test_loss.dims) == {"gamma_frequency", "gamma_duty", "epoch"}
+    np.testing.assert_array_equal(ds.test_loss.sel(coords).values, point.test_loss.values)
 
 
 def test_a_failing_point_is_recorded_and_the_others_run(tmp_path):

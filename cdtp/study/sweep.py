@@ -16,7 +16,9 @@ skips the points whose file exists (an interrupted sweep resumes). The combined 
 dimension per swept key (values in SI units), named so that ``.sel`` takes it as a keyword
 (``gamma.frequency`` → ``gamma_frequency``: :func:`dimension_name`; the dotted key is the
 dimension's ``key`` attribute) and holds the per-cycle records of every point
-(``loss``, ``output``, ``weight_change``, ``boundary_time``), each check's median residual and
+(``loss``, ``output``, ``weight_change``, ``boundary_time``), the held-out evaluation of every
+point when the task has test examples (``test_loss``, ``test_accuracy`` on ``epoch``, the
+union of the points' epochs, NaN where a point has none), each check's median residual and
 fraction of passing cells, a ``status`` (ok / diverged / failed) and the point file's path;
 the traces stay in the point files.
 
@@ -32,6 +34,7 @@ On Dask, workers are processes with one thread each; brian2 is imported in a wor
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import json
@@ -51,6 +54,7 @@ __all__ = ["CATEGORICAL_KEYS", "SweepPoint", "batch_groups", "combine", "dimensi
            "point_state", "run_batch", "run_point", "sweep"]
 
 SUMMARY_VARIABLES = ("loss", "output", "label", "weight_change", "boundary_time")
+HELD_OUT_VARIABLES = ("test_loss", "test_accuracy")
 
 
 class SweepPoint(dict):
@@ -510,6 +514,23 @@ def dimension_name(key: str) -> str:
     return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in key)
 
 
+def _held_out_pieces(loaded: dict) -> tuple[dict, dict]:
+    """The held-out variables of each loaded point on the union of the points' epochs, and the
+    NaN stand-in for a point without them (or without a file); ({}, {}) when no point has a
+    held-out set. ``examples_seen`` is left out: it is ``epoch`` × the epoch length."""
+    having = {i: d for i, d in loaded.items() if "test_loss" in d}
+    if not having:
+        return {}, {}
+    epochs = functools.reduce(np.union1d, [d.epoch.values for d in having.values()])
+    names = [v for v in HELD_OUT_VARIABLES if v in next(iter(having.values()))]
+
+    def on_epochs(d):
+        return d[names].drop_vars("examples_seen", errors="ignore").reindex(epoch=epochs)
+
+    pieces = {i: dict(on_epochs(d).data_vars) for i, d in having.items()}
+    return pieces, dict((on_epochs(next(iter(having.values()))) * np.nan).data_vars)
+
+
 def combine(keys: list[str], points: list, directory: str | Path,
             attrs: dict | None = None) -> xr.Dataset:
     """One Dataset with a dimension per swept key from the point files (see the module doc).
@@ -531,9 +552,10 @@ def combine(keys: list[str], points: list, directory: str | Path,
             loaded[p["index"]] = load(f)
             n_cycles = max(n_cycles, loaded[p["index"]].sizes.get("cycle", 0))
     template = next((d for d in loaded.values() if "loss" in d), None)
+    held_out, no_held_out = _held_out_pieces(loaded)
     for p in points:
         ds = loaded.get(p["index"])
-        data = {}
+        data = dict(held_out.get(p["index"], no_held_out))
         if ds is not None:
             if "loss" in ds:
                 sub = ds[[v for v in SUMMARY_VARIABLES if v in ds]].reindex(cycle=range(n_cycles))
