@@ -315,3 +315,20 @@ def test_combined_file_carries_scenario_and_circuit_and_a_csv_table(gate_sweep, 
         assert r["status"] == "ok" and r["diverged"] == "0"
     # a table of a single run, or into something that is not a .csv, is refused
     assert main(["info", str(out), "--table", str(tmp_path / "points.txt")]) == 2
+
+
+def test_a_sweep_file_written_before_the_dimension_rename_is_still_read(gate_sweep, tmp_path,
+                                                                        capsys):
+    """Files from before dimensions were named for ``.sel`` carry the dotted keys as dimensions
+    and no ``swept_dims``: info and plot read them through the keys."""
+    from cdtp.record.dataset import load, save
+
+    _, out = gate_sweep
+    old = load(out).rename({"plasticity_gate_kind": "plasticity_gate.kind"})
+    del old.attrs["swept_dims"]
+    path = tmp_path / "old.nc"
+    save(old, path)
+    assert main(["info", str(path)]) == 0
+    assert "plasticity_gate.kind = descending, paper" in capsys.readouterr().out
+    assert main(["plot", str(path), "-o", str(tmp_path / "figs")]) == 0
+    assert (tmp_path / "figs" / "learning_curves.png").stat().st_size > 0
