@@ -56,6 +56,10 @@ SCHEDULE = Schedule(GammaSchedule("square", frequency=25.0, duty=0.25),
                     PlasticityGate("descending"))
 SEEDS = (0, 1, 2)
 BP_STEPS = (0.003, 0.01, 0.03, 0.1)
+# MNIST-1D's inputs (unit variance, peaks near ±5) scaled into tanh's near-linear range: online
+# BP's validation accuracy after 10 epochs is 0.28 at scale 1, 0.37–0.39 at 0.5 and 0.25
+# (benchmarks/learning_results/exploration.md)
+MNIST1D_SCALE = 0.25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,8 +94,9 @@ def specs(quick: bool = False) -> list[Spec]:
              lambda: _split(tasks.digits(seed=0), 288),
              "8×8 digits, 1 150 fit / 288 validation / 359 test"),
         Spec("mnist1d", (40, 100, 100, 10), 1 if quick else 10,
-             lambda: _split(tasks.mnist1d(42), 800),
+             lambda: _split(tasks.mnist1d(42, scale=MNIST1D_SCALE), 800),
              "MNIST-1D (the `mnist1d` package's make_dataset, seed 42, generated offline),"
+             f" inputs × {MNIST1D_SCALE} (tanh's near-linear range; exploration below),"
              " 3 200 fit / 800 validation / 1 000 test (chance 0.1)"),
         Spec("teacher_classes", (16, 32, 32, 3), 1,
              lambda: _split(tasks.teacher_classes(7, n_train=6000, n_test=1000), 1000),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cdtp.brian.engine import build, initial_network
-from cdtp.data.tasks import teacher_classes
+from cdtp.data.tasks import mnist1d, teacher_classes
 from cdtp.model.circuit import load_circuit
 from cdtp.model.gating import GammaSchedule, PlasticityGate, Schedule
 from cdtp.reference import cdtp_map
@@ -238,3 +238,15 @@ def test_premises_hold_while_the_recipe_learns_and_short_phases_are_flagged(reci
     assert short["premise_not_met"] >= 0.9 * (short["cells"] - short["na"]), short
     assert "u_settled" in short["premises"], short
     assert short["holds"] == 0
+
+
+def test_mnist1d_scale_multiplies_the_inputs_and_is_checked():
+    """``scale`` multiplies the inputs only (labels, targets unchanged); a bad value is named."""
+    base = mnist1d(3, n_train=40, n_test=10)
+    scaled = mnist1d(3, n_train=40, n_test=10, scale=0.25)
+    # multiplication by 0.25 is exact in float64 (a power of two)
+    assert np.array_equal(scaled.x_train, 0.25 * base.x_train)
+    assert np.array_equal(scaled.x_test, 0.25 * base.x_test)
+    assert np.array_equal(scaled.labels_train, base.labels_train)
+    with pytest.raises(ValueError, match="mnist1d: scale must be a finite number > 0, got -1"):
+        mnist1d(3, n_train=40, n_test=10, scale=-1)
