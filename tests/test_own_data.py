@@ -193,6 +193,9 @@ def test_teacher_classes_and_mnist1d_tasks_from_a_scenario():
     m = scenario_from_dict(_dict({"name": "mnist1d", "n_train": 60, "n_test": 20},
                                  (40, 16, 10))).task_data()
     assert (m.n_train, m.n_test, m.n_in, m.n_out) == (60, 20, 40, 10)
+    quarter = scenario_from_dict(_dict({"name": "mnist1d", "n_train": 60, "n_test": 20,
+                                        "scale": 0.25}, (40, 16, 10))).task_data()
+    np.testing.assert_array_equal(quarter.x_train, 0.25 * m.x_train)  # × 0.25 is exact
     d = scenario_from_dict(_dict({"name": "digits", "test_fraction": 0.5}, (64, 10)))
     assert d.held_out().source == "the digits test split"
     assert abs(d.task_data().n_test - 1797 / 2) < 10  # per-class rounding

@@ -14,7 +14,7 @@ Layout (units as strings)::
     name = "teacher_student"   # teacher_student | teacher_classes | digits | mnist1d | npz
     # teacher_student: seed (default: the scenario's), n_train, n_test, noise;
     # teacher_classes: seed, n_train, n_test, margin, hidden, nonlinearity;
-    # digits: seed, scale, test_fraction; mnist1d: seed, n_train, n_test;
+    # digits: seed, scale, test_fraction; mnist1d: seed, n_train, n_test, scale;
     # npz: path (arrays x, y and optionally x_test, y_test), test_fraction, seed, problem
     # (see TASK_KEYS; the held-out examples are evaluated after every epoch)
 
@@ -100,7 +100,7 @@ TASK_KEYS = {
     "teacher_classes": {"seed": "seed", "n_train": "count", "n_test": "count",
                         "margin": "float", "hidden": None, "nonlinearity": "str"},
     "digits": {"seed": "seed", "scale": "float", "test_fraction": "float"},
-    "mnist1d": {"seed": "seed", "n_train": "count", "n_test": "count"},
+    "mnist1d": {"seed": "seed", "n_train": "count", "n_test": "count", "scale": "float"},
     "npz": {"path": "str", "seed": "seed", "test_fraction": "float", "problem": "str"},
 }
 #: Fixed input and output widths of the built-in data sets.
@@ -189,7 +189,7 @@ class Scenario:
                                 test_fraction=t.get("test_fraction", 0.2))
         elif kind == "mnist1d":
             task = tasks.mnist1d(seed=seed, n_train=t.get("n_train", 4000),
-                                 n_test=t.get("n_test", 1000))
+                                 n_test=t.get("n_test", 1000), scale=t.get("scale", 1.0))
         else:
             task = _read_npz(self.source, self.npz_path(), c, t, self.seed)
         if task.n_in != c.sizes[0] or task.n_out != c.sizes[-1]:

@@ -167,7 +167,9 @@ KEY_DOCS: dict[str, dict[str, dict[str, str]]] = {
         "task.problem": {"text": "``npz``: ``classification`` or ``regression``; by default a "
                          "classification when the labels are integers or one-hot rows.",
                          "default": "from the labels"},
-        "task.scale": {"text": "Input scale of ``digits``.", "default": "``1.0``",
+        "task.scale": {"text": "Input scale of ``digits`` and ``mnist1d`` (σ also acts on the "
+                       "input: MNIST-1D's ±5 peaks saturate tanh at 1; the learning benchmark "
+                       "uses 0.25).", "default": "``1.0``",
                        "allowed": "> 0"},
         "task.path": {"text": "The ``.npz`` file of an ``npz`` task, relative to the scenario "
                       "file (arrays ``x`` and ``y``; nothing is unpickled).", "default": "—"},
