@@ -267,15 +267,22 @@ class ForwardPass:
     ----------
     x : ndarray, shape (batch, T, d)
         Inputs.
-    h : ndarray, shape (batch, T + 1, p)
-        Hidden states, ``h[:, 0] = h_0 = 0`` and ``h[:, t] = h_t``.
+    h_steps : ndarray, shape (T + 1, batch, p)
+        Hidden states, time-major and C-contiguous: ``h_steps[0] = h_0 = 0`` and
+        ``h_steps[t] = h_t``, so that the recurrences of the backward passes work on contiguous
+        (batch, p) blocks.
     z : ndarray, shape (batch, k)
         Readout pre-activation W_hy h_T + b_y.
     """
 
     x: np.ndarray
-    h: np.ndarray
+    h_steps: np.ndarray
     z: np.ndarray
+
+    @property
+    def h(self) -> np.ndarray:
+        """Hidden states batch-major, shape (batch, T + 1, p): ``h[:, t] = h_t`` (a view)."""
+        return self.h_steps.transpose(1, 0, 2)
 
 
 def _check_inputs(params: RNNParams, x: np.ndarray) -> np.ndarray:
@@ -294,6 +301,10 @@ def _check_inputs(params: RNNParams, x: np.ndarray) -> np.ndarray:
 def forward(params: RNNParams, x: np.ndarray) -> ForwardPass:
     """Run h_t = tanh(W_xh x_t + W_hh h_{t−1} + b_h) from h_0 = 0 and read out h_T.
 
+    The states are stored time-major (``ForwardPass.h_steps``, each step one contiguous
+    (batch, p) block) and every step is computed in place into its block: one matrix product,
+    one addition, one tanh, no temporary arrays.
+
     Parameters
     ----------
     params : RNNParams
@@ -302,14 +313,19 @@ def forward(params: RNNParams, x: np.ndarray) -> ForwardPass:
     x = _check_inputs(params, x)
     batch, n_steps, _ = x.shape
     dtype = np.result_type(params.W_hh.dtype, x.dtype, np.float32)
-    # Input drive of every step in one product: (batch, T, d) @ (d, p).
+    # Input drive of every step in one product: (batch, T, d) @ (d, p), then time-major.
     drive = x @ params.W_xh.T.astype(dtype, copy=False) + params.b_h
-    h = np.zeros((batch, n_steps + 1, params.n_hidden), dtype=dtype)
-    w_hh_t = params.W_hh.T
+    drive = np.ascontiguousarray(drive.transpose(1, 0, 2), dtype=dtype)
+    h_steps = np.empty((n_steps + 1, batch, params.n_hidden), dtype=dtype)
+    h_steps[0] = 0.0
+    w_hh_t = np.ascontiguousarray(params.W_hh.T, dtype=dtype)
     for t in range(1, n_steps + 1):
-        h[:, t] = np.tanh(drive[:, t - 1] + h[:, t - 1] @ w_hh_t)
-    z = h[:, -1] @ params.W_hy.T + params.b_y
-    return ForwardPass(x=x, h=h, z=z)
+        h_t = h_steps[t]
+        np.matmul(h_steps[t - 1], w_hh_t, out=h_t)
+        h_t += drive[t - 1]  # floating-point addition commutes: = drive + W_hh h_{t−1}
+        np.tanh(h_t, out=h_t)
+    z = h_steps[-1] @ params.W_hy.T + params.b_y
+    return ForwardPass(x=x, h_steps=h_steps, z=z)
 
 
 def _readout_gradients(params: RNNParams, fp: ForwardPass, y, loss: Loss):
@@ -317,22 +333,23 @@ def _readout_gradients(params: RNNParams, fp: ForwardPass, y, loss: Loss):
     batch = fp.z.shape[0]
     value = float(np.mean(loss.value(fp.z, y)))
     dz = loss.gradient(fp.z, y) / batch  # ∂L̄/∂z_i, (batch, k)
-    h_last = fp.h[:, -1]
+    h_last = fp.h_steps[-1]
     grad_w_hy = dz.T @ h_last
     grad_b_y = dz.sum(axis=0)
     dh_last = dz @ params.W_hy  # ∂L̄/∂h_T,i, (batch, p)
     return value, dh_last, grad_w_hy, grad_b_y
 
 
-def _transition_gradients(fp: ForwardPass, du: np.ndarray):
-    """(W_xh, W_hh, b_h) gradients Σ_i Σ_t from pre-activation errors du (batch, T, p).
+def _transition_gradients(fp: ForwardPass, du_steps: np.ndarray):
+    """(W_xh, W_hh, b_h) gradients Σ_i Σ_t from pre-activation errors du (T, batch, p).
 
     This is Σ_t ∂_θ f_t(h_{t−1}) applied to the per-step errors, done as one product over all
-    (example, step) pairs; any 1/B belongs in ``du``.
+    (example, step) pairs; any 1/B belongs in ``du_steps``. The pairs are laid out batch-major
+    (example, then step), the order of the sums being that of the batch-major arrays.
     """
-    batch, n_steps, p = du.shape
-    du_flat = du.reshape(batch * n_steps, p)
-    h_prev = fp.h[:, :-1].reshape(batch * n_steps, p)
+    n_steps, batch, p = du_steps.shape
+    du_flat = du_steps.transpose(1, 0, 2).reshape(batch * n_steps, p)
+    h_prev = fp.h_steps[:-1].transpose(1, 0, 2).reshape(batch * n_steps, p)
     x_flat = fp.x.reshape(batch * n_steps, -1)
     grad_w_hh = du_flat.T @ h_prev
     grad_w_xh = du_flat.T @ x_flat
@@ -340,24 +357,29 @@ def _transition_gradients(fp: ForwardPass, du: np.ndarray):
     return grad_w_xh, grad_w_hh, grad_b_h
 
 
-def _backprop_through_time(params: RNNParams, fp: ForwardPass, injected) -> np.ndarray:
-    """Pre-activation errors du_t of a loss whose gradient w.r.t. h_t is ``injected(t)``.
+def _backprop_through_time(
+    params: RNNParams, fp: ForwardPass, last: np.ndarray, errors: np.ndarray | None = None
+) -> np.ndarray:
+    """Pre-activation errors du_t (T, batch, p) of a loss with ∂/∂h_T = ``last`` + e_T.
 
-    δ_T = e_T, du_t = δ_t ⊙ (1 − h_t²), δ_{t−1} = e_{t−1} + W_hhᵀ du_t (chain rule through
-    h_t = tanh(W_xh x_t + W_hh h_{t−1} + b_h)). ``injected(t)`` returns e_t (batch, p) or None.
+    δ_T = last (+ e_T), du_t = δ_t ⊙ (1 − h_t²), δ_{t−1} = W_hhᵀ du_t + e_{t−1} (chain rule
+    through h_t = tanh(W_xh x_t + W_hh h_{t−1} + b_h)). ``errors`` (T, batch, p), time-major,
+    holds e_1 … e_T, the gradients injected at every step, or is None (a loss on h_T only).
     """
-    batch, n_steps, p = fp.h.shape[0], fp.h.shape[1] - 1, fp.h.shape[2]
-    slope = 1.0 - fp.h[:, 1:] ** 2  # tanh'(u_t) for all t at once
-    du = np.empty((batch, n_steps, p), dtype=fp.h.dtype)
-    w_hh = params.W_hh
-    delta = injected(n_steps)
+    h_steps = fp.h_steps
+    n_steps = h_steps.shape[0] - 1
+    slope = 1.0 - h_steps[1:] ** 2  # tanh'(u_t) for all t at once
+    du = np.empty_like(slope)
+    w_hh = np.ascontiguousarray(params.W_hh)
+    delta = last if errors is None else errors[-1]
+    buf = np.empty_like(h_steps[0])
     for t in range(n_steps, 0, -1):
-        du[:, t - 1] = delta * slope[:, t - 1]
+        np.multiply(delta, slope[t - 1], out=du[t - 1])
         if t > 1:
-            delta = du[:, t - 1] @ w_hh
-            extra = injected(t - 1)
-            if extra is not None:
-                delta += extra
+            np.matmul(du[t - 1], w_hh, out=buf)
+            if errors is not None:
+                buf += errors[t - 2]
+            delta = buf
     return du
 
 
@@ -388,8 +410,7 @@ def bptt_gradients(
     """
     fp = forward(params, x)
     value, dh_last, grad_w_hy, grad_b_y = _readout_gradients(params, fp, y, loss)
-    n_steps = fp.h.shape[1] - 1
-    du = _backprop_through_time(params, fp, lambda t: dh_last if t == n_steps else None)
+    du = _backprop_through_time(params, fp, dh_last)
     grad_w_xh, grad_w_hh, grad_b_h = _transition_gradients(fp, du)
     return value, RNNParams(grad_w_xh, grad_w_hh, grad_b_h, grad_w_hy, grad_b_y)
 
@@ -515,23 +536,27 @@ def propagate_targets(
     Returns
     -------
     v : ndarray, shape (batch, T, p)
-        ``v[:, t − 1]`` is the target v_t of step t = 1, …, T.
+        ``v[:, t − 1]`` is the target v_t of step t = 1, …, T (a batch-major view of a
+        time-major array).
     """
     if rule not in TARGET_RULES:
         raise ValueError(f"unknown target rule {rule!r}; allowed: {', '.join(TARGET_RULES)}")
-    h = fp.h
-    n_steps = h.shape[1] - 1
-    lam = np.empty_like(h[:, 1:])
-    lam[:, -1] = v_last - h[:, -1]
+    h = fp.h_steps  # time-major: h[t] = h_t
+    n_steps = h.shape[0] - 1
+    lam = np.empty_like(h[1:])  # lam[t − 1] = λ_t
+    np.subtract(v_last, h[-1], out=lam[-1])
     if rule == "linearized":
         g_t = inverse._g_t
-        slope = inverse.inverse_slope(h[:, 2:])  # (a⁻¹∘π)′(h_t) for t = 2 … T at once
+        slope = inverse.inverse_slope(h[2:])  # (a⁻¹∘π)′(h_t) for t = 2 … T at once
+        buf = np.empty_like(h[0])
         for t in range(n_steps, 1, -1):
-            lam[:, t - 2] = (lam[:, t - 1] * slope[:, t - 2]) @ g_t
+            np.multiply(lam[t - 1], slope[t - 2], out=buf)
+            np.matmul(buf, g_t, out=lam[t - 2])
     else:
         for t in range(n_steps, 1, -1):
-            lam[:, t - 2] = inverse.difference(h[:, t], h[:, t] + lam[:, t - 1])
-    return h[:, 1:] + lam
+            lam[t - 2] = inverse.difference(h[t], h[t] + lam[t - 1])
+    lam += h[1:]  # v_t = h_t + λ_t
+    return lam.transpose(1, 0, 2)
 
 
 def transition_update(
@@ -552,12 +577,15 @@ def transition_update(
         raise ValueError(
             f"unknown transition gradient {mode!r}; allowed: {', '.join(TRANSITION_GRADIENTS)}"
         )
-    h = fp.h[:, 1:]
+    h = fp.h_steps[1:]  # time-major, (T, batch, p)
+    v_steps = np.asarray(v).transpose(1, 0, 2)
+    if v_steps.shape != h.shape:
+        raise ValueError(f"v must have shape {fp.h[:, 1:].shape}, got {np.shape(v)}")
+    error = h - v_steps
     if mode == "local":
-        du = (h - v) * (1.0 - h * h)
+        du = error * (1.0 - h * h)
     else:
-        error = h - v
-        du = _backprop_through_time(params, fp, lambda t: error[:, t - 1])
+        du = _backprop_through_time(params, fp, error[-1], error)
     return _transition_gradients(fp, du)
 
 
@@ -610,7 +638,7 @@ def tp_directions(
     fp = forward(params, x)
     value, dh_last, grad_w_hy, grad_b_y = _readout_gradients(params, fp, y, loss)
     inverse = RegularizedInverse(params, r, margin=margin, beyond_margin=beyond_margin)
-    v_last = output_target(fp.h[:, -1], dh_last, gamma_h)
+    v_last = output_target(fp.h_steps[-1], dh_last, gamma_h)
     v = propagate_targets(fp, v_last, inverse, rule)
     d_w_xh, d_w_hh, d_b_h = transition_update(params, fp, v, transition_gradient)
     return value, RNNParams(d_w_xh, d_w_hh, d_b_h, grad_w_hy, grad_b_y)
