@@ -47,6 +47,7 @@ from cdtp.rnn.tasks import (
 )
 
 __all__ = [
+    "DTYPES",
     "METHODS",
     "REGRESSION_LOSSES",
     "TASK_DEFAULT_LENGTH",
@@ -56,6 +57,8 @@ __all__ = [
 ]
 
 METHODS = ("tp", "bptt")
+#: Floating-point precisions of a run (``RNNExperimentConfig.dtype``).
+DTYPES = ("float64", "float32")
 #: Loss of the adding problem: PyTorch's ``MSELoss`` (paper's code) or ½ (ŷ − y)².
 REGRESSION_LOSSES = {"mse": "linear_mse", "half_squared": "linear"}
 #: Sequence length used when ``T`` is not given; the digits tasks only allow this length.
@@ -137,6 +140,11 @@ class RNNExperimentConfig:
     eval_size : int
         Held-out sequences for the synthetic tasks (the digits use their fixed test split).
         The paper: 8 000 (drawn afresh at every evaluation; here drawn once).
+    dtype : {"float64", "float32"}
+        Floating-point precision of the parameters, sequences and recurrences. The paper's code
+        runs PyTorch's default, float32; float32 is also about 1.7× faster here (numpy's tanh
+        is vectorized for float32 only on AVX2 machines). The readout's loss gradient is
+        computed in float64 either way (:mod:`cdtp.losses`) and cast back on the update.
     """
 
     task: str = "temporal_order"
@@ -163,6 +171,7 @@ class RNNExperimentConfig:
     seed: int = 0
     eval_every: int = 200
     eval_size: int = 8000
+    dtype: str = "float64"
 
     def __post_init__(self):
         def bad(key, allowed):
@@ -182,6 +191,7 @@ class RNNExperimentConfig:
             ("positions", MARKER_POSITIONS),
             ("adding_success", ADDING_SUCCESS),
             ("regression_loss", tuple(REGRESSION_LOSSES)),
+            ("dtype", DTYPES),
         ):
             if getattr(self, key) not in allowed:
                 raise bad(key, ", ".join(allowed))
@@ -298,9 +308,12 @@ class _Task:
             self.x_eval, self.y_eval = digits.x_test, digits.y_test
         if task in ("temporal_order", "adding"):
             self.x_eval, self.y_eval = self._draw(eval_rng, config.eval_size)
+        self.dtype = np.dtype(config.dtype)
+        self.x_eval = self.x_eval.astype(self.dtype, copy=False)
 
     def batch(self):
-        return self._draw(self.rng, self.config.batch_size)
+        x, y = self._draw(self.rng, self.config.batch_size)
+        return x.astype(self.dtype, copy=False), y
 
     def evaluate(self, params: rnn.RNNParams, loss) -> tuple[float, float]:
         """(held-out mean loss, held-out accuracy or adding success fraction)."""
@@ -355,7 +368,7 @@ def run(config: RNNExperimentConfig, progress=None) -> xr.Dataset:
         init_rng,
         init=config.init,
         **({"input_scale": config.input_scale} if config.init == "scaled" else {}),
-    )
+    ).astype(config.dtype)
     optimizer = rnn.SGD(
         config.gamma_theta,
         momentum=config.momentum,
