@@ -496,7 +496,7 @@ def _plain_tp_reference(params, x, y, loss, gamma_h, r):
     """A second, plain implementation of TP (batch-major arrays, one expression per step).
 
     Written directly from the formulas (forward, Eq 1, Eq 2 with the clamped slope, Eq 3
-    through time), independent of the time-major in-place code of ``cdtp.reference.rnn``.
+    through time), independent of the time-major in-place code of ``cdtp.rnn.network``.
     """
     batch, steps, _ = x.shape
     p = params.n_hidden

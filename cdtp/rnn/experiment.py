@@ -144,7 +144,7 @@ class RNNExperimentConfig:
         Floating-point precision of the parameters, sequences and recurrences. The paper's code
         runs PyTorch's default, float32; float32 is also about 1.7× faster here (numpy's tanh
         is vectorized for float32 only on AVX2 machines). The readout's loss gradient is
-        computed in float64 either way (:mod:`cdtp.losses`) and cast back on the update.
+        computed in float64 either way (:mod:`cdtp.model.losses`) and cast back on the update.
     """
 
     task: str = "temporal_order"
