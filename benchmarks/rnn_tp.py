@@ -101,6 +101,14 @@ CURVES = {
             "bptt": {"gamma_theta": 1e-5},
         },
     ),
+    "mnist1d": (
+        "MNIST-1D sample by sample (T = 40), the paper's MNIST settings",
+        {"task": "mnist1d", "batch_size": 16, "iterations": 40000},
+        {
+            "tp": {"gamma_theta": 0.1, "gamma_h": 1e-4, "r": 1.0},
+            "bptt": {"gamma_theta": 1e-5},
+        },
+    ),
 }
 
 #: Fig 6a (seed 002 Sec 4): area under the training loss, 400 iterations, γ_h = 1e-3.
@@ -228,6 +236,7 @@ def cmd_grid(args):
             cfg = RNNExperimentConfig(
                 task="digits_pixel", method="tp", batch_size=16, iterations=args.iterations,
                 eval_every=args.iterations // 20, gamma_theta=gt, gamma_h=1e-3, r=r, seed=0,
+                dtype=args.dtype,
             )
             ds = run(cfg)
             loss = ds.train_loss.values
@@ -244,7 +253,10 @@ def cmd_grid(args):
                 else None,
             }
             print(f"γ_θ = {gt:g}, r = {r:g}: {cells[f'{gt:g},{r:g}']}", flush=True)
-    _write_json(RUNS / "grid.json", {"iterations": args.iterations, "cells": cells})
+    _write_json(
+        RUNS / "grid.json",
+        {"iterations": args.iterations, "dtype": args.dtype, "cells": cells, "machine": _machine()},
+    )
 
 
 def _machine():
@@ -507,6 +519,7 @@ def main(argv=None):
     p.set_defaults(func=cmd_cost)
     p = sub.add_parser("grid", help="Fig 6a grid")
     p.add_argument("--iterations", type=int, default=GRID_ITERATIONS)
+    p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     p.set_defaults(func=cmd_grid)
     sub.add_parser("report", help="assemble RNN_TP.md").set_defaults(func=cmd_report)
     sub.add_parser("list", help="list the curves").set_defaults(func=cmd_list)

@@ -576,3 +576,17 @@ def test_float32_run_learns_temporal_order_20():
     assert ds.attrs["diverged"] == 0
     assert json.loads(ds.attrs["config"])["dtype"] == "float32"
     assert float(ds.accuracy[-1]) >= 0.95
+
+
+def test_mnist1d_sequences_shape_and_config():
+    # MNIST-1D generated offline by the mnist1d package: 4 000 / 1 000 signals of 40 samples,
+    # 10 classes each with ~400 training examples; the config only accepts T = 40.
+    from cdtp.rnn.tasks import load_mnist1d_sequences
+
+    data = load_mnist1d_sequences()
+    assert data.x_train.shape == (4000, 40, 1) and data.x_test.shape == (1000, 40, 1)
+    counts = data.y_train.sum(axis=0)
+    assert counts.shape == (10,) and counts.min() > 300
+    assert RNNExperimentConfig(task="mnist1d").length == 40
+    with pytest.raises(ValueError, match="'T'"):
+        RNNExperimentConfig(task="mnist1d", T=64)

@@ -43,6 +43,7 @@ from cdtp.rnn.tasks import (
     adding_batch,
     adding_success,
     load_digit_sequences,
+    load_mnist1d_sequences,
     temporal_order_batch,
 )
 
@@ -62,8 +63,10 @@ DTYPES = ("float64", "float32")
 #: Loss of the adding problem: PyTorch's ``MSELoss`` (paper's code) or ½ (ŷ − y)².
 REGRESSION_LOSSES = {"mse": "linear_mse", "half_squared": "linear"}
 #: Sequence length used when ``T`` is not given; the digits tasks only allow this length.
-TASK_DEFAULT_LENGTH = {"temporal_order": 60, "adding": 30, "digits_pixel": 64, "digits_row": 8}
-_FIXED_LENGTH_TASKS = ("digits_pixel", "digits_row")
+TASK_DEFAULT_LENGTH = {
+    "temporal_order": 60, "adding": 30, "digits_pixel": 64, "digits_row": 8, "mnist1d": 40
+}
+_FIXED_LENGTH_TASKS = ("digits_pixel", "digits_row", "mnist1d")
 
 
 def _is_int(value) -> bool:
@@ -82,13 +85,14 @@ class RNNExperimentConfig:
 
     Attributes
     ----------
-    task : {"temporal_order", "adding", "digits_pixel", "digits_row"}
+    task : {"temporal_order", "adding", "digits_pixel", "digits_row", "mnist1d"}
+        ``mnist1d``: MNIST-1D read one sample per step (T = 40), the test split held out.
     method : {"tp", "bptt"}
         Target propagation (Eqs 1–3) or back-propagation through time.
     T : int or None
         Sequence length; ``None`` takes :data:`TASK_DEFAULT_LENGTH`. The digits tasks only
-        accept their own length (64 pixel by pixel, 8 row by row); the synthetic tasks need
-        T ≥ 10 so that the marker ranges are non-empty.
+        accept their own length (64 pixel by pixel, 8 row by row, 40 for MNIST-1D); the
+        synthetic tasks need T ≥ 10 so that the marker ranges are non-empty.
     hidden : int
         Hidden-state dimension p (seed 002: 100).
     batch_size : int
@@ -302,7 +306,10 @@ class _Task:
             self.n_in, self.n_out = 2, 1
             self._draw = lambda rng, n: adding_batch(rng, n, length)
         else:
-            digits = load_digit_sequences("pixel" if task == "digits_pixel" else "row")
+            if task == "mnist1d":
+                digits = load_mnist1d_sequences()
+            else:
+                digits = load_digit_sequences("pixel" if task == "digits_pixel" else "row")
             self.readout, self.n_in, self.n_out = "softmax", digits.x_train.shape[2], 10
             self._draw = lambda rng, n: digits.batch(rng, n)
             self.x_eval, self.y_eval = digits.x_test, digits.y_test

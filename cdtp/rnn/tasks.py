@@ -6,7 +6,9 @@ targets (batch, 1) for the adding problem. Time positions in the docstrings are 
 the paper (t = 1 … T); array index t − 1 holds step t.
 
 The MNIST/CIFAR pixel tasks of the paper are replaced by the bundled 8×8 UCI digits
-(``cdtp/data/digits.npz``), scanned pixel by pixel (T = 64, d = 1) or row by row (T = 8, d = 8).
+(``cdtp/data/digits.npz``), scanned pixel by pixel (T = 64, d = 1) or row by row (T = 8, d = 8),
+and by MNIST-1D (Greydanus 2020) read sample by sample (T = 40, d = 1), generated offline by the
+``mnist1d`` package (:func:`load_mnist1d_sequences`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "adding_marker_range",
     "adding_success",
     "load_digit_sequences",
+    "load_mnist1d_sequences",
     "temporal_order_batch",
     "temporal_order_marker_range",
 ]
@@ -45,7 +48,7 @@ ADDING_SUCCESS = ("absolute", "squared")
 #: Marker-position conventions of the temporal order problem.
 MARKER_POSITIONS = ("code", "text")
 #: Task names understood by :mod:`cdtp.rnn.experiment`.
-TASKS = ("temporal_order", "adding", "digits_pixel", "digits_row")
+TASKS = ("temporal_order", "adding", "digits_pixel", "digits_row", "mnist1d")
 
 
 def _check_rng(rng) -> np.random.Generator:
@@ -188,12 +191,12 @@ def adding_success(
 
 @dataclass(frozen=True)
 class DigitsSequences:
-    """The bundled digits as sequences, with a fixed train/test split.
+    """Labelled sequences (the bundled digits, MNIST-1D) with a fixed train/test split.
 
     Attributes
     ----------
     x_train, x_test : ndarray, shape (n, T, d)
-        Pixel intensities scaled to [0, 1].
+        Pixel intensities scaled to [0, 1] (digits); MNIST-1D's signal values as generated.
     y_train, y_test : ndarray, shape (n, 10)
         One-hot labels.
     """
@@ -247,3 +250,41 @@ def load_digit_sequences(
         n_test = round(test_fraction * len(members))
         test[rng.choice(members, size=n_test, replace=False)] = True
     return DigitsSequences(x[~test], y[~test], x[test], y[test])
+
+
+#: MNIST-1D sequence length (the package's default ``final_seq_length``).
+MNIST1D_LENGTH = 40
+
+
+def load_mnist1d_sequences(seed: int = 42) -> DigitsSequences:
+    """MNIST-1D (Greydanus 2020) as a sequence task: 40 steps of one sample each, 10 classes.
+
+    Generated offline by the ``mnist1d`` package's ``make_dataset`` with its default arguments
+    (4 000 training / 1 000 test signals; seed 42 is the package's default, the data set of the
+    MNIST-1D paper); nothing is downloaded.
+
+    Parameters
+    ----------
+    seed : int
+        The generator's seed.
+    """
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError:  # pragma: no cover - a dependency of the package
+        raise ImportError(
+            "the mnist1d task needs the mnist1d package (pip install mnist1d)"
+        ) from None
+    args = get_dataset_args()
+    args.seed = int(seed)
+    data = make_dataset(args)
+    x_train = np.asarray(data["x"], dtype=float)
+    x_test = np.asarray(data["x_test"], dtype=float)
+    if x_train.shape[1] != MNIST1D_LENGTH:
+        raise ValueError(
+            f"mnist1d generated sequences of length {x_train.shape[1]}, expected {MNIST1D_LENGTH}"
+        )
+    eye = np.eye(10)
+    return DigitsSequences(
+        x_train[:, :, None], eye[np.asarray(data["y"])], x_test[:, :, None],
+        eye[np.asarray(data["y_test"])],
+    )
