@@ -285,12 +285,28 @@ def test_load_config_names_the_file(tmp_path):
         load_config(broken)
 
 
-def test_scenario_file_loads():
+_SCENARIO_CURVES = {
+    "rnn_temporal_order.toml": "temporal_order_60",
+    "rnn_temporal_order_120.toml": "temporal_order_120",
+    "rnn_adding.toml": "adding_30",
+    "rnn_digits_pixel.toml": "digits_pixel",
+    "rnn_mnist1d.toml": "mnist1d",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_SCENARIO_CURVES))
+def test_scenario_files_have_the_papers_settings(name):
+    # Each rnn_* scenario is the TP run of one benchmark curve, whose settings are the paper's
+    # code's (exp/paper_conv_plots.py): same task, length, batch, steps, r and budget.
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scenarios" / "rnn_temporal_order.toml"
-    cfg = load_config(path)
-    assert cfg.task == "temporal_order" and cfg.method == "tp"
+    from benchmarks.rnn_tp import curve_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "scenarios" / name)
+    want = curve_config(_SCENARIO_CURVES[name], "tp", seed=0)
+    for key in ("task", "method", "length", "batch_size", "iterations", "gamma_theta",
+                "gamma_h", "r", "momentum", "transition_gradient", "positions"):
+        assert getattr(cfg, key) == getattr(want, key), key
 
 
 @pytest.mark.parametrize("task", ["temporal_order", "adding", "digits_row"])
