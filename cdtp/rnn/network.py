@@ -344,13 +344,13 @@ def _transition_gradients(fp: ForwardPass, du_steps: np.ndarray):
     """(W_xh, W_hh, b_h) gradients Σ_i Σ_t from pre-activation errors du (T, batch, p).
 
     This is Σ_t ∂_θ f_t(h_{t−1}) applied to the per-step errors, done as one product over all
-    (example, step) pairs; any 1/B belongs in ``du_steps``. The pairs are laid out batch-major
-    (example, then step), the order of the sums being that of the batch-major arrays.
+    (step, example) pairs in their time-major order (no transposing copies); any 1/B belongs in
+    ``du_steps``.
     """
     n_steps, batch, p = du_steps.shape
-    du_flat = du_steps.transpose(1, 0, 2).reshape(batch * n_steps, p)
-    h_prev = fp.h_steps[:-1].transpose(1, 0, 2).reshape(batch * n_steps, p)
-    x_flat = fp.x.reshape(batch * n_steps, -1)
+    du_flat = du_steps.reshape(n_steps * batch, p)
+    h_prev = fp.h_steps[:-1].reshape(n_steps * batch, p)
+    x_flat = fp.x.transpose(1, 0, 2).reshape(n_steps * batch, -1)
     grad_w_hh = du_flat.T @ h_prev
     grad_w_xh = du_flat.T @ x_flat
     grad_b_h = du_flat.sum(axis=0)
