@@ -203,14 +203,16 @@ def _time_per_update(method, length, repeats, rng, transition_gradient="through_
     x = x.astype(dtype)
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        # CPU time of this thread (BLAS is single-threaded): robust to the other jobs on the
+        # machine, which inflate wall-clock times 2–4× here.
+        start = time.thread_time()
         if method == "tp":
             rnn.tp_directions(
                 params, x, y, loss, gamma_h=1e-2, r=1.0, transition_gradient=transition_gradient
             )
         else:
             rnn.bptt_gradients(params, x, y, loss)
-        times.append(time.perf_counter() - start)
+        times.append(time.thread_time() - start)
     return float(np.min(times))
 
 
@@ -516,9 +518,10 @@ def cmd_report(args):
             "",
             "## Cost per update, hidden 100, batch 20 (temporal order inputs)",
             "",
-            f"Fastest of {cost.get('rounds', 5)} interleaved rounds of {cost['repeats']} "
-            "updates each (forward, backward, and for TP the factorization), single-threaded "
-            "BLAS; the minimum is the least disturbed by the other jobs on the machine. "
+            f"CPU time of one update (forward, backward, and for TP the factorization), the "
+            f"smallest over {cost.get('rounds', 5)} interleaved rounds of {cost['repeats']} "
+            "updates, single-threaded BLAS, thread CPU time (the other jobs on the machine "
+            "inflate wall-clock times 2–4×; CPU time is much less sensitive to them). "
             "f32 = float32 (the paper's PyTorch precision).",
             "",
             "| T | TP through time (ms) | TP local (ms) | BPTT (ms) | TP through time / BPTT | "
