@@ -62,6 +62,11 @@ CURVES = {
             "bptt": {"gamma_theta": 1e-5, "momentum": 0.9},
         },
     ),
+    "temporal_order_60_matched": (
+        "temporal order T = 60, step-matched BPTT (readout γ_θ, transition γ_θγ_h)",
+        {"task": "temporal_order", "T": 60, "batch_size": 20, "iterations": 40000},
+        {"bptt": {"gamma_theta": 0.1, "transition_step_factor": 1e-2}},
+    ),
     "temporal_order_60_text": (
         "temporal order T = 60, the text's marker positions",
         {
@@ -85,6 +90,11 @@ CURVES = {
             "tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0},
             "bptt": {"gamma_theta": 1e-5, "momentum": 0.9},
         },
+    ),
+    "temporal_order_120_matched": (
+        "temporal order T = 120, step-matched BPTT (readout γ_θ, transition γ_θγ_h)",
+        {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
+        {"bptt": {"gamma_theta": 1e-2, "transition_step_factor": 1e-2}},
     ),
     "adding_30": (
         "adding T = 30",
@@ -445,7 +455,13 @@ def cmd_report(args):
                 f"{cfg.get('r', float('nan')):g} | {cfg.get('momentum', 0):g} | "
                 f"{cfg['batch_size']} | {shared['iterations']} |"
                 if method == "tp"
-                else f"| {title} | {method} | {cfg['gamma_theta']:g} | — | — | "
+                else f"| {title} | {method} | {cfg['gamma_theta']:g}"
+                + (
+                    f" (transition × {cfg['transition_step_factor']:g})"
+                    if "transition_step_factor" in cfg
+                    else ""
+                )
+                + " | — | — | "
                 f"{cfg.get('momentum', 0):g} | {cfg['batch_size']} | {shared['iterations']} |"
             )
     lines += [

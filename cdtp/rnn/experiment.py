@@ -126,6 +126,11 @@ class RNNExperimentConfig:
         means 1/√d.
     paired_hidden_bias : bool
         The hidden bias is PyTorch's pair b_ih + b_hh, so it moves by 2γ_θ (the paper's code).
+    transition_step_factor : float
+        Multiplies γ_θ for the transition parameters W_xh, W_hh, b_h (> 0; 1 in the paper).
+        Set to γ_h for "step-matched BPTT": the step sizes that TP's direction effectively
+        has when its targets vanish within a few steps (then TP's transition direction is
+        about γ_h times the BPTT gradient; benchmarks/RNN_TP.md).
     positions : {"code", "text"}
         Marker positions of the temporal order problem
         (:func:`cdtp.rnn.tasks.temporal_order_marker_range`).
@@ -168,6 +173,7 @@ class RNNExperimentConfig:
     init: str = "orthogonal"
     input_scale: float | None = None
     paired_hidden_bias: bool = True
+    transition_step_factor: float = 1.0
     positions: str = "code"
     adding_success: str = "absolute"
     regression_loss: str = "mse"
@@ -222,6 +228,12 @@ class RNNExperimentConfig:
             raise bad("r", "a finite number ≥ 0")
         if not _is_real(self.margin) or not 0.0 < self.margin < 1.0:
             raise bad("margin", "a number in (0, 1)")
+        if (
+            not _is_real(self.transition_step_factor)
+            or not math.isfinite(self.transition_step_factor)
+            or self.transition_step_factor <= 0
+        ):
+            raise bad("transition_step_factor", "a finite number > 0")
         if not _is_real(self.momentum) or not 0.0 <= self.momentum < 1.0:
             raise bad("momentum", "a number in [0, 1)")
         if not _is_real(self.stop_factor) or not self.stop_factor > 1.0:
@@ -380,6 +392,7 @@ def run(config: RNNExperimentConfig, progress=None) -> xr.Dataset:
         config.gamma_theta,
         momentum=config.momentum,
         hidden_bias_factor=2.0 if config.paired_hidden_bias else 1.0,
+        transition_factor=config.transition_step_factor,
     )
 
     n_eval = config.iterations // config.eval_every

@@ -659,9 +659,20 @@ class SGD:
     hidden_bias_factor : float
         Multiplies the step of b_h. The paper's code trains PyTorch's pair b_ih + b_hh, which
         receive the same gradient, so its effective hidden bias moves by 2γ: factor 2.
+    transition_factor : float
+        Multiplies the step of the transition parameters (W_xh, W_hh, b_h); 1 in the paper.
+        With factor γ_h, BPTT takes the steps that TP's direction effectively has when its
+        propagated targets vanish within a few steps (benchmarks/RNN_TP.md, "step-matched
+        BPTT"): γ_θ on the readout and about γ_θγ_h on the transition.
     """
 
-    def __init__(self, step_size: float, momentum: float = 0.0, hidden_bias_factor: float = 1.0):
+    def __init__(
+        self,
+        step_size: float,
+        momentum: float = 0.0,
+        hidden_bias_factor: float = 1.0,
+        transition_factor: float = 1.0,
+    ):
         if not np.isfinite(step_size) or step_size <= 0:
             raise ValueError(f"step_size must be finite and > 0, got {step_size!r}")
         if not 0.0 <= momentum < 1.0:
@@ -671,6 +682,9 @@ class SGD:
         self.step_size = float(step_size)
         self.momentum = float(momentum)
         self.hidden_bias_factor = float(hidden_bias_factor)
+        if not np.isfinite(transition_factor) or transition_factor <= 0:
+            raise ValueError(f"transition_factor must be > 0, got {transition_factor!r}")
+        self.transition_factor = float(transition_factor)
         self._buffers: dict[str, np.ndarray] = {}
 
     def step(self, params: RNNParams, directions: RNNParams) -> None:
@@ -686,6 +700,8 @@ class SGD:
                     buf += d
                 d = d + self.momentum * buf
             scale = self.step_size * (self.hidden_bias_factor if name == "b_h" else 1.0)
+            if name in ("W_xh", "W_hh", "b_h"):
+                scale *= self.transition_factor
             getattr(params, name)[...] -= scale * d
 
 
