@@ -342,8 +342,12 @@ def _plot(runs, path):
     import matplotlib.pyplot as plt
 
     curves = [c for c in CURVES if any(k[0] == c for k in runs)]
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.3 * len(curves), 3.6), squeeze=False)
-    for ax, curve in zip(axes[0], curves):
+    ncols = min(4, len(curves))
+    nrows = -(-len(curves) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
+    for ax in axes.flat[len(curves):]:
+        ax.set_visible(False)
+    for ax, curve in zip(axes.flat, curves):
         title, shared, methods = CURVES[curve]
         for method, color in zip(methods, ("C0", "C1")):
             seeds = [r for r in runs.get((curve, method), []) if r["iteration"]]
@@ -361,7 +365,7 @@ def _plot(runs, path):
                 for row in acc:
                     ax.plot(it, row, color=color, lw=0.5, alpha=0.5)
         ax.axvline(shared["iterations"], color="grey", lw=0.8, ls=":")
-        ax.set_title(title, fontsize=9)
+        ax.set_title(title.replace(", step-matched", ",\nstep-matched"), fontsize=9)
         ax.set_xlabel("iteration")
         ax.set_ylabel(
             "fraction |ŷ − y| < 0.04" if shared["task"] == "adding" else "held-out accuracy"
