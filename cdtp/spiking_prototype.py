@@ -1,0 +1,156 @@
+"""Spiking populations for the CDTP circuit (issue 18; prototype, to move to cdtp/brian/spiking.py).
+
+Each rate unit j of a layer sends what it transmits — σ(m_j) upward through the feedforward
+synapses, σ(u_j) downward through the feedback synapses — as the spikes of a population of N
+Poisson neurons whose rate follows that value,
+
+    r_j(t) = clip(r_0 + r_1 σ_j(t), 0, 1/dt),
+
+and the receiving synapses read the population rate out by an exponential synaptic filter of
+time constant τ_s,
+
+    r̂_j ← r̂_j + k_s (c_j / (N dt) − r̂_j),    k_s = 1 − exp(−dt/τ_s),
+    σ̂_j = (r̂_j − r_0) / r_1,
+
+where c_j is the number of neurons of population j that spiked in the step. ``k_s`` makes the
+filter unbiased at every dt: a constant rate r gives E[r̂] = r exactly (the exact-decay filter
+``r̂ e^{−dt/τ_s} + c/(N τ_s)`` overestimates it by dt/(2τ_s)). The feedforward sum of unit i is
+Σ_j W_ij σ̂_j: each neuron of population j acts on unit i with weight W_ij / (N r_1) and the
+shared filter, minus the constant baseline W_ij r_0 / r_1 (computed by linearity in the order
+spikes → count per population → filter → W, which costs O(N n + n²) per step instead of the
+O(N n²) of one synapse per neuron pair, and keeps one W_ij per pair of units for plasticity).
+
+The readout's error: the count c_j of N independent neurons firing with probability r dt is
+binomial, so r̂_j has variance ≈ r / (2 N τ_s) (k_s ≪ 1) and σ̂_j an error of standard
+deviation √(r / (2 N τ_s)) / r_1 — it falls like N^(−1/2). :func:`readout_error` measures it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import brian2 as b2
+import numpy as np
+
+__all__ = ["SpikingParameters", "add_population", "readout_code", "readout_error"]
+
+
+@dataclass(frozen=True)
+class SpikingParameters:
+    """The spiking variant's parameters (circuit file ``[spiking]``). Times in s, rates in Hz.
+
+    Attributes
+    ----------
+    neurons_per_unit : int
+        N, the Poisson neurons of one population (one per unit and transmitted quantity).
+    rate_offset, rate_gain : float
+        r_0 and r_1 of r = r_0 + r_1 σ (Hz): σ = ±1 fires at r_0 ± r_1.
+    synapse_tau : float
+        τ_s of the exponential synaptic filter of the rate read-out (s).
+    """
+
+    neurons_per_unit: int = 100
+    rate_offset: float = 100.0
+    rate_gain: float = 100.0
+    synapse_tau: float = 2e-3
+
+
+POPULATION_EQS = """
+spike : 1
+drive : 1 (linked)
+rate_offset : Hz (shared, constant)
+rate_gain : Hz (shared, constant)
+"""
+
+
+def add_population(layer, drive: str, count: str, n_units: int, params: SpikingParameters,
+                   clock, name: str, order: int):
+    """N Poisson neurons per unit of ``layer`` (its first ``n_units``: not the bias unit),
+    firing at r_0 + r_1 × ``layer.<drive>`` of their unit; their spikes of a step are counted
+    into the unit's variable ``count`` (a summed variable), in the ``groups`` slot at
+    ``order`` (the neurons) and ``order + 1`` (the count).
+
+    Returns the NeuronGroup (its ``spike`` variable is 1 in a step where the neuron fired,
+    and its threshold ``spike > 0.5`` makes the spikes visible to a SpikeMonitor) and the
+    counting Synapses.
+    """
+    n = params.neurons_per_unit
+    pop = b2.NeuronGroup(n_units * n, POPULATION_EQS, threshold="spike > 0.5", reset="",
+                         clock=clock,
+                         name=name)
+    unit = np.repeat(np.arange(n_units), n)
+    pop.drive = b2.linked_var(layer, drive, index=unit)
+    pop.rate_offset = params.rate_offset * b2.Hz
+    pop.rate_gain = params.rate_gain * b2.Hz
+    pop.run_regularly(
+        "spike = 1.0*int(rand() < clip(rate_offset + rate_gain*drive, 0*Hz, 1/dt)*dt)",
+        when="groups", order=order, name=f"{name}_poisson")
+    counter = b2.Synapses(pop, layer, model=f"{count}_post = spike_pre : 1 (summed)",
+                          clock=clock, name=f"{name}_count")
+    counter.connect(i=np.arange(n_units * n), j=unit)
+    counter.summed_updaters[f"{count}_post"].order = order + 1
+    return pop, counter
+
+
+def readout_code(count: str, rate: str, out: str) -> str:
+    """Abstract code of the synaptic read-out: ``rate`` filters the population rate
+    count / (N dt) with ``k_s``; ``out`` = σ̂ = (rate − r_0)/r_1 (1 for the bias unit). The
+    group needs ``neurons_per_unit``, ``k_s``, ``spike_rate_offset``, ``spike_rate_gain``."""
+    return (f"{rate} += k_s*({count}/(neurons_per_unit*dt) - {rate})\n"
+            f"{out} = ((({rate} - spike_rate_offset)/spike_rate_gain))*(1 - is_bias) + is_bias")
+
+
+READOUT_EQS = """
+neurons_per_unit : 1 (shared, constant)
+k_s : 1 (shared, constant)
+spike_rate_offset : Hz (shared, constant)
+spike_rate_gain : Hz (shared, constant)
+"""
+
+
+def set_readout_constants(group, params: SpikingParameters, dt: float) -> None:
+    """The read-out constants of ``group`` (see :func:`readout_code`)."""
+    group.neurons_per_unit = params.neurons_per_unit
+    group.k_s = 1.0 - math.exp(-dt / params.synapse_tau)
+    group.spike_rate_offset = params.rate_offset * b2.Hz
+    group.spike_rate_gain = params.rate_gain * b2.Hz
+
+
+def readout_error(sigmas, neurons: list[int], *, params: SpikingParameters | None = None,
+                  dt: float = 1e-4, settle: float = 0.02, duration: float = 0.2,
+                  seed: int = 0, device: str = "numpy") -> dict:
+    """Phase-1 measurement on one layer: units holding fixed σ values ``sigmas`` send them
+    through populations of N neurons (each N of ``neurons``) and the filtered read-out σ̂;
+    returns {N: relative RMS error ‖σ̂ − σ‖ / ‖σ‖ over units and the steps after ``settle``}
+    and the predicted {N: √(mean r / (2 N τ_s)) / r_1 / rms σ} (k_s ≪ 1)."""
+    params = params or SpikingParameters()
+    sigmas = np.asarray(sigmas, dtype=float)
+    b2.set_device("runtime")
+    b2.prefs.codegen.target = device
+    measured, predicted = {}, {}
+    for n in neurons:
+        p = SpikingParameters(n, params.rate_offset, params.rate_gain, params.synapse_tau)
+        b2.seed(seed)
+        clock = b2.Clock(dt=dt * b2.second, name="clock")
+        eqs = "sm_drive : 1\ncount_m : 1\nrate_m : Hz\nsm : 1\nis_bias : 1 (constant)\n"
+        layer = b2.NeuronGroup(len(sigmas), eqs + READOUT_EQS, clock=clock, name="layer")
+        layer.sm_drive = sigmas
+        layer.rate_m = (p.rate_offset + p.rate_gain * sigmas) * b2.Hz
+        set_readout_constants(layer, p, dt)
+        pop, counter = add_population(layer, "sm_drive", "count_m", len(sigmas), p, clock,
+                                      "forward_spikes", order=25)
+        layer.run_regularly(readout_code("count_m", "rate_m", "sm"), when="groups", order=27,
+                            name="readout")
+        mon = b2.StateMonitor(layer, "sm", record=True, when="end", clock=clock, name="mon")
+        net = b2.Network(layer, pop, counter, mon)
+        net.run(duration * b2.second, namespace={})
+        keep = np.asarray(mon.t / b2.second) >= settle
+        err = np.asarray(mon.sm)[:, keep] - sigmas[:, None]
+        measured[n] = float(np.sqrt(np.mean(err ** 2)) / np.sqrt(np.mean(sigmas ** 2)))
+        rate = np.clip(p.rate_offset + p.rate_gain * sigmas, 0, 1 / dt)
+        k = 1 - math.exp(-dt / p.synapse_tau)
+        # the filter's stationary variance: k/(2 − k) × Var(c/(N dt)), c ~ Binomial(N, r dt)
+        var = k / (2 - k) * rate * (1 - rate * dt) / (n * dt) / p.rate_gain ** 2
+        predicted[n] = float(np.sqrt(np.mean(var)) / np.sqrt(np.mean(sigmas ** 2)))
+    return {"measured": measured, "predicted": predicted}
