@@ -154,3 +154,51 @@ def readout_error(sigmas, neurons: list[int], *, params: SpikingParameters | Non
         var = k / (2 - k) * rate * (1 - rate * dt) / (n * dt) / p.rate_gain ** 2
         predicted[n] = float(np.sqrt(np.mean(var)) / np.sqrt(np.mean(sigmas ** 2)))
     return {"measured": measured, "predicted": predicted}
+
+
+# Where the spiking parts run within a step (the ``groups`` slot; see cdtp.engine.ORDER): the
+# forward populations after the targets (20) have set σ(m), before the feedforward sums (40);
+# the feedback populations after the state updater and σ(u) (60, 61), before the
+# normalization pools (70); the feedback sums (10) of the next step read their σ̂(u).
+SPIKING_ORDER = {"forward_spikes": 22, "forward_readout": 24, "feedback_spikes": 62,
+                 "feedback_readout": 64}
+
+LAYER_SPIKING_EQS = """
+sm_drive : 1
+su_drive : 1
+count_m : 1
+count_u : 1
+rate_m : Hz
+rate_u : Hz
+""" + READOUT_EQS
+
+
+def attach(layers, sizes, params: SpikingParameters, clock, dt: float) -> list:
+    """The spiking populations of a built circuit whose layers have
+    :data:`LAYER_SPIKING_EQS`: for each layer l < L a forward population firing at
+    r(σ(m_l)) (``sm_drive``) read out into ``sm`` (what W_{l+1} sums) and, sampled while the
+    layer above holds (``hold_above``), into ``sa`` (the presynaptic factor of the plasticity
+    and of the normalization, σ(a_l) in the rate circuit); for each layer l ≥ 2 a feedback
+    population firing at r(σ(u_l)) (``su_drive``) read out into ``su`` (what Ω_l sums).
+    Returns the Brian2 objects to add to the network."""
+    objects = []
+    L = len(layers) - 1
+    for l, group in enumerate(layers):
+        set_readout_constants(group, params, dt)
+        group.rate_m = params.rate_offset * b2.Hz
+        group.rate_u = params.rate_offset * b2.Hz
+        if l < L:
+            objects += add_population(group, "sm_drive", "count_m", sizes[l], params, clock,
+                                      f"forward_spikes_{l}", SPIKING_ORDER["forward_spikes"])
+            group.run_regularly(
+                readout_code("count_m", "rate_m", "sm")
+                + "\nsa = hold_above*sm + (1 - hold_above)*sa",
+                when="groups", order=SPIKING_ORDER["forward_readout"],
+                name=f"layer_{l}_forward_readout")
+        if l >= 2:
+            objects += add_population(group, "su_drive", "count_u", sizes[l], params, clock,
+                                      f"feedback_spikes_{l}", SPIKING_ORDER["feedback_spikes"])
+            group.run_regularly(readout_code("count_u", "rate_u", "su"), when="groups",
+                                order=SPIKING_ORDER["feedback_readout"],
+                                name=f"layer_{l}_feedback_readout")
+    return objects
