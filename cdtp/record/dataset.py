@@ -523,11 +523,13 @@ def load(path: str | Path) -> xr.Dataset:
 # -- helpers -------------------------------------------------------------------------------
 def circuit_of(ds: xr.Dataset):
     """The :class:`cdtp.model.circuit.CircuitConfig` stored in the Dataset's attributes."""
-    from cdtp.model.circuit import CircuitConfig
+    from cdtp.model.circuit import CircuitConfig, SpikingParameters
     from cdtp.model.gating import HoldGate
 
     d = json.loads(ds.attrs["circuit"])
     d["hold"] = HoldGate(**d["hold"])
+    if "spiking" in d:
+        d["spiking"] = SpikingParameters(**d["spiking"])
     d["sizes"] = tuple(d["sizes"])
     return CircuitConfig(**d)
 

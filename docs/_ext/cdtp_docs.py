@@ -95,6 +95,22 @@ KEY_DOCS: dict[str, dict[str, dict[str, str]]] = {
                                "discrete map; ``exact`` and ``exponential_euler`` solve the "
                                "relaxations exactly over a step and accept dt above a time "
                                "constant; ``rk4``.", "default": "``euler``"},
+        "neurons": {"text": "What a unit is (docs/model.md §2.5): ``rate``, a rate variable "
+                    "(the paper's circuit); ``spiking``, each unit sends σ(m) up and σ(u) "
+                    "down as the spikes of Poisson populations read out by a synaptic "
+                    "filter, converging to the rate circuit as N grows "
+                    "(benchmarks/SPIKING.md). Not in a batch.", "default": "``rate``"},
+        "spiking.neurons_per_unit": {"text": "N, the Poisson neurons of one population (one "
+                                     "population per unit and direction); the read-out's "
+                                     "error falls like N^(−1/2).", "default": "100"},
+        "spiking.rate_offset": {"text": "r_0 of a neuron's rate r = r_0 + r_1 σ (clipped to "
+                                "[0, 1/dt]): the rate at σ = 0.", "default": "``\"500 Hz\"``"},
+        "spiking.rate_gain": {"text": "r_1 of r = r_0 + r_1 σ; σ̂ = (r̂ − r_0)/r_1. Only "
+                              "N·r enters the read-out's variance.", "default": "``\"500 Hz\"``"},
+        "spiking.synapse_tau": {"text": "τ_s of the exponential synaptic filter that reads a "
+                                "population's rate out (its variance ∝ 1/(N r τ_s); its lag "
+                                "must be short against the γ phases).",
+                                "default": "``\"2 ms\"``"},
         "plasticity.beta": {"text": "β, how far the output target is nudged down the loss "
                             "gradient.", "allowed": "≥ 0"},
         "plasticity.influence": {"text": "Scale W_l's update by the DTP influence factor s_l "
