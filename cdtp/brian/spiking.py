@@ -1,4 +1,4 @@
-"""Spiking populations for the CDTP circuit (issue 18; prototype, to move to cdtp/brian/spiking.py).
+"""Spiking populations of the CDTP circuit (``neurons = "spiking"``; docs/model.md §2.5).
 
 Each rate unit j of a layer sends what it transmits — σ(m_j) upward through the feedforward
 synapses, σ(u_j) downward through the feedback synapses — as the spikes of a population of N
@@ -28,32 +28,14 @@ deviation √(r / (2 N τ_s)) / r_1 — it falls like N^(−1/2). :func:`readout
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import brian2 as b2
 import numpy as np
 
-__all__ = ["SpikingParameters", "add_population", "readout_code", "readout_error"]
+from cdtp.model.circuit import SpikingParameters
 
-
-@dataclass(frozen=True)
-class SpikingParameters:
-    """The spiking variant's parameters (circuit file ``[spiking]``). Times in s, rates in Hz.
-
-    Attributes
-    ----------
-    neurons_per_unit : int
-        N, the Poisson neurons of one population (one per unit and transmitted quantity).
-    rate_offset, rate_gain : float
-        r_0 and r_1 of r = r_0 + r_1 σ (Hz): σ = ±1 fires at r_0 ± r_1.
-    synapse_tau : float
-        τ_s of the exponential synaptic filter of the rate read-out (s).
-    """
-
-    neurons_per_unit: int = 100
-    rate_offset: float = 100.0
-    rate_gain: float = 100.0
-    synapse_tau: float = 2e-3
+__all__ = ["LAYER_SPIKING_EQS", "SPIKING_ORDER", "add_population", "attach", "readout_code",
+           "readout_error"]
 
 
 POPULATION_EQS = """
