@@ -28,14 +28,15 @@ deviation √(r / (2 N τ_s)) / r_1 — it falls like N^(−1/2). :func:`readout
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import brian2 as b2
 import numpy as np
 
 from cdtp.model.circuit import SpikingParameters
 
-__all__ = ["LAYER_SPIKING_EQS", "SPIKING_ORDER", "add_population", "attach", "readout_code",
-           "readout_error"]
+__all__ = ["LAYER_SPIKING_EQS", "SPIKING_ORDER", "Populations", "add_population", "attach",
+           "readout_code", "readout_error"]
 
 
 POPULATION_EQS = """
@@ -54,14 +55,15 @@ def add_population(layer, drive: str, count: str, n_units: int, params: SpikingP
     ``order`` (the neurons) and ``order + 1`` (the count).
 
     Returns the NeuronGroup (its ``spike`` variable is 1 in a step where the neuron fired,
-    and its threshold ``spike > 0.5`` makes the spikes visible to a SpikeMonitor) and the
-    counting Synapses.
+    and its threshold ``spike > 0.5`` makes the spikes visible to a SpikeMonitor; neuron
+    ``member·n_units + j`` belongs to unit j) and the counting Synapses.
     """
     n = params.neurons_per_unit
     pop = b2.NeuronGroup(n_units * n, POPULATION_EQS, threshold="spike > 0.5", reset="",
-                         clock=clock,
-                         name=name)
-    unit = np.repeat(np.arange(n_units), n)
+                         clock=clock, name=name)
+    # member-major: neuron member·n_units + j is member ``member`` of unit j's population, so
+    # the first k members of every unit are the contiguous subgroup pop[:k·n_units]
+    unit = np.tile(np.arange(n_units), n)
     pop.drive = b2.linked_var(layer, drive, index=unit)
     pop.rate_offset = params.rate_offset * b2.Hz
     pop.rate_gain = params.rate_gain * b2.Hz
@@ -155,32 +157,54 @@ rate_u : Hz
 """ + READOUT_EQS
 
 
-def attach(layers, sizes, params: SpikingParameters, clock, dt: float) -> list:
+@dataclass
+class Populations:
+    """The spiking parts of a built circuit.
+
+    Attributes
+    ----------
+    groups : list of (str, int, NeuronGroup)
+        ``("forward", l, group)`` for l = 0..L−1 and ``("feedback", l, group)`` for
+        l = 2..L; neuron ``member·n_l + j`` of a group belongs to unit j.
+    objects : list
+        Every Brian2 object to add to the network (groups and counting synapses; the
+        read-outs run in the layers).
+    """
+
+    groups: list = field(default_factory=list)
+    objects: list = field(default_factory=list)
+
+
+def attach(layers, sizes, params: SpikingParameters, clock, dt: float) -> Populations:
     """The spiking populations of a built circuit whose layers have
     :data:`LAYER_SPIKING_EQS`: for each layer l < L a forward population firing at
     r(σ(m_l)) (``sm_drive``) read out into ``sm`` (what W_{l+1} sums) and, sampled while the
     layer above holds (``hold_above``), into ``sa`` (the presynaptic factor of the plasticity
     and of the normalization, σ(a_l) in the rate circuit); for each layer l ≥ 2 a feedback
-    population firing at r(σ(u_l)) (``su_drive``) read out into ``su`` (what Ω_l sums).
-    Returns the Brian2 objects to add to the network."""
-    objects = []
+    population firing at r(σ(u_l)) (``su_drive``) read out into ``su`` (what Ω_l sums)."""
+    out = Populations()
     L = len(layers) - 1
     for l, group in enumerate(layers):
         set_readout_constants(group, params, dt)
         group.rate_m = params.rate_offset * b2.Hz
         group.rate_u = params.rate_offset * b2.Hz
         if l < L:
-            objects += add_population(group, "sm_drive", "count_m", sizes[l], params, clock,
-                                      f"forward_spikes_{l}", SPIKING_ORDER["forward_spikes"])
+            pop, counter = add_population(group, "sm_drive", "count_m", sizes[l], params, clock,
+                                          f"forward_spikes_{l}", SPIKING_ORDER["forward_spikes"])
+            out.groups.append(("forward", l, pop))
+            out.objects += [pop, counter]
             group.run_regularly(
                 readout_code("count_m", "rate_m", "sm")
                 + "\nsa = hold_above*sm + (1 - hold_above)*sa",
                 when="groups", order=SPIKING_ORDER["forward_readout"],
                 name=f"layer_{l}_forward_readout")
         if l >= 2:
-            objects += add_population(group, "su_drive", "count_u", sizes[l], params, clock,
-                                      f"feedback_spikes_{l}", SPIKING_ORDER["feedback_spikes"])
+            pop, counter = add_population(group, "su_drive", "count_u", sizes[l], params, clock,
+                                          f"feedback_spikes_{l}",
+                                          SPIKING_ORDER["feedback_spikes"])
+            out.groups.append(("feedback", l, pop))
+            out.objects += [pop, counter]
             group.run_regularly(readout_code("count_u", "rate_u", "su"), when="groups",
                                 order=SPIKING_ORDER["feedback_readout"],
                                 name=f"layer_{l}_feedback_readout")
-    return objects
+    return out

@@ -221,6 +221,10 @@ KEY_DOCS: dict[str, dict[str, dict[str, str]]] = {
         "record.weights": {"text": "Snapshot W and Ω at the phase boundaries (P5, P6)."},
         "record.chunk_cycles": {"text": "Cycles simulated and written per chunk (bounds "
                                 "memory)."},
+        "record.spikes": {"text": "Spiking circuits: record the spikes of the first this many "
+                          "neurons of every population, in the traced cycles, as the ragged "
+                          "pair ``spike_time`` / ``spike_neuron`` (docs/model.md §5); kept "
+                          "in memory until the run ends.", "allowed": "≥ 0"},
     },
 }
 
