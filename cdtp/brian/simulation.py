@@ -215,6 +215,7 @@ def simulate(
     interrupt=None,
     held_out=None,
     tick: Callable[[int, int], None] | None = None,
+    spike_seed: int = 0,
 ) -> xr.Dataset:
     """Simulate ``n_cycles`` γ cycles (one example each) and record them.
 
@@ -249,6 +250,9 @@ def simulate(
     held_out : cdtp.record.evaluation.HeldOut, optional
         Evaluate the forward weights on held-out examples at the end of every epoch and of
         the run; recorded as ``test_accuracy`` / ``test_loss`` on the ``epoch`` dimension.
+    spike_seed : int
+        Seed of the spikes of a spiking circuit (:func:`cdtp.brian.engine.build`; a scenario
+        passes its ``seed``).
 
     Returns
     -------
@@ -271,7 +275,7 @@ def simulate(
                                 backend, attrs, n_cycles=n_cycles)
     if backend == "brian2" and device == "cpp_standalone":
         return _simulate_standalone(circuit, schedule, inputs[:n_cycles], labels[:n_cycles],
-                                    dt, record, path, base_attrs, held_out)
+                                    dt, record, path, base_attrs, held_out, spike_seed)
     starts = schedule.cycle_starts(dt, n_cycles)
     table = schedule.boundary_table(dt, n_cycles, circuit.depth, circuit.hold)
     recorder = Recorder(record, circuit.sizes, circuit.bias, base_attrs, path=path)
@@ -283,9 +287,9 @@ def simulate(
 
     stop_callback = None
     try:
-        runner = (_Brian2Runner if backend == "brian2" else _MapRunner)(
-            circuit, schedule, inputs, labels, dt, device, record, snaps, stop_requested,
-        )
+        args = (circuit, schedule, inputs, labels, dt, device, record, snaps, stop_requested)
+        runner = (_Brian2Runner(*args, spike_seed=spike_seed) if backend == "brian2"
+                  else _MapRunner(*args))
         runner.tick = None if tick is None else (lambda done: tick(done, n_cycles))
         if interrupt is not None:
             interrupt.on_stop(runner.stop)
@@ -370,7 +374,7 @@ def standalone_unrecordable(record) -> list[str]:
 
 
 def _simulate_standalone(circuit, schedule, inputs, labels, dt, record, path, attrs,
-                         held_out=None) -> xr.Dataset:
+                         held_out=None, spike_seed=0) -> xr.Dataset:
     """A run on cpp_standalone: one compiled binary runs every cycle; the per-cycle output,
     label and loss come from its output monitor and the held-out evaluation from weight
     snapshots at the start of every epoch (:func:`cdtp.brian.engine.build`'s ``snapshot_every``).
@@ -388,7 +392,8 @@ def _simulate_standalone(circuit, schedule, inputs, labels, dt, record, path, at
     recorder = Recorder(record, circuit.sizes, circuit.bias, attrs, path=path)
     try:
         run = build(circuit, schedule, inputs, labels, dt=dt, device="cpp_standalone",
-                    snapshot_every=epoch if 0 < epoch < n else 0).run(n)
+                    snapshot_every=epoch if 0 < epoch < n else 0,
+                    **_spike_seed(circuit, spike_seed)).run(n)
         outputs = run.outputs()
         bad = [c for c, out in enumerate(outputs)
                if not np.all(np.isfinite(out)) or np.max(np.abs(out)) > circuit.activity_bound]
@@ -401,7 +406,7 @@ def _simulate_standalone(circuit, schedule, inputs, labels, dt, record, path, at
             L = circuit.depth
             if 0 < epoch < n:
                 snaps = [run.weight_snapshots(l) for l in range(1, L + 1)]
-                for e in range(len(snaps[0])):
+                for e in range(len(snaps[0]), spike_seed=0):
                     if e * epoch <= done:
                         held_out.observe(e * epoch, {f"feedforward_{l}": snaps[l - 1][e]
                                                      for l in range(1, L + 1)})
@@ -461,16 +466,22 @@ def run_attributes(circuit, schedule, record, dt, device, backend, attrs=None,
     }
 
 
+def _spike_seed(circuit, seed: int) -> dict:
+    """The build option of a spiking circuit's spike seed (none for a rate circuit)."""
+    return {"spike_seed": seed} if circuit.neurons == "spiking" else {}
+
+
 class _Brian2Runner:
     def __init__(self, circuit, schedule, inputs, labels, dt, device, spec, snaps,
-                 stop_requested=lambda: False):
+                 stop_requested=lambda: False, spike_seed=0):
         import brian2 as b2
 
         from cdtp.brian.engine import build
 
         self.b2, self.dt, self.spec, self.snaps = b2, dt, spec, snaps
         self.circuit = circuit
-        self.run_ = build(circuit, schedule, inputs, labels, dt=dt, device=device)
+        self.run_ = build(circuit, schedule, inputs, labels, dt=dt, device=device,
+                          **_spike_seed(circuit, spike_seed))
         layers = self.run_.layers
         clock = b2.Clock(dt=spec.every * dt * b2.second, name="record_clock")
         self.traced = spec.traced(circuit.sizes)

@@ -153,6 +153,7 @@ class Scenario:
             self.circuit, self.schedule, inputs, labels, dt=self.dt, device=self.device,
             record=self.record, path=path, progress=progress, attrs=self.attributes(task, attrs),
             interrupt=interrupt, tick=tick, held_out=self.held_out(data),
+            spike_seed=self.seed,
         )
 
     def attributes(self, task: dict, attrs: dict | None = None) -> dict:
