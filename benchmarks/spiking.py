@@ -76,7 +76,7 @@ def cycle_states(circuit, sched, x, y, *, dt=DT, cycles=2, device="cython", spik
     last step of the cycle (the end of its feedback phase, before the next clamp)."""
     import brian2 as b2
 
-    from cdtp.brian import build
+    from cdtp.brian.engine import build
 
     run = build(circuit, sched, x[:cycles], y[:cycles], dt=dt, device=device,
                 spike_seed=spike_seed)
@@ -157,7 +157,7 @@ def learning(cycles: int = 300, neurons: int | None = None, device: str = "cytho
              seed: int = 20, spike_seed: int = 0, rate: bool = True) -> dict:
     """Test loss before and after ``cycles`` γ cycles of teacher-student learning, spiking
     (and, with ``rate``, the rate circuit on the same stream)."""
-    from cdtp.brian import build
+    from cdtp.brian.engine import build
 
     circuit = load()
     data = task(seed, n_train=cycles, sizes=circuit.sizes)
@@ -199,7 +199,7 @@ def speed(neurons=(40, 160, 640), devices=("cython", "cpp_standalone"), cycles: 
 def _speed_point(device: str, n: int, cycles: int) -> dict:
     import brian2 as b2
 
-    from cdtp.brian import build
+    from cdtp.brian.engine import build
 
     circuit = with_neurons(load(), "spiking", n)
     data = task(sizes=circuit.sizes)
