@@ -41,7 +41,7 @@ __all__ = ["LAYER_SPIKING_EQS", "SPIKING_ORDER", "Populations", "add_population"
 
 POPULATION_EQS = """
 spike : 1
-drive : 1 (linked)
+drive : 1
 rate_offset : Hz (shared, constant)
 rate_gain : Hz (shared, constant)
 """
@@ -51,12 +51,13 @@ def add_population(layer, drive: str, count: str, n_units: int, params: SpikingP
                    clock, name: str, order: int):
     """N Poisson neurons per unit of ``layer`` (its first ``n_units``: not the bias unit),
     firing at r_0 + r_1 × ``layer.<drive>`` of their unit; their spikes of a step are counted
-    into the unit's variable ``count`` (a summed variable), in the ``groups`` slot at
-    ``order`` (the neurons) and ``order + 1`` (the count).
+    into the unit's variable ``count``. In the ``groups`` slot: at ``order − 1`` each neuron
+    receives its unit's drive (a one-to-N summed synapse), at ``order`` it fires, at
+    ``order + 1`` the count is summed (an N-to-one summed synapse).
 
     Returns the NeuronGroup (its ``spike`` variable is 1 in a step where the neuron fired,
     and its threshold ``spike > 0.5`` makes the spikes visible to a SpikeMonitor; neuron
-    ``member·n_units + j`` belongs to unit j) and the counting Synapses.
+    ``member·n_units + j`` belongs to unit j) and the two Synapses.
     """
     n = params.neurons_per_unit
     pop = b2.NeuronGroup(n_units * n, POPULATION_EQS, threshold="spike > 0.5", reset="",
@@ -64,7 +65,12 @@ def add_population(layer, drive: str, count: str, n_units: int, params: SpikingP
     # member-major: neuron member·n_units + j is member ``member`` of unit j's population, so
     # the first k members of every unit are the contiguous subgroup pop[:k·n_units]
     unit = np.tile(np.arange(n_units), n)
-    pop.drive = b2.linked_var(layer, drive, index=unit)
+    # the drive arrives through synapses rather than a linked variable, so that a SpikeMonitor
+    # can watch a subgroup (Brian2 makes no subgroup of a group with an indexed link)
+    feed = b2.Synapses(layer, pop, model=f"drive_post = {drive}_pre : 1 (summed)", clock=clock,
+                       name=f"{name}_drive")
+    feed.connect(i=unit, j=np.arange(n_units * n))
+    feed.summed_updaters["drive_post"].order = order - 1
     pop.rate_offset = params.rate_offset * b2.Hz
     pop.rate_gain = params.rate_gain * b2.Hz
     pop.run_regularly(
@@ -74,7 +80,7 @@ def add_population(layer, drive: str, count: str, n_units: int, params: SpikingP
                           clock=clock, name=f"{name}_count")
     counter.connect(i=np.arange(n_units * n), j=unit)
     counter.summed_updaters[f"{count}_post"].order = order + 1
-    return pop, counter
+    return pop, feed, counter
 
 
 def readout_code(count: str, rate: str, out: str) -> str:
@@ -122,12 +128,12 @@ def readout_error(sigmas, neurons: list[int], *, params: SpikingParameters | Non
         layer.sm_drive = sigmas
         layer.rate_m = (p.rate_offset + p.rate_gain * sigmas) * b2.Hz
         set_readout_constants(layer, p, dt)
-        pop, counter = add_population(layer, "sm_drive", "count_m", len(sigmas), p, clock,
-                                      "forward_spikes", order=25)
+        pop, feed, counter = add_population(layer, "sm_drive", "count_m", len(sigmas), p,
+                                            clock, "forward_spikes", order=25)
         layer.run_regularly(readout_code("count_m", "rate_m", "sm"), when="groups", order=27,
                             name="readout")
         mon = b2.StateMonitor(layer, "sm", record=True, when="end", clock=clock, name="mon")
-        net = b2.Network(layer, pop, counter, mon)
+        net = b2.Network(layer, pop, feed, counter, mon)
         net.run(duration * b2.second, namespace={})
         keep = np.asarray(mon.t / b2.second) >= settle
         err = np.asarray(mon.sm)[:, keep] - sigmas[:, None]
@@ -144,8 +150,8 @@ def readout_error(sigmas, neurons: list[int], *, params: SpikingParameters | Non
 # forward populations after the targets (20) have set σ(m), before the feedforward sums (40);
 # the feedback populations after the state updater and σ(u) (60, 61), before the
 # normalization pools (70); the feedback sums (10) of the next step read their σ̂(u).
-SPIKING_ORDER = {"forward_spikes": 22, "forward_readout": 24, "feedback_spikes": 62,
-                 "feedback_readout": 64}
+SPIKING_ORDER = {"forward_spikes": 22, "forward_readout": 24, "feedback_spikes": 63,
+                 "feedback_readout": 65}
 
 LAYER_SPIKING_EQS = """
 sm_drive : 1
@@ -189,21 +195,20 @@ def attach(layers, sizes, params: SpikingParameters, clock, dt: float) -> Popula
         group.rate_m = params.rate_offset * b2.Hz
         group.rate_u = params.rate_offset * b2.Hz
         if l < L:
-            pop, counter = add_population(group, "sm_drive", "count_m", sizes[l], params, clock,
-                                          f"forward_spikes_{l}", SPIKING_ORDER["forward_spikes"])
-            out.groups.append(("forward", l, pop))
-            out.objects += [pop, counter]
+            parts = add_population(group, "sm_drive", "count_m", sizes[l], params, clock,
+                                   f"forward_spikes_{l}", SPIKING_ORDER["forward_spikes"])
+            out.groups.append(("forward", l, parts[0]))
+            out.objects += parts
             group.run_regularly(
                 readout_code("count_m", "rate_m", "sm")
                 + "\nsa = hold_above*sm + (1 - hold_above)*sa",
                 when="groups", order=SPIKING_ORDER["forward_readout"],
                 name=f"layer_{l}_forward_readout")
         if l >= 2:
-            pop, counter = add_population(group, "su_drive", "count_u", sizes[l], params, clock,
-                                          f"feedback_spikes_{l}",
-                                          SPIKING_ORDER["feedback_spikes"])
-            out.groups.append(("feedback", l, pop))
-            out.objects += [pop, counter]
+            parts = add_population(group, "su_drive", "count_u", sizes[l], params, clock,
+                                   f"feedback_spikes_{l}", SPIKING_ORDER["feedback_spikes"])
+            out.groups.append(("feedback", l, parts[0]))
+            out.objects += parts
             group.run_regularly(readout_code("count_u", "rate_u", "su"), when="groups",
                                 order=SPIKING_ORDER["feedback_readout"],
                                 name=f"layer_{l}_feedback_readout")
