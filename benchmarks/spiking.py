@@ -294,6 +294,8 @@ def main(argv=None):
     parser.add_argument("--cycles", type=int, default=None)
     parser.add_argument("--neurons", type=int, nargs="+", default=None)
     parser.add_argument("--device", default="cython")
+    parser.add_argument("--devices", nargs="+", default=["cython", "cpp_standalone"],
+                        help="speed: the devices to time")
     opts = parser.parse_args(argv)
     RESULTS.mkdir(exist_ok=True)
     if opts.study == "_speed_point":
@@ -310,7 +312,13 @@ def main(argv=None):
         res = learning(opts.cycles or 300, (opts.neurons or [None])[0], opts.device,
                        rate=opts.device != "cpp_standalone")
     else:
-        res = speed(tuple(opts.neurons or (40, 160, 640)), cycles=opts.cycles or 5)
+        res = speed(tuple(opts.neurons or (40, 160, 640)), tuple(opts.devices),
+                    cycles=opts.cycles or 5)
+        old = RESULTS / "speed.json"
+        if old.exists():  # keep the rows of devices and N not timed this time
+            timed = {(r["device"], r["neurons_per_unit"]) for r in res["rows"]}
+            res["rows"] = [r for r in json.loads(old.read_text())["rows"]
+                           if (r["device"], r["neurons_per_unit"]) not in timed] + res["rows"]
     # written whole, after the study: never a half-written results file; learning runs are
     # kept per device (cpp_standalone: the spiking circuit alone, one binary per process)
     name = f"learning_{opts.device}" if opts.study == "learning" else opts.study
