@@ -405,10 +405,10 @@ def _circuit_keys():
     from cdtp.model.nonlinearities import NONLINEARITIES
 
     defaults = {f.name: f.default for f in dataclasses.fields(c.CircuitConfig)}
-    hold = HoldGate()
+    hold, spiking = HoldGate(), c.SpikingParameters()
     names = {"nonlinearity": tuple(NONLINEARITIES), "loss": tuple(LOSSES),
              "feedback.rule": c.FEEDBACK_RULES, "feedback.init": c.FEEDBACK_INITS,
-             "hold_gate.kind": HOLD_GATES}
+             "hold_gate.kind": HOLD_GATES, "neurons": c.NEURON_MODELS}
     out = []
     for key, kind in c._TOP.items():
         out.append(("", key, kind, defaults.get(key), names.get(key)))
@@ -416,6 +416,8 @@ def _circuit_keys():
         for key, kind in spec.items():
             if section == "hold_gate":
                 default = getattr(hold, key)
+            elif section == "spiking":
+                default = getattr(spiking, key)
             else:
                 default = defaults[c._RENAME.get((section, key), key)]
             out.append((section, key, kind, default, names.get(f"{section}.{key}")))
