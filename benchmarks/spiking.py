@@ -280,7 +280,8 @@ def report() -> str:
         lines += ["## Learning with spikes", "",
                   f"Teacher-student (teacher seed {first['teacher_seed']}), {first['cycles']}"
                   " γ cycles, one example per cycle; test loss (256 examples) of the"
-                  " circuit's weights W through the rate map, before and after; wall time on"
+                  " circuit's weights W through the rate map, before and after; wall time (with the"
+                  " cpp_standalone compilation) on"
                   " a shared, loaded 2-core machine.", "",
                   "| circuit | N per unit | device | test loss before | after | fall | wall s |",
                   "|---|---|---|---|---|---|---|"]
