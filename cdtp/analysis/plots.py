@@ -20,6 +20,7 @@ __all__ = [
     "plot_held_out",
     "plot_learning_curve",
     "plot_premise",
+    "plot_raster",
     "plot_residuals",
     "plot_sweep_heatmap",
     "plot_sweep_learning_curves",
@@ -104,6 +105,72 @@ def plot_cycle(ds: xr.Dataset, cycle: int = 0, layer: int | None = None, units=(
                   borderaxespad=0)
     fig.suptitle(f"γ cycle {cycle} ({(t1 - t0) * 1e3:g} ms, steps {starts[cycle]}–"
                  f"{starts[cycle + 1] - 1})")
+    return fig
+
+
+def plot_raster(ds: xr.Dataset, cycles=(0, 1)):
+    """Spike raster of a spiking run (``[record] spikes``) over cycles ``cycles[0]`` …
+    ``cycles[1] − 1``, one row per recorded neuron grouped by population (forward σ(m) of
+    layers 0…L−1, feedback σ(u) of layers 2…L), with the feedback phases shaded (the hold gate
+    of layer 1 below ½, when gates were traced, else the recorded phase boundaries) and γ of
+    every layer on top."""
+    if "spike_time" not in ds:
+        raise ValueError("the recording has no spikes (a spiking circuit with [record] spikes"
+                         " > 0)")
+    dt = float(ds.attrs["dt"])
+    starts = schedule_of(ds).cycle_starts(dt, cycles[1])
+    t0, t1 = starts[cycles[0]] * dt, starts[cycles[1]] * dt
+    fig, (top, bottom) = _figure(2, 1, sharex=True, figsize=(7.5, 6),
+                                 gridspec_kw={"height_ratios": [1, 4]})
+
+    def shade(ax):
+        if "hold" in ds and "time" in ds.dims:
+            w = ds.sel(time=slice(t0, t1 + dt / 2))
+            t_ms = (w.time.values - t0) * 1e3
+            low = w.hold.sel(gate_layer=1).values < 0.5
+            ax.fill_between(t_ms, 0, 1, where=low, step="pre", color="0.9", lw=0,
+                            transform=ax.get_xaxis_transform(), label="feedback phase")
+        elif "boundary_time" in ds:
+            for c in range(*cycles):
+                if c in ds.cycle.values:
+                    b = ds.boundary_time.sel(cycle=c)
+                    ax.axvspan((float(b.sel(boundary="feedback_start")) - t0) * 1e3,
+                               (starts[c + 1] * dt - t0) * 1e3, color="0.9", lw=0,
+                               label="feedback phase" if c == cycles[0] else None)
+
+    shade(top)
+    shade(bottom)
+    if "gamma" in ds and "time" in ds.dims:
+        w = ds.sel(time=slice(t0, t1 + dt / 2))
+        for j, l in enumerate(w.gate_layer.values):
+            top.plot((w.time.values - t0) * 1e3, w.gamma.sel(gate_layer=l).values,
+                     drawstyle="steps-pre", color=f"C{j}", lw=1.2, label=f"γ_{int(l)}")
+    if "plasticity" in ds and "time" in ds.dims:
+        w = ds.sel(time=slice(t0, t1 + dt / 2))
+        top.plot((w.time.values - t0) * 1e3, w.plasticity.sel(gate_layer=1).values, "--",
+                 drawstyle="steps-pre", color="black", lw=0.9, label="plasticity gate p")
+    top.set_ylim(-0.05, 1.1)
+    top.set_ylabel("γ")
+    top.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    # rows: populations in order, within each by unit then member
+    pop = ds.population.values.astype(str)
+    order = np.lexsort((ds.member.values, ds.spiking_unit.values, ds.spiking_layer.values,
+                        pop == "feedback"))
+    row = np.empty(len(order), dtype=int)
+    row[order] = np.arange(len(order))
+    keep = (ds.spike_time.values >= t0) & (ds.spike_time.values < t1 + dt / 2)
+    times = (ds.spike_time.values[keep] - t0) * 1e3
+    neurons = ds.spike_neuron.values[keep]
+    for k, (kind, l) in enumerate(dict.fromkeys(zip(pop[order], ds.spiking_layer.values[order]))):
+        mine = (pop[neurons] == kind) & (ds.spiking_layer.values[neurons] == l)
+        bottom.scatter(times[mine], row[neurons[mine]], s=1.5, marker="|", color=f"C{k}",
+                       label=f"{kind} {l}")
+    bottom.set_xlabel(f"time from the start of cycle {cycles[0]} [ms]")
+    bottom.set_ylabel("recorded neuron")
+    bottom.set_ylim(-1, len(order))
+    bottom.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+                  markerscale=4)
+    fig.suptitle(f"spikes, cycles {cycles[0]}–{cycles[1] - 1}")
     return fig
 
 
@@ -389,8 +456,9 @@ def save_all(ds: xr.Dataset, directory, checks: dict | None = None) -> list:
     """Write the standard figures of a run into ``directory`` (PNG): learning curve, the
     held-out learning curve by epoch (``held_out.png``, when recorded), a γ cycle,
     the residuals of every check per cycle, one premise-vs-conclusion figure per check
-    (``premise_<check>.png``, :func:`plot_premise`) and the weight change; returns their
-    paths."""
+    (``premise_<check>.png``, :func:`plot_premise`), the weight change and, for a spiking
+    run with recorded spikes, the raster of its first cycle (:func:`plot_raster`); returns
+    their paths."""
     from pathlib import Path
 
     from cdtp.analysis.propositions import check_all
@@ -410,4 +478,7 @@ def save_all(ds: xr.Dataset, directory, checks: dict | None = None) -> list:
             figures[f"premise_{name}"] = lambda r=res: plot_premise(r)
     if "weight" in ds:
         figures["weight_change"] = lambda: plot_weight_change(ds)
+    if "spike_time" in ds and "cycle" in ds.dims and ds.sizes["cycle"]:
+        first = int(ds.cycle.values[0])
+        figures["raster"] = lambda: plot_raster(ds, (first, first + 1))
     return _save_figures(figures, directory)

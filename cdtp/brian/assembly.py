@@ -141,6 +141,9 @@ def assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_s
     namespace, cycle_time = _timed_arrays(circuit, schedules, batched, timed_stream, inputs,
                                           labels)
     _check_batch_method(circuit, batched)
+    if circuit.neurons == "spiking" and batched:
+        raise ValueError(f"{circuit.source}: neurons = 'spiking' cannot run in a batch (one"
+                         " network of many circuits); allowed in a batch: neurons = 'rate'")
     dynamics = [layer_dynamics(circuit, l, batched, lambda v: _keep_bias(_sig(circuit, v)))
                 for l in range(circuit.depth + 1)]
     layers, norms = _layer_groups(circuit, dynamics, len(schedules), nb, clock, namespace, dt,
@@ -210,7 +213,8 @@ def _layer_groups(circuit, dynamics, K, nb, clock, namespace, dt, batched, slow)
     layers, norms = [], []
     for l in range(circuit.depth + 1):
         is_bias = np.tile(np.r_[np.zeros(sizes[l]), np.ones(bias)], K)
-        group = b2.NeuronGroup(K * nb[l], layer_equations(dynamics[l].equations, batched, slow),
+        eqs = layer_equations(dynamics[l].equations, batched, slow, circuit.neurons == "spiking")
+        group = b2.NeuronGroup(K * nb[l], eqs,
                                method=circuit.integration_method, clock=clock,
                                name=f"layer_{l}", namespace=namespace)
         # Eqs 46–48 advance in stage 5 of the reference map's step
@@ -240,7 +244,12 @@ def _layer_operations(circuit, layers, dynamics, gates, batched, timed_stream, c
     (Eq 49), influence factor and the algebraic parts of Eqs 46–48 of layers l ≥ 1."""
     L, method = circuit.depth, circuit.integration_method
     run_factor = "running*" if batched else ""
-    input_code = f"m = a\nsm = {_keep_bias(_sig(circuit, 'a'))}\nsa = sm"
+    # a spiking circuit sends σ through its populations: sm_drive is their rate, and sm, sa
+    # are read out from their spikes (cdtp.brian.spiking)
+    spiking = circuit.neurons == "spiking"
+    sm_var = "sm_drive" if spiking else "sm"
+    input_code = (f"m = a\nsm_drive = {_keep_bias(_sig(circuit, 'a'))}" if spiking
+                  else f"m = a\nsm = {_keep_bias(_sig(circuit, 'a'))}\nsa = sm")
     label_code = ""
     if timed_stream:
         input_code = f"a = stimulus({cycle_time}, i)\n" + input_code
@@ -259,7 +268,7 @@ def _layer_operations(circuit, layers, dynamics, gates, batched, timed_stream, c
                                     method, batched) + "\n"
                           "m = (a + (1 - gamma_above)*(fb - fb_ref))*(1 - is_bias)\n")
             code = m_code + target_code("m - target", circuit.tau_tau, group, method,
-                                        batched) + f"\nsm = {_keep_bias(_sig(circuit, 'm'))}"
+                                        batched) + f"\n{sm_var} = {_keep_bias(_sig(circuit, 'm'))}"
         else:
             grad = "(a - y)" if circuit.loss == "squared_error" else "(exp(a)/exp_sum - y)"
             code = label_code + target_code(
@@ -280,9 +289,14 @@ def _layer_operations(circuit, layers, dynamics, gates, batched, timed_stream, c
         if dynamics[l].before:
             group.run_regularly(dynamics[l].before, when="groups",
                                 order=ORDER["dynamics"] - 1, name=f"layer_{l}_algebraic")
-        group.run_regularly(dynamics[l].after, when="groups", order=ORDER["dynamics"] + 1,
-                            name=f"layer_{l}_dynamics")
-    # layer 0's gates are needed for nothing but γ_1 on layer 0 (m_0 = x is not gated)
+        if dynamics[l].after:  # (empty in a spiking layer 1: σ(a) comes from its spikes)
+            group.run_regularly(dynamics[l].after, when="groups", order=ORDER["dynamics"] + 1,
+                                name=f"layer_{l}_dynamics")
+    # layer 0's gates are needed for nothing but γ_1 on layer 0 (m_0 = x is not gated), and in
+    # a spiking circuit for hold_above, which samples σ̂(a_0) (cdtp.brian.spiking)
+    if spiking:
+        layers[0].run_regularly(gates, when="groups", order=ORDER["gates"],
+                                name="layer_0_gates")
 
 
 def _normalization(circuit, layers, norms, nb, K, clock):

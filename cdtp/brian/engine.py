@@ -83,6 +83,7 @@ from cdtp.brian.readout import (
     snapshot_matrices,
     snapshot_monitors,
 )
+from cdtp.brian.spiking import Populations, attach
 from cdtp.model.circuit import CircuitConfig
 from cdtp.model.gating import Schedule
 from cdtp.model.layers import Network, init_network
@@ -142,6 +143,7 @@ class CircuitRun:
     diverged: str | None = None
     plasticity_every: int = 1
     _clamp: object = None
+    populations: Populations | None = None
 
     @property
     def steps_per_cycle(self) -> int:
@@ -279,6 +281,7 @@ def build(
     threads: int = 1,
     plasticity_every: int = 1,
     snapshot_every: int = 0,
+    spike_seed: int | None = None,
 ) -> CircuitRun:
     """Build the Brian2 network of ``circuit`` driven by ``schedule``.
 
@@ -322,8 +325,14 @@ def build(
         yet applied): :meth:`CircuitRun.weight_snapshots`. 0 (default): none. A
         cpp_standalone circuit runs once, so this is how it reports learning curves.
 
+    spike_seed : int, optional
+        A spiking circuit (``neurons = "spiking"``, docs/model.md §2.5): the seed of its
+        spikes (Brian2's ``seed``, which seeds ``rand()`` of the runtime and standalone
+        code); default the circuit's ``seed``. The same seed gives the same spikes on one
+        device. Ignored by a rate circuit, which draws no random numbers.
+
     Several circuits that differ in their schedules (and initial weights) are simulated
-    together by :func:`cdtp.brian.batch.build_batch`.
+    together by :func:`cdtp.brian.batch.build_batch` (rate circuits only).
     """
     inputs, labels = check_stream(circuit, inputs, labels)
     sizes, L = circuit.sizes, circuit.depth
@@ -331,9 +340,13 @@ def build(
     net0 = initial_network(circuit) if network is None else network
     standalone = device == "cpp_standalone"
     standalone_directory = configure_device(device, standalone_directory, threads)
+    spiking = circuit.neurons == "spiking"
+    if spiking:
+        b2.seed(circuit.seed if spike_seed is None else spike_seed)
     parts = assemble(circuit, [schedule], [net0], dt=dt, plasticity_every=plasticity_every,
                       batched=False, timed_stream=standalone, inputs=[inputs], labels=[labels])
     layers, clock = parts.layers, parts.clock
+    populations = attach(layers, sizes, circuit.spiking, clock, dt) if spiking else None
 
     # -- example clamping and divergence checks, once per γ cycle -----------------------------
     # per-cycle summaries, taken when the next cycle starts: a_L then still holds the output
@@ -393,13 +406,14 @@ def build(
     network = b2.Network(
         *layers, *parts.norms, *parts.pools, *parts.broadcasts, *parts.feedforward[1:],
         *parts.feedback[2:], *([clamp] if clamp is not None else []),
-        *monitors.values(), name="cdtp_network",
+        *(populations.objects if populations else []), *monitors.values(),
+        name="cdtp_network",
     )
     result = CircuitRun(
         circuit=circuit, schedule=schedule, network=network, layers=layers, norms=parts.norms,
         feedforward=parts.feedforward, feedback=parts.feedback, inputs=inputs, labels=labels,
         dt=dt, device=device, monitors=monitors, plasticity_every=plasticity_every,
-        _clamp=clamp,
+        _clamp=clamp, populations=populations,
     )
     result.standalone_directory = standalone_directory
     result._run_state = run_state

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import brian2 as b2
 
 from cdtp.brian.gates import GATE_VARIABLES, SCHEDULE_CONSTANTS
+from cdtp.brian.spiking import LAYER_SPIKING_EQS
 from cdtp.model.circuit import CircuitConfig
 from cdtp.model.nonlinearities import get_nonlinearity
 
@@ -109,9 +110,13 @@ def layer_dynamics(circuit, l: int, batched: bool, sigma) -> LayerDynamics:
         eqs.append("u : 1")
         if l >= 2:
             after.append(f"u += {run}({U_DRIVE})")
+    # a spiking circuit sends σ(u) as the rate of the layer's feedback population (su_drive)
+    # and reads su, and σ(a) below the top layer, out of spikes (cdtp.brian.spiking)
+    spiking = getattr(circuit, "neurons", "rate") == "spiking"
     if l >= 2:
-        after.append(f"su = {sigma('u')}")
-    after.append(f"sa = {sigma('a')}")
+        after.append(f"{'su_drive' if spiking else 'su'} = {sigma('u')}")
+    if not spiking or l == circuit.depth:
+        after.append(f"sa = {sigma('a')}")
     return LayerDynamics("\n".join(eqs) + "\n", "\n".join(before), "\n".join(after), h_sum)
 
 
@@ -258,9 +263,10 @@ t_last : second (constant)
 """
 
 
-def layer_equations(dynamics: str, batched: bool, slow: bool) -> str:
+def layer_equations(dynamics: str, batched: bool, slow: bool, spiking: bool = False) -> str:
     """The NeuronGroup equations of a layer: its Eqs 46–48 (``dynamics``, from
-    :func:`cdtp.brian.equations.layer_dynamics`) and the parameters every layer has."""
+    :func:`cdtp.brian.equations.layer_dynamics`), the parameters every layer has and, in a
+    spiking circuit, the read-out variables of :mod:`cdtp.brian.spiking`."""
     gate_flag = "" if batched else " (shared)"
     const_flag = " (constant)" if batched else " (shared, constant)"
     lines = [dynamics, LAYER_EQS]
@@ -270,6 +276,8 @@ def layer_equations(dynamics: str, batched: bool, slow: bool) -> str:
         lines.append(BATCH_EQS)
     if slow:
         lines.append("w_drive : 1")
+    if spiking:
+        lines.append(LAYER_SPIKING_EQS)
     return "\n".join(lines) + "\n"
 
 

@@ -92,9 +92,11 @@ class _Snapshots:
 
     def _valid_mask(self) -> dict[str, np.ndarray]:
         L = len(self.sizes) - 1
+        spiking = self.circuit.neurons == "spiking"
         has = {
             "a": lambda l: True, "h": lambda l: l >= 1, "target": lambda l: l >= 1,
             "u": lambda l: l >= 2, "m": lambda l: l < L, "fb": lambda l: 1 <= l < L,
+            "rate_m": lambda l: spiking and l < L, "rate_u": lambda l: spiking and l >= 2,
         }
         return {v: np.concatenate([np.full(n, has[v](l)) for l, n in enumerate(self.sizes)])
                 for v in has}
@@ -213,6 +215,7 @@ def simulate(
     interrupt=None,
     held_out=None,
     tick: Callable[[int, int], None] | None = None,
+    spike_seed: int = 0,
 ) -> xr.Dataset:
     """Simulate ``n_cycles`` γ cycles (one example each) and record them.
 
@@ -247,6 +250,9 @@ def simulate(
     held_out : cdtp.record.evaluation.HeldOut, optional
         Evaluate the forward weights on held-out examples at the end of every epoch and of
         the run; recorded as ``test_accuracy`` / ``test_loss`` on the ``epoch`` dimension.
+    spike_seed : int
+        Seed of the spikes of a spiking circuit (:func:`cdtp.brian.engine.build`; a scenario
+        passes its ``seed``).
 
     Returns
     -------
@@ -261,12 +267,15 @@ def simulate(
         raise ValueError(f"n_cycles = {n_cycles}: the example stream has {len(inputs)} examples")
     if backend not in ("brian2", "map"):
         raise ValueError(f"backend {backend!r}; allowed: brian2, map")
+    if backend == "map" and circuit.neurons == "spiking":
+        raise ValueError(f"{circuit.source}: neurons = 'spiking': the numpy reference map"
+                         " simulates rate units only; allowed with spikes: backend = 'brian2'")
     base_attrs = run_attributes(circuit, schedule, record, dt,
                                 device if backend == "brian2" else "numpy reference map",
                                 backend, attrs, n_cycles=n_cycles)
     if backend == "brian2" and device == "cpp_standalone":
         return _simulate_standalone(circuit, schedule, inputs[:n_cycles], labels[:n_cycles],
-                                    dt, record, path, base_attrs, held_out)
+                                    dt, record, path, base_attrs, held_out, spike_seed)
     starts = schedule.cycle_starts(dt, n_cycles)
     table = schedule.boundary_table(dt, n_cycles, circuit.depth, circuit.hold)
     recorder = Recorder(record, circuit.sizes, circuit.bias, base_attrs, path=path)
@@ -278,9 +287,9 @@ def simulate(
 
     stop_callback = None
     try:
-        runner = (_Brian2Runner if backend == "brian2" else _MapRunner)(
-            circuit, schedule, inputs, labels, dt, device, record, snaps, stop_requested,
-        )
+        args = (circuit, schedule, inputs, labels, dt, device, record, snaps, stop_requested)
+        runner = (_Brian2Runner(*args, spike_seed=spike_seed) if backend == "brian2"
+                  else _MapRunner(*args))
         runner.tick = None if tick is None else (lambda done: tick(done, n_cycles))
         if interrupt is not None:
             interrupt.on_stop(runner.stop)
@@ -334,6 +343,9 @@ def simulate(
         if interrupt is not None and interrupt.aborted:
             raise KeyboardInterrupt  # a second Ctrl-C whose exception was swallowed
         extra = {}
+        spikes = getattr(runner, "spikes", lambda: None)()
+        if spikes is not None:
+            recorder.add_dataset(spikes)
         if held_out is not None:
             held_out.finish(recorded)
             recorder.add_dataset(held_out.dataset())
@@ -349,18 +361,20 @@ def simulate(
 
 
 #: What a cpp_standalone run can record (it runs as one compiled binary, without Python).
-STANDALONE_RECORD = "[record] variables = [], gates = false, snapshots = false, weights = false"
+STANDALONE_RECORD = ("[record] variables = [], gates = false, snapshots = false, weights = false,"
+                     " spikes = 0")
 
 
 def standalone_unrecordable(record) -> list[str]:
     """The parts of ``record`` a cpp_standalone run cannot record (empty: it can run)."""
     return [name for name, on in (("variables", bool(record.variables)),
                                   ("gates", record.gates), ("snapshots", record.snapshots),
-                                  ("weights", record.weights)) if on]
+                                  ("weights", record.weights),
+                                  ("spikes", bool(getattr(record, "spikes", 0)))) if on]
 
 
 def _simulate_standalone(circuit, schedule, inputs, labels, dt, record, path, attrs,
-                         held_out=None) -> xr.Dataset:
+                         held_out=None, spike_seed=0) -> xr.Dataset:
     """A run on cpp_standalone: one compiled binary runs every cycle; the per-cycle output,
     label and loss come from its output monitor and the held-out evaluation from weight
     snapshots at the start of every epoch (:func:`cdtp.brian.engine.build`'s ``snapshot_every``).
@@ -378,7 +392,8 @@ def _simulate_standalone(circuit, schedule, inputs, labels, dt, record, path, at
     recorder = Recorder(record, circuit.sizes, circuit.bias, attrs, path=path)
     try:
         run = build(circuit, schedule, inputs, labels, dt=dt, device="cpp_standalone",
-                    snapshot_every=epoch if 0 < epoch < n else 0).run(n)
+                    snapshot_every=epoch if 0 < epoch < n else 0,
+                    **_spike_seed(circuit, spike_seed)).run(n)
         outputs = run.outputs()
         bad = [c for c, out in enumerate(outputs)
                if not np.all(np.isfinite(out)) or np.max(np.abs(out)) > circuit.activity_bound]
@@ -391,7 +406,7 @@ def _simulate_standalone(circuit, schedule, inputs, labels, dt, record, path, at
             L = circuit.depth
             if 0 < epoch < n:
                 snaps = [run.weight_snapshots(l) for l in range(1, L + 1)]
-                for e in range(len(snaps[0])):
+                for e in range(len(snaps[0]), spike_seed=0):
                     if e * epoch <= done:
                         held_out.observe(e * epoch, {f"feedforward_{l}": snaps[l - 1][e]
                                                      for l in range(1, L + 1)})
@@ -451,16 +466,22 @@ def run_attributes(circuit, schedule, record, dt, device, backend, attrs=None,
     }
 
 
+def _spike_seed(circuit, seed: int) -> dict:
+    """The build option of a spiking circuit's spike seed (none for a rate circuit)."""
+    return {"spike_seed": seed} if circuit.neurons == "spiking" else {}
+
+
 class _Brian2Runner:
     def __init__(self, circuit, schedule, inputs, labels, dt, device, spec, snaps,
-                 stop_requested=lambda: False):
+                 stop_requested=lambda: False, spike_seed=0):
         import brian2 as b2
 
         from cdtp.brian.engine import build
 
         self.b2, self.dt, self.spec, self.snaps = b2, dt, spec, snaps
         self.circuit = circuit
-        self.run_ = build(circuit, schedule, inputs, labels, dt=dt, device=device)
+        self.run_ = build(circuit, schedule, inputs, labels, dt=dt, device=device,
+                          **_spike_seed(circuit, spike_seed))
         layers = self.run_.layers
         clock = b2.Clock(dt=spec.every * dt * b2.second, name="record_clock")
         self.traced = spec.traced(circuit.sizes)
@@ -479,6 +500,10 @@ class _Brian2Runner:
                     layers[l], list(GATE_VARIABLES), record=[0], when="end", clock=clock,
                     name=f"gate_trace_{l}",
                 )
+        self.spike_monitors, self.spiking_table = [], None
+        populations = getattr(self.run_, "populations", None)
+        if spec.spikes and populations is not None:
+            self._monitor_spikes(populations, spec.spikes)
         # a clock that ticks on every boundary step (each step when they are irregular)
         tick = int(np.gcd.reduce(np.concatenate([snaps.table.ravel(), snaps.starts])))
         snap_clock = b2.Clock(dt=tick * dt * b2.second, name="snapshot_clock")
@@ -492,12 +517,45 @@ class _Brian2Runner:
 
         op = b2.NetworkOperation(snapshot, clock=snap_clock, when="start", order=-1,
                                  name="snapshots")
-        self.run_.network.add(*self.monitors.values(), *self.gate_monitors.values(), op)
+        self.run_.network.add(*self.monitors.values(), *self.gate_monitors.values(), op,
+                              *self.spike_monitors)
         self.cycles_done = 0
         self.diverged = ""
 
+    def _monitor_spikes(self, populations, k: int) -> None:
+        """SpikeMonitors of the first ``k`` members of every population (a contiguous
+        subgroup: populations are member-major), and the table of the recorded neurons."""
+        b2 = self.b2
+        n = min(k, self.circuit.spiking.neurons_per_unit)
+        table = {"population": [], "layer": [], "unit": [], "member": []}
+        self.spike_offsets = []
+        for kind, l, group in populations.groups:
+            units = self.circuit.sizes[l]
+            self.spike_offsets.append(len(table["unit"]))
+            self.spike_monitors.append(b2.SpikeMonitor(group[: n * units],
+                                                       name=f"{group.name}_monitor"))
+            table["population"] += [kind] * (n * units)
+            table["layer"] += [l] * (n * units)
+            table["unit"] += list(np.tile(np.arange(units), n))
+            table["member"] += list(np.repeat(np.arange(n), units))
+        self.spiking_table = table
+
+    def spikes(self):
+        """The recorded spikes as a Dataset (:func:`cdtp.record.dataset.spikes_dataset`), or
+        None when none were requested."""
+        if self.spiking_table is None:
+            return None
+        from cdtp.record.dataset import spikes_dataset
+
+        # the step in which a neuron fired, timed at its end like the traces
+        times = [np.asarray(m.t / self.b2.second) + self.dt for m in self.spike_monitors]
+        ids = [np.asarray(m.i) + off for m, off in zip(self.spike_monitors, self.spike_offsets)]
+        t = self.spiking_table
+        return spikes_dataset(np.concatenate(times), np.concatenate(ids), t["population"],
+                              t["layer"], t["unit"], t["member"])
+
     def run(self, n, traced):
-        for m in (*self.monitors.values(), *self.gate_monitors.values()):
+        for m in (*self.monitors.values(), *self.gate_monitors.values(), *self.spike_monitors):
             m.active = traced
         if self.tick is None:
             self.run_.run(n)

@@ -41,12 +41,15 @@ from cdtp.model.losses import LOSSES
 from cdtp.model.nonlinearities import NONLINEARITIES
 from cdtp.model.units import UnitError, parse_quantity
 
-__all__ = ["CircuitConfig", "ConfigError", "circuit_from_dict", "load_circuit"]
+__all__ = ["NEURON_MODELS", "CircuitConfig", "ConfigError", "SpikingParameters",
+           "circuit_from_dict", "load_circuit"]
 
 FEEDBACK_RULES = ("delta1", "delta2", "fixed", "mirror")
 FEEDBACK_INITS = ("random", "pinv", "regularized_inverse", "transpose", "zeros")
 # Brian2 state-update methods of the layer ODEs (docs/model.md §2.4)
 INTEGRATION_METHODS = ("euler", "exact", "exponential_euler", "rk4")
+# what a unit is: a rate variable, or populations of Poisson neurons (docs/model.md §2.5)
+NEURON_MODELS = ("rate", "spiking")
 
 
 class ConfigError(ValueError):
@@ -55,6 +58,30 @@ class ConfigError(ValueError):
     def __init__(self, source: str, key: str, message: str):
         self.source, self.key = source, key
         super().__init__(f"{source}: {key}: {message}")
+
+
+@dataclass(frozen=True)
+class SpikingParameters:
+    """The populations of the spiking variant (circuit file ``[spiking]``; docs/model.md
+    §2.5). Rates in Hz, times in s.
+
+    Attributes
+    ----------
+    neurons_per_unit : int
+        N, the Poisson neurons of one population: each unit has one population for what it
+        sends up (σ(m)) and, above layer 1, one for what it sends down (σ(u)).
+    rate_offset, rate_gain : float
+        r_0 and r_1 of a neuron's rate r = r_0 + r_1 σ (clipped to [0, 1/dt]); σ = ±1 fires
+        at r_0 ± r_1. Only N·r enters the read-out's variance: 100 neurons at 500 Hz read out
+        like 1 000 at 50 Hz.
+    synapse_tau : float
+        τ_s of the exponential synaptic filter that reads the population rate out.
+    """
+
+    neurons_per_unit: int = 100
+    rate_offset: float = 500.0
+    rate_gain: float = 500.0
+    synapse_tau: float = 2e-3
 
 
 @dataclass(frozen=True)
@@ -110,6 +137,11 @@ class CircuitConfig:
         Brian2's state-update method for the ODEs of h, a, u, τ and ĝ (``[integration]
         method``): ``euler`` (the reference map's arithmetic), ``exact``,
         ``exponential_euler`` or ``rk4`` (docs/model.md §2.4).
+    neurons : str
+        ``rate`` (every unit is a rate variable) or ``spiking`` (each unit sends what it
+        transmits as the spikes of Poisson populations; docs/model.md §2.5).
+    spiking : SpikingParameters
+        The populations' size, rates and read-out filter (used when ``neurons = "spiking"``).
     """
 
     sizes: tuple
@@ -139,6 +171,8 @@ class CircuitConfig:
     seed: int = 0
     activity_bound: float = 1e3
     integration_method: str = "euler"
+    neurons: str = "rate"
+    spiking: SpikingParameters = field(default_factory=SpikingParameters)
     source: str = field(default="<dict>", compare=False)
 
     def __post_init__(self):
@@ -167,6 +201,8 @@ class CircuitConfig:
         _choice(src, "feedback.rule", self.feedback_rule, FEEDBACK_RULES)
         _choice(src, "feedback.init", self.feedback_init, FEEDBACK_INITS)
         _choice(src, "integration.method", self.integration_method, INTEGRATION_METHODS)
+        _choice(src, "neurons", self.neurons, NEURON_MODELS)
+        _check_spiking(src, self.spiking)
         if not 0 < self.leaky_slope <= 1:
             raise ConfigError(src, "leaky_slope", f"{self.leaky_slope!r} is not in (0, 1]")
         for name in ("tau_h", "tau_a", "tau_u", "tau_tau"):
@@ -197,7 +233,26 @@ class CircuitConfig:
         d = asdict(self)
         d["sizes"] = list(self.sizes)
         d.pop("source")
+        if self.neurons == "rate":
+            d.pop("spiking")  # unused: a rate circuit's record stays as it was
         return d
+
+
+def _check_spiking(source, sp: SpikingParameters) -> None:
+    n = sp.neurons_per_unit
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(source, "spiking.neurons_per_unit",
+                          f"{n!r} is not allowed; allowed: an integer ≥ 1")
+    for key, value, low in (("rate_offset", sp.rate_offset, 0.0),
+                            ("rate_gain", sp.rate_gain, None),
+                            ("synapse_tau", sp.synapse_tau, None)):
+        unit = "s" if key == "synapse_tau" else "Hz"
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(
+            value) and (value >= low if low is not None else value > 0)
+        if not ok:
+            allowed = "≥ 0 Hz" if low is not None else f"> 0 {unit}"
+            raise ConfigError(source, f"spiking.{key}",
+                              f"{value!r} {unit} is not allowed; allowed: a finite value {allowed}")
 
 
 def _choice(source, key, value, allowed):
@@ -248,7 +303,7 @@ def _typed(source, key, value, kind):
 
 
 _TOP = {"name": "str", "sizes": None, "nonlinearity": "str", "leaky_slope": "float",
-        "bias": "bool", "loss": "str", "seed": "seed"}
+        "bias": "bool", "loss": "str", "seed": "seed", "neurons": "str"}
 _SECTIONS = {
     "time_constants": {"tau_h": "time", "tau_a": "time", "tau_u": "time", "tau_tau": "time"},
     "hold_gate": {"kind": "str", "epsilon": "float", "width": "float"},
@@ -259,6 +314,8 @@ _SECTIONS = {
     "init": {"weight_scale": "float", "feedback_scale": "float", "seed": "seed"},
     "divergence": {"activity_bound": "float"},
     "integration": {"method": "str"},
+    "spiking": {"neurons_per_unit": "count", "rate_offset": "rate", "rate_gain": "rate",
+                "synapse_tau": "time"},
 }
 _RENAME = {("feedback", "rule"): "feedback_rule", ("feedback", "init"): "feedback_init",
            ("feedback", "gain"): "feedback_gain", ("integration", "method"): "integration_method"}
@@ -276,7 +333,7 @@ def circuit_from_dict(data: dict, source: str = "<dict>") -> CircuitConfig:
     for key, kind in _TOP.items():
         if key in data:
             kwargs[key] = data[key] if kind is None else _typed(source, key, data[key], kind)
-    hold = {}
+    hold, spiking = {}, {}
     for section, spec in _SECTIONS.items():
         table = data.get(section, {})
         if not isinstance(table, dict):
@@ -296,6 +353,8 @@ def circuit_from_dict(data: dict, source: str = "<dict>") -> CircuitConfig:
                 value = _typed(source, where, value, kind)
             if section == "hold_gate":
                 hold[key] = value
+            elif section == "spiking":
+                spiking[key] = value
             else:
                 kwargs[_RENAME.get((section, key), key)] = value
     if hold:
@@ -305,6 +364,8 @@ def circuit_from_dict(data: dict, source: str = "<dict>") -> CircuitConfig:
             kwargs["hold"] = HoldGate(**hold)
         except ValueError as exc:
             raise ConfigError(source, "hold_gate", str(exc)) from None
+    if spiking:
+        kwargs["spiking"] = SpikingParameters(**spiking)
     return CircuitConfig(**kwargs)
 
 

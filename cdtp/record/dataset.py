@@ -23,6 +23,13 @@ variable                  dims                         what
                                                        state after the step before)
 ``cycle_start_step``      (cycle)                      the first step of each cycle
 ``weight_change``         (cycle, pathway)             ‖ΔW‖_F of each projection over the cycle
+``rate_m rate_u``         (time, neuron)               spiking circuits: the filtered population
+                                                       rates r̂ (Hz) of each unit's forward
+                                                       (σ(m)) and feedback (σ(u)) populations
+``spike_time``            (spike)                      spiking circuits, ``spikes`` > 0: the time
+                                                       (s) of every recorded spike, in order
+``spike_neuron``          (spike)                      which recorded neuron fired it (an index
+                                                       on ``spiking_neuron``)
 ``test_accuracy``         (epoch)                      held-out accuracy after each epoch
 ``test_loss``             (epoch)                      held-out loss after each epoch
                                                        (:mod:`cdtp.record.evaluation`; when the
@@ -50,6 +57,12 @@ run is complete when they are equal; a diverged or interrupted run records the c
 ``held_out`` (JSON: where the test examples of ``test_accuracy`` / ``test_loss`` came from, how
 many, the problem kind and the epoch length; only when they are recorded).
 
+Spikes are ragged, so they are stored as one pair of variables on a ``spike`` dimension
+(:func:`spike_trains` groups them per neuron): ``spiking_neuron`` has the coordinates
+``population`` (``forward`` or ``feedback``), ``spiking_layer``, ``spiking_unit`` and
+``member`` (the neuron's index within its population of N). ``[record] spikes = k`` records the
+first k members of every population, in the traced cycles.
+
 Values of a variable that a layer does not have (u below layer 2, h and τ of the input) are
 NaN.
 """
@@ -72,6 +85,7 @@ __all__ = [
     "BOUNDARIES",
     "ENGINE",
     "GATE_VARIABLES",
+    "SPIKING_VARIABLES",
     "TRACE_VARIABLES",
     "RecordSpec",
     "Recorder",
@@ -85,11 +99,16 @@ __all__ = [
     "remove_stale_temporaries",
     "save",
     "schedule_of",
+    "spike_trains",
+    "spikes_dataset",
     "sweep_dims",
 ]
 
 ENGINE = "h5netcdf"
-TRACE_VARIABLES = ("a", "h", "u", "target", "m", "fb")
+TRACE_VARIABLES = ("a", "h", "u", "target", "m", "fb", "rate_m", "rate_u")
+#: trace variables that only a spiking circuit has (docs/model.md §2.5)
+SPIKING_VARIABLES = ("rate_m", "rate_u")
+UNITS = {"rate_m": "Hz", "rate_u": "Hz"}
 GATE_VARIABLES = ("gamma", "hold", "plasticity")
 BOUNDARIES = ("cycle_start", "feedback_start", "plasticity_start", "plasticity_end")
 
@@ -100,6 +119,8 @@ LONG_NAMES = {
     "target": "target τ",
     "m": "encoder input m (γ a + (1 − γ) g(u))",
     "fb": "feedback g(u) from the layer above",
+    "rate_m": "forward population rate r̂ (sends σ(m))",
+    "rate_u": "feedback population rate r̂ (sends σ(u))",
     "gamma": "γ (1 = feedforward, 0 = feedback)",
     "hold": "hold gate c(γ)",
     "plasticity": "plasticity gate p",
@@ -132,6 +153,9 @@ class RecordSpec:
         Snapshot W and Ω at the phase boundaries (needed by P5 and P6).
     chunk_cycles : int
         Cycles simulated, converted and (with a path) written per chunk; bounds memory.
+    spikes : int
+        Spiking circuits: record the spikes of the first this many neurons of every
+        population, in the traced cycles (0: none). They are kept in memory until the run ends.
 
     The per-cycle output, label and loss are always recorded; with no variables, gates,
     snapshots or weights they are all there is (what a batched sweep point holds).
@@ -146,6 +170,7 @@ class RecordSpec:
     snapshots: bool = True
     weights: bool = True
     chunk_cycles: int = 200
+    spikes: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "variables", tuple(self.variables))
@@ -162,6 +187,8 @@ class RecordSpec:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"record.{name}: {v!r} must be an integer ≥ 1")
+        if isinstance(self.spikes, bool) or not isinstance(self.spikes, int) or self.spikes < 0:
+            raise ValueError(f"record.spikes: {self.spikes!r} must be an integer ≥ 0")
         if self.neurons is not None and (not isinstance(self.neurons, int) or self.neurons < 1):
             raise ValueError(f"record.neurons: {self.neurons!r} must be an integer ≥ 1 or None")
         if self.trace_cycles is not None:
@@ -191,6 +218,38 @@ class RecordSpec:
     def to_dict(self) -> dict:
         d = asdict(self)
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+def spikes_dataset(times, neurons, population, layer, unit, member) -> xr.Dataset:
+    """The recorded spikes in the layout of this module: ``spike_time`` and ``spike_neuron``
+    on the ``spike`` dimension (sorted by time, then neuron), and the recorded neurons on
+    ``spiking_neuron`` with their population, layer, unit and member index."""
+    times = np.asarray(times, dtype=float)
+    neurons = np.asarray(neurons, dtype=np.int64)
+    order = np.lexsort((neurons, times))
+    return xr.Dataset(
+        {"spike_time": ("spike", times[order], {"units": "s", "long_name": "spike time"}),
+         "spike_neuron": ("spike", neurons[order],
+                          {"long_name": "recorded neuron that spiked (index on spiking_neuron)"})},
+        coords={
+            "spiking_neuron": ("spiking_neuron", np.arange(len(population)),
+                               {"long_name": "recorded spiking neuron"}),
+            "population": ("spiking_neuron", np.asarray(population, dtype=object),
+                           {"long_name": "population (forward: σ(m), feedback: σ(u))"}),
+            "spiking_layer": ("spiking_neuron", np.asarray(layer, dtype=np.int64),
+                              {"long_name": "layer l"}),
+            "spiking_unit": ("spiking_neuron", np.asarray(unit, dtype=np.int64),
+                             {"long_name": "unit within its layer"}),
+            "member": ("spiking_neuron", np.asarray(member, dtype=np.int64),
+                       {"long_name": "neuron within its population"}),
+        })
+
+
+def spike_trains(ds: xr.Dataset) -> list[np.ndarray]:
+    """The spike times (s) of each recorded neuron, in the order of ``spiking_neuron``."""
+    neurons = np.asarray(ds.spike_neuron)
+    times = np.asarray(ds.spike_time)
+    return [times[neurons == k] for k in range(ds.sizes["spiking_neuron"])]
 
 
 def synapse_table(sizes, bias: bool) -> dict[str, np.ndarray]:
@@ -298,7 +357,7 @@ class Recorder:
         data = {}
         for var, v in values.items():
             data[var] = (("time", "neuron"), np.asarray(v, dtype=float),
-                         {"units": "1", "long_name": LONG_NAMES[var]})
+                         {"units": UNITS.get(var, "1"), "long_name": LONG_NAMES[var]})
         for name, v in (gates or {}).items():
             data[name] = (("time", "gate_layer"), np.asarray(v, dtype=float),
                           {"units": "1", "long_name": LONG_NAMES[name]})
@@ -523,11 +582,13 @@ def load(path: str | Path) -> xr.Dataset:
 # -- helpers -------------------------------------------------------------------------------
 def circuit_of(ds: xr.Dataset):
     """The :class:`cdtp.model.circuit.CircuitConfig` stored in the Dataset's attributes."""
-    from cdtp.model.circuit import CircuitConfig
+    from cdtp.model.circuit import CircuitConfig, SpikingParameters
     from cdtp.model.gating import HoldGate
 
     d = json.loads(ds.attrs["circuit"])
     d["hold"] = HoldGate(**d["hold"])
+    if "spiking" in d:
+        d["spiking"] = SpikingParameters(**d["spiking"])
     d["sizes"] = tuple(d["sizes"])
     return CircuitConfig(**d)
 

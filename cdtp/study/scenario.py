@@ -62,7 +62,7 @@ from cdtp.model.gating import (
 )
 from cdtp.model.nonlinearities import NONLINEARITIES
 from cdtp.model.units import UnitError, parse_quantity
-from cdtp.record.dataset import TRACE_VARIABLES, RecordSpec
+from cdtp.record.dataset import SPIKING_VARIABLES, TRACE_VARIABLES, RecordSpec
 
 __all__ = ["TASK_KEYS", "Scenario", "apply_overrides", "load_scenario", "memory_estimate",
            "scenario_from_dict"]
@@ -115,6 +115,7 @@ _RECORD = {
     "snapshots": "bool",
     "weights": "bool",
     "chunk_cycles": "count",
+    "spikes": "seed",
 }
 
 
@@ -152,6 +153,7 @@ class Scenario:
             self.circuit, self.schedule, inputs, labels, dt=self.dt, device=self.device,
             record=self.record, path=path, progress=progress, attrs=self.attributes(task, attrs),
             interrupt=interrupt, tick=tick, held_out=self.held_out(data),
+            spike_seed=self.seed,
         )
 
     def attributes(self, task: dict, attrs: dict | None = None) -> dict:
@@ -627,6 +629,15 @@ def scenario_from_dict(data: dict, source: str = "<dict>") -> Scenario:
         record = RecordSpec(**r)
     except (ValueError, TypeError) as exc:
         raise ConfigError(source, "record", str(exc)) from None
+    if circuit.neurons != "spiking":
+        spiking_only = [v for v in record.variables if v in SPIKING_VARIABLES]
+        if spiking_only:
+            raise ConfigError(source, "record.variables", f"{spiking_only[0]!r} is a population"
+                              " rate: it needs a circuit with neurons = 'spiking'; allowed: "
+                              + ", ".join(v for v in TRACE_VARIABLES if v not in SPIKING_VARIABLES))
+        if record.spikes:
+            raise ConfigError(source, "record.spikes", f"{record.spikes}: spikes need a circuit"
+                              " with neurons = 'spiking'; allowed: 0")
     if record.layers is not None:
         bad = [l for l in record.layers if not 0 <= l <= circuit.depth]
         if bad:

@@ -95,6 +95,22 @@ KEY_DOCS: dict[str, dict[str, dict[str, str]]] = {
                                "discrete map; ``exact`` and ``exponential_euler`` solve the "
                                "relaxations exactly over a step and accept dt above a time "
                                "constant; ``rk4``.", "default": "``euler``"},
+        "neurons": {"text": "What a unit is (docs/model.md §2.5): ``rate``, a rate variable "
+                    "(the paper's circuit); ``spiking``, each unit sends σ(m) up and σ(u) "
+                    "down as the spikes of Poisson populations read out by a synaptic "
+                    "filter, converging to the rate circuit as N grows "
+                    "(benchmarks/SPIKING.md). Not in a batch.", "default": "``rate``"},
+        "spiking.neurons_per_unit": {"text": "N, the Poisson neurons of one population (one "
+                                     "population per unit and direction); the read-out's "
+                                     "error falls like N^(−1/2).", "default": "100"},
+        "spiking.rate_offset": {"text": "r_0 of a neuron's rate r = r_0 + r_1 σ (clipped to "
+                                "[0, 1/dt]): the rate at σ = 0.", "default": "``\"500 Hz\"``"},
+        "spiking.rate_gain": {"text": "r_1 of r = r_0 + r_1 σ; σ̂ = (r̂ − r_0)/r_1. Only "
+                              "N·r enters the read-out's variance.", "default": "``\"500 Hz\"``"},
+        "spiking.synapse_tau": {"text": "τ_s of the exponential synaptic filter that reads a "
+                                "population's rate out (its variance ∝ 1/(N r τ_s); its lag "
+                                "must be short against the γ phases).",
+                                "default": "``\"2 ms\"``"},
         "plasticity.beta": {"text": "β, how far the output target is nudged down the loss "
                             "gradient.", "allowed": "≥ 0"},
         "plasticity.influence": {"text": "Scale W_l's update by the DTP influence factor s_l "
@@ -207,6 +223,10 @@ KEY_DOCS: dict[str, dict[str, dict[str, str]]] = {
         "record.weights": {"text": "Snapshot W and Ω at the phase boundaries (P5, P6)."},
         "record.chunk_cycles": {"text": "Cycles simulated and written per chunk (bounds "
                                 "memory)."},
+        "record.spikes": {"text": "Spiking circuits: record the spikes of the first this many "
+                          "neurons of every population, in the traced cycles, as the ragged "
+                          "pair ``spike_time`` / ``spike_neuron`` (docs/model.md §5); kept "
+                          "in memory until the run ends.", "allowed": "≥ 0"},
     },
 }
 
@@ -387,10 +407,10 @@ def _circuit_keys():
     from cdtp.model.nonlinearities import NONLINEARITIES
 
     defaults = {f.name: f.default for f in dataclasses.fields(c.CircuitConfig)}
-    hold = HoldGate()
+    hold, spiking = HoldGate(), c.SpikingParameters()
     names = {"nonlinearity": tuple(NONLINEARITIES), "loss": tuple(LOSSES),
              "feedback.rule": c.FEEDBACK_RULES, "feedback.init": c.FEEDBACK_INITS,
-             "hold_gate.kind": HOLD_GATES}
+             "hold_gate.kind": HOLD_GATES, "neurons": c.NEURON_MODELS}
     out = []
     for key, kind in c._TOP.items():
         out.append(("", key, kind, defaults.get(key), names.get(key)))
@@ -398,6 +418,8 @@ def _circuit_keys():
         for key, kind in spec.items():
             if section == "hold_gate":
                 default = getattr(hold, key)
+            elif section == "spiking":
+                default = getattr(spiking, key)
             else:
                 default = defaults[c._RENAME.get((section, key), key)]
             out.append((section, key, kind, default, names.get(f"{section}.{key}")))
