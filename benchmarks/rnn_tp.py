@@ -569,42 +569,32 @@ def cmd_report(args):
             "(Σ over iterations of the mini-batch "
             "loss; no learning ≈ iterations × ln 10); `stop@k` = stopped at iteration k.",
             "",
-            "| γ_θ \\ r | " + " | ".join(f"{r:g}" for r in GRID_R) + " |",
-            "|---|" + "---|" * len(GRID_R),
         ]
-        for gt in GRID_GAMMA_THETA:
-            cells = [grid["cells"][f"{gt:g},{r:g}"] for r in GRID_R]
-            lines.append(
-                f"| {gt:g} | "
-                + " | ".join(
-                    f"stop@{c['diverged_iteration']}" if c["diverged"] else f"{c['area']:.0f}"
-                    for c in cells
-                )
-                + " |"
-            )
+        lines += _grid_table(grid, lambda c: f"stop@{c['diverged_iteration']}"
+                             if c["diverged"] else f"{c['area']:.0f}")
         lines += [
             "",
             "Final held-out accuracy of the same runs (chance 0.1; — = stopped):",
             "",
-            "| γ_θ \\ r | " + " | ".join(f"{r:g}" for r in GRID_R) + " |",
-            "|---|" + "---|" * len(GRID_R),
         ]
-        for gt in GRID_GAMMA_THETA:
-            cells = [grid["cells"][f"{gt:g},{r:g}"] for r in GRID_R]
-            lines.append(
-                f"| {gt:g} | "
-                + " | ".join(
-                    "—" if c["diverged"] or c["final_accuracy"] is None
-                    else f"{c['final_accuracy']:.2f}"
-                    for c in cells
-                )
-                + " |"
-            )
+        lines += _grid_table(grid, lambda c: "—" if c["diverged"] or c["final_accuracy"] is None
+                             else f"{c['final_accuracy']:.2f}")
     notes = HERE / "RNN_TP_NOTES.md"
     if notes.exists():
         lines += ["", notes.read_text().rstrip()]
     (HERE / "RNN_TP.md").write_text("\n".join(lines) + "\n")
     print((HERE / "RNN_TP.md").read_text())
+
+
+def _grid_table(grid: dict, cell) -> list[str]:
+    """The Fig 6a grid as a markdown table, γ_θ by rows and r by columns, ``cell(result)``
+    in each."""
+    lines = ["| γ_θ \\ r | " + " | ".join(f"{r:g}" for r in GRID_R) + " |",
+             "|---|" + "---|" * len(GRID_R)]
+    for gt in GRID_GAMMA_THETA:
+        cells = [grid["cells"][f"{gt:g},{r:g}"] for r in GRID_R]
+        lines.append(f"| {gt:g} | " + " | ".join(cell(c) for c in cells) + " |")
+    return lines
 
 
 def cmd_list(args):
