@@ -189,7 +189,12 @@ def test_check_of_a_run_with_nothing_checkable_exits_1(tmp_path, capsys):
 
 
 @pytest.mark.brian2
-@pytest.mark.parametrize("frequency, lengths", [("6 Hz", {166, 167}), ("16 Hz", {62, 63})])
+@pytest.mark.parametrize("frequency, lengths", [
+    ("6 Hz", {166, 167}),
+    # the same property at a second frequency (21 s): with --slow, to keep the default suite
+    # under 15 minutes
+    pytest.param("16 Hz", {62, 63}, marks=pytest.mark.slow),
+])
 def test_a_rhythm_of_no_whole_number_of_steps_runs_and_checks(tmp_path, frequency, lengths):
     """6 Hz and 16 Hz at dt = 1 ms (166.7 and 62.5 steps per period): run end to end through
     the command (numpy device, 3 cycles), with the cycles one step apart in length, and
