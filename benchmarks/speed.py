@@ -345,8 +345,12 @@ def main(argv=None) -> None:
     before = {r["n"]: r for r in rows if r["variant"] == "engine_before"}
     now = {r["n"]: r for r in rows if r["variant"] == "engine"}
     if before:
-        lines = ["", f"Before / after, the same run: `engine_before` is the engine of the tree"
-                 f" {os.environ.get('CDTP_BEFORE_TREE')} (CDTP_BEFORE_TREE), timed as `engine`.",
+        tree = os.environ.get("CDTP_BEFORE_TREE")
+        rev = subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True).stdout.strip() or "?"
+        lines = ["", "", f"Before / after, the same run: `engine_before` is the engine of"
+                 f" revision {rev} (CDTP_BEFORE_TREE, a git worktree of it), timed as `engine`"
+                 " in a process of its own, interleaved with it by n.",
                  "", "| n | engine before µs/step | engine µs/step | after / before |",
                  "|---|---|---|---|"]
         for n in sorted(before):
