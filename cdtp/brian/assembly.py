@@ -144,8 +144,10 @@ def assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_s
     if circuit.neurons == "spiking" and batched:
         raise ValueError(f"{circuit.source}: neurons = 'spiking' cannot run in a batch (one"
                          " network of many circuits); allowed in a batch: neurons = 'rate'")
-    dynamics = [layer_dynamics(circuit, l, batched, lambda v: _keep_bias(_sig(circuit, v)))
-                for l in range(circuit.depth + 1)]
+    def sigma(v):
+        return _keep_bias(sigma_expression(circuit, v))
+
+    dynamics = [layer_dynamics(circuit, l, batched, sigma) for l in range(circuit.depth + 1)]
     layers, norms = _layer_groups(circuit, dynamics, len(schedules), nb, clock, namespace, dt,
                                   batched, plasticity_every > 1)
     set_schedule_constants(layers, schedules, circuit, nb if batched else None, dt=dt)
@@ -165,10 +167,6 @@ def assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_s
 def _keep_bias(expr: str) -> str:
     """``expr`` on the units of a layer, 1 on its bias unit."""
     return f"({expr})*(1 - is_bias) + is_bias"
-
-
-def _sig(circuit: CircuitConfig, var: str) -> str:
-    return sigma_expression(circuit, var)
 
 
 def _timed_arrays(circuit, schedules, batched, timed_stream, inputs, labels):
@@ -248,8 +246,8 @@ def _layer_operations(circuit, layers, dynamics, gates, batched, timed_stream, c
     # are read out from their spikes (cdtp.brian.spiking)
     spiking = circuit.neurons == "spiking"
     sm_var = "sm_drive" if spiking else "sm"
-    input_code = (f"m = a\nsm_drive = {_keep_bias(_sig(circuit, 'a'))}" if spiking
-                  else f"m = a\nsm = {_keep_bias(_sig(circuit, 'a'))}\nsa = sm")
+    input_code = (f"m = a\nsm_drive = {_keep_bias(sigma_expression(circuit, 'a'))}" if spiking
+                  else f"m = a\nsm = {_keep_bias(sigma_expression(circuit, 'a'))}\nsa = sm")
     label_code = ""
     if timed_stream:
         input_code = f"a = stimulus({cycle_time}, i)\n" + input_code
@@ -267,8 +265,9 @@ def _layer_operations(circuit, layers, dynamics, gates, batched, timed_stream, c
                 m_code = (integrate("fb_ref", FB_REF_DRIVE, "tau_a", circuit.tau_a, group,
                                     method, batched) + "\n"
                           "m = (a + (1 - gamma_above)*(fb - fb_ref))*(1 - is_bias)\n")
+            sm = _keep_bias(sigma_expression(circuit, "m"))
             code = m_code + target_code("m - target", circuit.tau_tau, group, method,
-                                        batched) + f"\n{sm_var} = {_keep_bias(_sig(circuit, 'm'))}"
+                                        batched) + f"\n{sm_var} = {sm}"
         else:
             grad = "(a - y)" if circuit.loss == "squared_error" else "(exp(a)/exp_sum - y)"
             code = label_code + target_code(

@@ -444,6 +444,7 @@ def cmd_check(args) -> int:
     failures = propositions.violations(checks)
     unmet = propositions.premises_not_met(checks)
     stats = {name: propositions.counts(res) for name, res in checks.items()}
+    held_out = held_out_summary(ds)
     if args.json:
         out = {}
         for name, res in checks.items():
@@ -463,7 +464,7 @@ def cmd_check(args) -> int:
         print(json.dumps({"file": args.file, "checks": out, "failures": failures,
                           "premises_not_met": unmet,
                           "reading": propositions.summary(checks),
-                          "held_out": held_out_summary(ds)}, indent=2))
+                          "held_out": held_out}, indent=2))
     else:
         print(propositions.report(checks))
         print()
@@ -471,9 +472,9 @@ def cmd_check(args) -> int:
         print()
         print("\n".join(failures) or "no violation: wherever a premise was met, its"
               " conclusion held")
-        if held_out_summary(ds):
+        if held_out:
             print()
-            print("\n".join(held_out_summary(ds)))
+            print("\n".join(held_out))
     diverged = _status(ds)
     if diverged:
         print(diverged, file=sys.stderr)
