@@ -209,7 +209,7 @@ def diagnostics(net: Network, circuit: CircuitConfig, task: tasks.Task) -> dict:
     y = task.y_test[:DIAGNOSTIC_EXAMPLES]
     rec = alignment.reconstruction_errors(net, x)
     ang = alignment.update_alignment(net, x, y, circuit.loss, circuit.beta, circuit.leak,
-                                     rate=DT / circuit.tau_u)
+                                     rate=DT / circuit.tau_u, decoder=circuit.feedback_decoder)
     out = {f"rec_{k}": v for k, v in rec.items()} | {f"angle_{k}": v for k, v in ang.items()}
     return {k: [None if np.isnan(e) else float(e) for e in v] for k, v in out.items()}
 
@@ -259,13 +259,14 @@ def run_reference(circuit: CircuitConfig, test, epochs: int, seed: int) -> dict:
     t0 = time.perf_counter()
     ds = train(initial_network(c), test, "cdtp_recipe", epochs=epochs, batch_size=1,
                lr=c.eta_w, beta=c.beta, regularization=c.leak, inversion_iterations=1000,
-               inversion_step=DT / c.tau_u, seed=100 + seed)
+               inversion_step=DT / c.tau_u, seed=100 + seed,
+               recipe_decoder=c.feedback_decoder)
     return {"test": [float(v) for v in ds.test_accuracy.values[1:]],
             "time": time.perf_counter() - t0}
 
 
 def run_task(spec: Spec, seeds, device: str = "cython", with_map: bool = False,
-             reference_seeds: int | None = None) -> dict:
+             reference_seeds: int | None = None, stored_bp: dict | None = None) -> dict:
     fit, val, test = spec.make()
     circuit = circuit_for(spec.sizes)
     res = {"spec": spec, "circuit": [], "bp": {}, "circuit_cfg": circuit}
@@ -286,6 +287,11 @@ def run_task(spec: Spec, seeds, device: str = "cython", with_map: bool = False,
                         for seed in seeds[:reference_seeds]]
     print(f"{spec.name} reference recipe: test {[r['test'][-1] for r in res['reference']]}",
           flush=True)
+    if stored_bp is not None:
+        # BP does not depend on the recipe (the same initial W, examples and order), so a
+        # stored run of it is reused; the caller checked sizes, epochs and seeds
+        res["bp"], res["bp_time"] = stored_bp["bp"], stored_bp["bp_time"]
+        return res
     # BP's step is chosen on the validation part; only the chosen step is run on the test
     for lr in BP_STEPS:
         t0 = time.perf_counter()
@@ -446,6 +452,20 @@ def _store(res: dict) -> None:
     (RESULTS / f"{res['spec'].name}.json").write_text(json.dumps(out, indent=1))
 
 
+def _stored_bp(spec: Spec, seeds) -> dict:
+    """The stored BP rows of ``spec``, refused unless they were run with the same epochs and
+    seeds."""
+    stored = _load(spec)
+    if stored is None:
+        raise SystemExit(f"--reuse-bp: no stored numbers for {spec.name}")
+    runs = next(iter(stored["bp"].values()))
+    if stored["spec"].epochs != spec.epochs or len(runs) != len(seeds) or any(
+            len(r["val"]) != spec.epochs + 1 for r in runs):
+        raise SystemExit(f"--reuse-bp: the stored BP rows of {spec.name} were run with other"
+                         " epochs or seeds")
+    return stored
+
+
 def _load(spec: Spec) -> dict | None:
     path = RESULTS / f"{spec.name}.json"
     if not path.exists():
@@ -467,7 +487,8 @@ def render(results: list[dict]) -> str:
         "γ: square, 25 Hz, duty 0.25; plasticity gate descending; dt = 1 ms (40 steps per cycle);"
         " one example per γ cycle. The recipe (`circuits/digits.toml`): tanh, softmax"
         f" cross-entropy, feedback rule {c.feedback_rule} (init {c.feedback_init}, gain"
-        f" {c.feedback_gain}), leak λ = {c.leak}, difference = {c.difference}, η_W = {c.eta_w},"
+        f" {c.feedback_gain}), leak λ = {c.leak}, difference = {c.difference},"
+        f" decoder = {c.feedback_decoder}, τ_u = {c.tau_u * 1e3:g} ms, η_W = {c.eta_w},"
         f" β = {c.beta}; other tasks change only `sizes`.",
         "\n".join(f"- {s.name}: {s.note}" for s in (r["spec"] for r in results)),
         "Wall times were measured while other jobs shared the machine's 2 cores: they bound the"
@@ -496,6 +517,9 @@ def main(argv=None) -> None:
                          " slowest row: loops solved to 1e-10 for every example)")
     ap.add_argument("--add-map", action="store_true",
                     help="with --task: run only the map and add its rows to the stored numbers")
+    ap.add_argument("--reuse-bp", action="store_true",
+                    help="with --task: take the BP rows from the stored numbers of the same task,"
+                         " epochs and seeds (BP does not depend on the recipe's settings)")
     ap.add_argument("--device", default="cpp_standalone", choices=("cython", "cpp_standalone"),
                     help="Brian2 device of the circuit rows")
     args = ap.parse_args(argv)
@@ -521,7 +545,8 @@ def main(argv=None) -> None:
         if not chosen:
             ap.error(f"--task: unknown task {args.task!r}; allowed:"
                      f" {', '.join(s.name for s in all_specs)}")
-        results = [run_task(s, seeds, args.device, args.map, args.reference_seeds)
+        results = [run_task(s, seeds, args.device, args.map, args.reference_seeds,
+                            _stored_bp(s, seeds) if args.reuse_bp else None)
                    for s in chosen]
         if not args.quick:
             for r in results:

@@ -3,6 +3,7 @@ the value and what is allowed."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cdtp.model.circuit import CircuitConfig, ConfigError, circuit_from_dict, load_circuit
@@ -51,6 +52,14 @@ BAD = {
     "unknown_feedback_rule": ('sizes = [3, 3]\n[feedback]\nrule = "delta3"\n', "feedback.rule",
                               "allowed: delta1, delta2, fixed"),
     "missing_sizes": ('nonlinearity = "tanh"\n', "sizes", "missing"),
+    "unknown_decoder": ('sizes = [3, 3]\n[feedback]\ndecoder = "linear"\n', "feedback.decoder",
+                        "allowed: sigma, slope_gated"),
+    "slope_gated_without_difference": (
+        'sizes = [3, 3, 3]\n[feedback]\ndecoder = "slope_gated"\n', "feedback.decoder",
+        "needs feedback.difference = true"),
+    "slope_gated_spiking": (
+        'sizes = [3, 3, 3]\nneurons = "spiking"\n[feedback]\ndecoder = "slope_gated"\n'
+        'difference = true\n', "feedback.decoder", "use decoder = 'sigma'"),
     "toml_syntax": ('sizes = [3, 3\n', "<syntax>", "not valid TOML"),
 }
 
@@ -100,3 +109,17 @@ def test_regularized_inverse_feedback_init(r):
         a_r = np.linalg.solve(w.T @ w + r * np.eye(w.shape[1]), w.T)
         np.testing.assert_allclose(net.feedback[l][:, :-1], a_r, atol=1e-10)
         np.testing.assert_allclose(net.feedback[l][:, -1], -a_r @ b, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["tanh", "leaky_relu", "softplus", "identity"])
+def test_brian2_slope_expression_is_the_derivative(name):
+    """σ′ as the Brian2 expression the slope-gated decoder uses equals the numpy derivative
+    (evaluated by numpy with Brian2's function names; exact up to rounding, 1e-12)."""
+    from cdtp.model.nonlinearities import get_nonlinearity
+
+    nl = get_nonlinearity(name)
+    x = np.linspace(-3, 3, 61)
+    value = eval(nl.brian2_slope.format(x="x"),
+                 {"tanh": np.tanh, "exp": np.exp, "int": lambda v: np.asarray(v, dtype=float),
+                  "x": x})
+    np.testing.assert_allclose(np.broadcast_to(value, x.shape), nl.derivative(x), atol=1e-12)

@@ -33,11 +33,14 @@ def small_task():
 
 
 @pytest.mark.brian2
-@pytest.mark.parametrize("rule,init", [("mirror", "transpose"), ("delta1", "random")])
-def test_recipe_options_match_the_reference_map(rule, init):
-    """Leak, difference feedback and the mirror rule: the Brian2 circuit equals the map."""
+@pytest.mark.parametrize("rule,init,decoder", [("mirror", "transpose", "slope_gated"),
+                                               ("mirror", "transpose", "sigma"),
+                                               ("delta1", "random", "sigma")])
+def test_recipe_options_match_the_reference_map(rule, init, decoder):
+    """Leak, difference feedback, the mirror rule and both decoders: the Brian2 circuit equals
+    the map."""
     circuit = _recipe((5, 6, 5, 3), feedback_rule=rule, feedback_init=init, eta_omega=20.0,
-                      eta_w=0.2)
+                      eta_w=0.2, feedback_decoder=decoder)
     rng = np.random.default_rng(4)
     x = rng.normal(size=(6, 5))
     y = np.eye(3)[rng.integers(0, 3, 6)]

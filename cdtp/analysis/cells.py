@@ -297,7 +297,8 @@ def _rel(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def _loop_matrix(net: Network, l: int, m_prev: np.ndarray, u: np.ndarray, k_u: float,
-                 gamma: float = 0.0, k_h: float = 1.0, leak: float = 0.0) -> np.ndarray:
+                 gamma: float = 0.0, k_h: float = 1.0, leak: float = 0.0,
+                 slope_prev: np.ndarray | None = None) -> np.ndarray:
     """Linearization of one step of the layer-l u-loop in the feedback phase (c = 0).
 
     With algebraic h (k_h = 1): u ← u + k_u (τ − f_l((1−γ) g_l(u) + γ a)) has Jacobian
@@ -305,9 +306,14 @@ def _loop_matrix(net: Network, l: int, m_prev: np.ndarray, u: np.ndarray, k_u: f
     too, in the circuit's order h ← h + k_h (f_l(m) − h), then u ← u + k_u (τ − h), so one
     step of (h, u) has the block Jacobian [[(1−k_h) I, k_h J'], [−k_u (1−k_h) I,
     I − k_u k_h J']] with J' = (1−γ) J. A leaky loop (λ = ``leak``, docs/model.md §2.3) adds λ I
-    to J' (its u-term −λ (u − a) in the feedback phase; with algebraic h, directly to J)."""
+    to J' (its u-term −λ (u − a) in the feedback phase; with algebraic h, directly to J).
+    With the ``slope_gated`` decoder, g_l′ = diag(σ′(a_{l−1})) Ω_l: pass ``slope_prev`` =
+    σ′(a_{l−1})."""
     jf = net.f_jacobian(l, m_prev[None])[0]
-    jg = net.g_jacobian(l, u[None])[0]
+    if slope_prev is None:
+        jg = net.g_jacobian(l, u[None])[0]
+    else:
+        jg = slope_prev[:, None] * net.feedback[l][:, : net.sizes[l]]
     eye = np.eye(len(u))
     j = (1.0 - gamma) * jf @ jg + leak * eye
     if k_h == 1.0:
@@ -351,18 +357,22 @@ def _predicted_rates(ds: xr.Dataset):
     layers = list(range(2, circuit.depth + 1))
     rho = np.full((len(nets), len(layers)), np.nan)
     alpha = np.full_like(rho, np.nan)
+    gated = circuit.feedback_decoder == "slope_gated"
     for j, l in enumerate(layers):
         m, u = _snap(ds, "m", l - 1), _snap(ds, "u", l)
+        slopes = nets[0].sigma.derivative(_snap(ds, "a", l - 1)) if gated and nets else None
         for c, net in enumerate(nets):
             if not (np.all(np.isfinite(m[c])) and np.all(np.isfinite(u[c]))):
                 continue
-            mat = _loop_matrix(net, l, m[c], u[c], k_u, k_h=k_h, leak=circuit.leak)
+            slope = None if slopes is None else slopes[c]
+            mat = _loop_matrix(net, l, m[c], u[c], k_u, k_h=k_h, leak=circuit.leak,
+                               slope_prev=slope)
             if not np.all(np.isfinite(mat)):
                 continue
             rho[c, j] = np.max(np.abs(np.linalg.eigvals(mat)))
             # α of Secs 5–6 is the Lipschitz constant of the u-iteration itself (h algebraic)
             reduced = mat if k_h == 1.0 else _loop_matrix(net, l, m[c], u[c], k_u,
-                                                           leak=circuit.leak)
+                                                           leak=circuit.leak, slope_prev=slope)
             alpha[c, j] = np.linalg.norm(reduced, 2)
     return layers, rho, alpha
 

@@ -23,6 +23,7 @@ from cdtp.brian.equations import (
     layer_dynamics,
     layer_equations,
     sigma_expression,
+    slope_expression,
     target_code,
 )
 from cdtp.brian.gates import gate_code, set_schedule_constants
@@ -260,11 +261,13 @@ def _layer_operations(circuit, layers, dynamics, gates, batched, timed_stream, c
         if l < L:
             m_code = "m = (gamma_above*a + (1 - gamma_above)*fb)*(1 - is_bias)\n"
             if circuit.difference:
+                gate = (f"{slope_expression(circuit, 'a')}*"
+                        if circuit.feedback_decoder == "slope_gated" else "")
                 # the feedback input held at the end of the feedforward phase; its change is fed
                 # back (cdtp.reference.cdtp_map, ``difference``)
                 m_code = (integrate("fb_ref", FB_REF_DRIVE, "tau_a", circuit.tau_a, group,
                                     method, batched) + "\n"
-                          "m = (a + (1 - gamma_above)*(fb - fb_ref))*(1 - is_bias)\n")
+                          f"m = (a + (1 - gamma_above)*{gate}(fb - fb_ref))*(1 - is_bias)\n")
             sm = _keep_bias(sigma_expression(circuit, "m"))
             code = m_code + target_code("m - target", circuit.tau_tau, group, method,
                                         batched) + f"\n{sm_var} = {sm}"

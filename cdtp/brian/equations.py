@@ -48,7 +48,7 @@ from cdtp.model.nonlinearities import get_nonlinearity
 
 __all__ = ["BATCH_EQS", "FB_REF_DRIVE", "LAYER_EQS", "METHODS", "NORM_EQS", "LayerDynamics",
            "check_method", "describe", "integrate", "layer_dynamics", "layer_equations",
-           "sigma_expression", "target_code"]
+           "sigma_expression", "slope_expression", "target_code"]
 
 METHODS = ("euler", "exact", "exponential_euler", "rk4")
 
@@ -114,7 +114,10 @@ def layer_dynamics(circuit, l: int, batched: bool, sigma) -> LayerDynamics:
     # and reads su, and σ(a) below the top layer, out of spikes (cdtp.brian.spiking)
     spiking = getattr(circuit, "neurons", "rate") == "spiking"
     if l >= 2:
-        after.append(f"{'su_drive' if spiking else 'su'} = {sigma('u')}")
+        # the slope-gated decoder sends u itself (its receiving neurons apply σ′, §2.3)
+        su = ("u*(1 - is_bias) + is_bias" if circuit.feedback_decoder == "slope_gated"
+              else sigma("u"))
+        after.append(f"{'su_drive' if spiking else 'su'} = {su}")
     if not spiking or l == circuit.depth:
         after.append(f"sa = {sigma('a')}")
     return LayerDynamics("\n".join(eqs) + "\n", "\n".join(before), "\n".join(after), h_sum)
@@ -223,6 +226,12 @@ def sigma_expression(circuit: CircuitConfig, var: str) -> str:
     """σ of the circuit applied to ``var``, as a Brian2 expression."""
     nl = get_nonlinearity(circuit.nonlinearity, slope=circuit.leaky_slope)
     return nl.brian2_expr.format(x=var)
+
+
+def slope_expression(circuit: CircuitConfig, var: str) -> str:
+    """σ′ of the circuit at ``var``, as a Brian2 expression."""
+    nl = get_nonlinearity(circuit.nonlinearity, slope=circuit.leaky_slope)
+    return nl.brian2_slope.format(x=var)
 
 
 LAYER_EQS = """

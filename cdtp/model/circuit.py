@@ -46,6 +46,7 @@ __all__ = ["NEURON_MODELS", "CircuitConfig", "ConfigError", "SpikingParameters",
 
 FEEDBACK_RULES = ("delta1", "delta2", "fixed", "mirror")
 FEEDBACK_INITS = ("random", "pinv", "regularized_inverse", "transpose", "zeros")
+FEEDBACK_DECODERS = ("sigma", "slope_gated")
 # Brian2 state-update methods of the layer ODEs (docs/model.md §2.4)
 INTEGRATION_METHODS = ("euler", "exact", "exponential_euler", "rk4")
 # what a unit is: a rate variable, or populations of Poisson neurons (docs/model.md §2.5)
@@ -119,6 +120,10 @@ class CircuitConfig:
     difference : bool
         Feed back the change of g_l(u_l) since the end of the feedforward phase (a held
         baseline), so targets start at the forward activity.
+    feedback_decoder : str
+        ``sigma``: g_l(u) = Ω_l σ̃(u), the paper's decoder. ``slope_gated``: Ω_l sums u itself
+        and each receiving neuron gates the change of its feedback input by its own slope
+        σ′(a_{l−1}) (backprop's placement of σ′; needs ``difference``; docs/model.md §2.3).
     eta_w : float
         η_W (dimensionless; ΔW = η_W p s Δτ nᵀ).
     eta_omega : float
@@ -161,6 +166,7 @@ class CircuitConfig:
     feedback_gain: float = 0.5
     leak: float = 0.0
     difference: bool = False
+    feedback_decoder: str = "sigma"
     eta_w: float = 0.01
     eta_omega: float = 0.0
     beta: float = 0.1
@@ -200,6 +206,15 @@ class CircuitConfig:
         _choice(src, "loss", self.loss, tuple(LOSSES))
         _choice(src, "feedback.rule", self.feedback_rule, FEEDBACK_RULES)
         _choice(src, "feedback.init", self.feedback_init, FEEDBACK_INITS)
+        _choice(src, "feedback.decoder", self.feedback_decoder, FEEDBACK_DECODERS)
+        if self.feedback_decoder == "slope_gated" and not self.difference:
+            raise ConfigError(src, "feedback.decoder", "'slope_gated' gates the change of the"
+                              " feedback input since the feedforward phase; it needs"
+                              " feedback.difference = true")
+        if self.feedback_decoder == "slope_gated" and self.neurons == "spiking":
+            raise ConfigError(src, "feedback.decoder", "'slope_gated' sends u itself, which"
+                              " can be negative, down the feedback synapses; spiking populations"
+                              " send rates: use decoder = 'sigma' with neurons = 'spiking'")
         _choice(src, "integration.method", self.integration_method, INTEGRATION_METHODS)
         _choice(src, "neurons", self.neurons, NEURON_MODELS)
         _check_spiking(src, self.spiking)
@@ -308,7 +323,7 @@ _SECTIONS = {
     "time_constants": {"tau_h": "time", "tau_a": "time", "tau_u": "time", "tau_tau": "time"},
     "hold_gate": {"kind": "str", "epsilon": "float", "width": "float"},
     "feedback": {"rule": "str", "init": "str", "regularization": "float", "gain": "float",
-                 "leak": "float", "difference": "bool"},
+                 "leak": "float", "difference": "bool", "decoder": "str"},
     "plasticity": {"eta_w": "float", "eta_omega": "rate", "beta": "float", "influence": "bool",
                    "influence_eps": "float"},
     "init": {"weight_scale": "float", "feedback_scale": "float", "seed": "seed"},
@@ -318,7 +333,8 @@ _SECTIONS = {
                 "synapse_tau": "time"},
 }
 _RENAME = {("feedback", "rule"): "feedback_rule", ("feedback", "init"): "feedback_init",
-           ("feedback", "gain"): "feedback_gain", ("integration", "method"): "integration_method"}
+           ("feedback", "gain"): "feedback_gain", ("feedback", "decoder"): "feedback_decoder",
+           ("integration", "method"): "integration_method"}
 
 
 def circuit_from_dict(data: dict, source: str = "<dict>") -> CircuitConfig:

@@ -32,6 +32,8 @@ class Nonlinearity:
         the activation's range).
     brian2_expr : str
         σ as a Brian2 expression in the placeholder ``{x}``, for the circuit builder.
+    brian2_slope : str
+        σ′ as a Brian2 expression in ``{x}`` (the ``slope_gated`` decoder gates feedback by it).
     """
 
     name: str
@@ -41,6 +43,7 @@ class Nonlinearity:
     lower: float = -np.inf
     upper: float = np.inf
     brian2_expr: str = ""
+    brian2_slope: str = ""
 
     def __call__(self, x: Array) -> Array:
         return self.fn(x)
@@ -61,6 +64,7 @@ def _leaky_relu(slope: float) -> Nonlinearity:
         derivative=lambda x: np.where(x > 0, 1.0, slope),
         inverse=lambda y: np.where(y > 0, y, y / slope),
         brian2_expr=f"(({{x}})*int(({{x}})>0) + {slope!r}*({{x}})*int(({{x}})<=0))",
+        brian2_slope=f"(int(({{x}})>0) + {slope!r}*int(({{x}})<=0))",
     )
 
 
@@ -73,6 +77,7 @@ def _tanh() -> Nonlinearity:
         lower=-1.0,
         upper=1.0,
         brian2_expr="tanh({x})",
+        brian2_slope="(1 - tanh({x})**2)",
     )
 
 
@@ -83,6 +88,7 @@ def _identity() -> Nonlinearity:
         derivative=lambda x: np.ones_like(x, dtype=float),
         inverse=lambda y: np.asarray(y, dtype=float).copy(),
         brian2_expr="({x})",
+        brian2_slope="(1 + 0*({x}))",
     )
 
 
@@ -105,6 +111,7 @@ def _softplus() -> Nonlinearity:
         inverse=inverse,
         lower=0.0,
         brian2_expr="log(1 + exp({x}))",
+        brian2_slope="(0.5*(1 + tanh(0.5*({x}))))",
     )
 
 

@@ -75,7 +75,8 @@ def reconstruction_errors(net: Network, x: np.ndarray, displacement: float = 0.0
 
 
 def update_alignment(net: Network, x: np.ndarray, y: np.ndarray, loss, beta: float,
-                     leak: float, rate: float = 0.5) -> dict[str, np.ndarray]:
+                     leak: float, rate: float = 0.5,
+                     decoder: str = "sigma") -> dict[str, np.ndarray]:
     """Angles between the recipe's per-example weight change and backprop's and Gauss-Newton's.
 
     The recipe's targets are those of its converged loops (:func:`recipe_targets`, iterated at
@@ -90,7 +91,7 @@ def update_alignment(net: Network, x: np.ndarray, y: np.ndarray, loss, beta: flo
         Gauss-Newton's steps, the scale against which the other two are read.
     """
     x, y = np.atleast_2d(x), np.atleast_2d(y)
-    h, taus, _ = recipe_targets(net, x, y, loss, beta, leak, rate=rate)
+    h, taus, _ = recipe_targets(net, x, y, loss, beta, leak, rate=rate, decoder=decoder)
     L = net.depth
     out = {k: np.full(L + 1, np.nan) for k in ("bp", "gn", "bp_gn")}
     for l in range(1, L):

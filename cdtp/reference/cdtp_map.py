@@ -89,6 +89,12 @@ class CDTPParameters:
         hold gate of layer l) and feed back its change: m_{l−1} = a_{l−1} + (1 − γ)(g_l(u_l) −
         ĝ_{l−1}). No jump of τ_{l−1} at the γ descent, whatever the decoder's reconstruction
         error (the difference correction of Lee et al. 2015, made exact by the loop).
+    decoder : {"sigma", "slope_gated"}
+        ``sigma``: fb_{l−1} = Ω_l σ̃(u_l) (the paper's g_l). ``slope_gated`` (needs
+        ``difference``): fb_{l−1} = Ω_l ũ_l (u with the bias unit) and the change is gated by
+        the receiving neuron's slope, m_{l−1} = a_{l−1} + (1 − γ) σ′(a_{l−1}) (fb_{l−1} −
+        ĝ_{l−1}); linearized, the leaky loop's fixed point is then the damped Gauss–Newton
+        step J_lᵀ (J_l J_lᵀ + (λ / c_l) I)⁻¹ (τ_l − a_l) with J_l = W_l diag σ′(a_{l−1}).
     influence : bool
         Multiply ΔW_l by the DTP influence factor s_l (Eqs 41–43).
     influence_eps : float
@@ -117,6 +123,7 @@ class CDTPParameters:
     feedback_gain: float = 0.5
     leak: float = 0.0
     difference: bool = False
+    decoder: str = "sigma"
 
     def __post_init__(self):
         if not self.dt > 0:
@@ -130,6 +137,10 @@ class CDTPParameters:
                 f"unknown feedback_rule {self.feedback_rule!r};"
                 f" allowed: {', '.join(FEEDBACK_RULES)}"
             )
+        if self.decoder not in ("sigma", "slope_gated"):
+            raise ValueError(f"unknown decoder {self.decoder!r}; allowed: sigma, slope_gated")
+        if self.decoder == "slope_gated" and not self.difference:
+            raise ValueError("decoder 'slope_gated' needs difference = True")
 
     def rate(self, name: str) -> float:
         """k = dt/τ for a time constant, 1 for an algebraic variable."""
@@ -198,6 +209,7 @@ def parameters_of(circuit, dt: float) -> CDTPParameters:
         beta=circuit.beta, feedback_rule=circuit.feedback_rule, influence=circuit.influence,
         influence_eps=circuit.influence_eps, loss=circuit.loss, hold=circuit.hold,
         feedback_gain=circuit.feedback_gain, leak=circuit.leak, difference=circuit.difference,
+        decoder=circuit.feedback_decoder,
     )
 
 
@@ -258,7 +270,9 @@ def step(
     a[0] = np.asarray(x, dtype=float).reshape(state.batch, -1)
 
     # -- stage 1: feedback synapses, fb_{l-1} = g_l(u_l) ------------------------------------
-    su = [None, None] + [with_bias(sigma(u[l]), bias) for l in range(2, L + 1)]
+    gated = params.decoder == "slope_gated"
+    su = [None, None] + [with_bias(u[l] if gated else sigma(u[l]), bias)
+                         for l in range(2, L + 1)]
     fb = [None] + [_matvec(state.feedback[l + 1], su[l + 1]) for l in range(1, L)] + [None]
 
     # -- stage 2: targets (Eq 49 + output nudge) and feedback plasticity ----------------------
@@ -269,7 +283,10 @@ def step(
         if params.difference:
             ref = state.fb_ref[l]
             ref += k_a * gate("hold", l + 1) * (fb[l] - ref)
-            m[l] = a[l] + (1.0 - g_above) * (fb[l] - ref)
+            change = fb[l] - ref
+            if gated:
+                change = sigma.derivative(a[l]) * change
+            m[l] = a[l] + (1.0 - g_above) * change
         else:
             m[l] = g_above * a[l] + (1.0 - g_above) * fb[l]
         dtau[l] = k_tau * (m[l] - tau[l])

@@ -148,6 +148,7 @@ class TrainingConfig:
     regularization: float
     seed: int | None
     eval_every: int
+    recipe_decoder: str = "sigma"
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -164,6 +165,9 @@ class TrainingConfig:
             raise ValueError(
                 f"decoder_noise must be a finite number >= 0, got {self.decoder_noise}"
             )
+        if self.recipe_decoder not in ("sigma", "slope_gated"):
+            raise ValueError(f"unknown recipe_decoder {self.recipe_decoder!r};"
+                             " allowed: sigma, slope_gated")
         if self.decoder_rule not in _DECODER_RULES:
             raise ValueError(
                 f"unknown decoder_rule {self.decoder_rule!r}; allowed: {', '.join(_DECODER_RULES)}"
@@ -291,7 +295,8 @@ def _step(net: Network, x, y, loss, cfg: TrainingConfig, rng, counters: dict) ->
 
 
 def recipe_targets(net: Network, x, y, loss, beta: float, leak: float,
-                   max_iter: int = 1000, rate: float = 0.5) -> tuple[list, list, int]:
+                   max_iter: int = 1000, rate: float = 0.5,
+                   decoder: str = "sigma") -> tuple[list, list, int]:
     """Targets of the circuit's learning recipe (docs/model.md §2.3) with its loops converged.
 
     Output target τ_L = h_L − β ∂ℓ/∂h_L (Eq 7); top-down, the leaky input-correction loop of
@@ -302,6 +307,9 @@ def recipe_targets(net: Network, x, y, loss, beta: float, leak: float,
     iteration reaches it does: at k = 1 the loop stops contracting once training has grown
     ‖W‖ (measured: after one pass of the teacher_classes task the k = 1 targets point away
     from backprop's, > 90°, where the circuit's own settle).
+
+    ``decoder="slope_gated"`` replaces g_l(u) − g_l(h_l) by σ′(h_{l−1}) ⊙ Ω_l (u − h_l) (the
+    circuit's ``feedback.decoder``; Ω_l's bias column cancels in the difference).
 
     Returns
     -------
@@ -317,17 +325,29 @@ def recipe_targets(net: Network, x, y, loss, beta: float, leak: float,
     taus: list = [None] * (L + 1)
     taus[L] = output_target(h[L], y, loss, beta)
     unconverged = 0
+    if decoder not in ("sigma", "slope_gated"):
+        raise ValueError(f"unknown decoder {decoder!r}; allowed: sigma, slope_gated")
     for l in range(L, 1, -1):
-        ref = net.g(l, h[l])
+        if decoder == "slope_gated":
+            omega = net.feedback[l][:, : net.sizes[l]]
+            slope = net.sigma.derivative(h[l - 1])
+
+            def change(u, omega=omega, slope=slope, h_l=h[l]):
+                return slope * ((u - h_l) @ omega.T)
+        else:
+            ref = net.g(l, h[l])
+
+            def change(u, l=l, ref=ref):
+                return net.g(l, u) - ref
         u = h[l].copy()
         for _ in range(max_iter):
-            du = rate * (taus[l] - net.f(l, h[l - 1] + net.g(l, u) - ref) - leak * (u - h[l]))
+            du = rate * (taus[l] - net.f(l, h[l - 1] + change(u)) - leak * (u - h[l]))
             u = u + du
             if np.max(np.abs(du)) < 1e-10:
                 break
         else:
             unconverged += 1
-        taus[l - 1] = h[l - 1] + net.g(l, u) - ref
+        taus[l - 1] = h[l - 1] + change(u)
     return h, taus, unconverged
 
 
@@ -351,7 +371,8 @@ def _recipe_step(net: Network, x, y, loss, cfg: TrainingConfig, counters: dict) 
             ratios.append(float(np.sum(net.feedback[l][:, : net.sizes[l]] * w.T) / np.sum(w**2)))
         counters["mirror"] = ratios
     h, taus, unconverged = recipe_targets(net, x, y, loss, cfg.beta, cfg.regularization,
-                                          cfg.inversion_iterations, cfg.inversion_step)
+                                          cfg.inversion_iterations, cfg.inversion_step,
+                                          cfg.recipe_decoder)
     counters["unconverged"] += unconverged
     dw: list = [None]
     for l in range(1, L + 1):
@@ -399,6 +420,7 @@ def train(
     regularization: float = 1.0,
     seed: int | np.random.Generator = 0,
     eval_every: int = 1,
+    recipe_decoder: str = "sigma",
 ) -> xr.Dataset:
     """Train ``net`` in place on ``task`` by ``method`` and return its learning curves.
 
@@ -432,6 +454,9 @@ def train(
     eval_every : int
         Evaluate every ``eval_every`` epochs; epoch 0 (before training) and the last epoch are
         always evaluated.
+    recipe_decoder : {"sigma", "slope_gated"}
+        The decoder of ``cdtp_recipe`` (the circuit's ``feedback.decoder``;
+        :func:`recipe_targets`).
 
     Returns
     -------
@@ -465,6 +490,7 @@ def train(
         regularization=float(regularization),
         seed=_seed_attr(seed),
         eval_every=eval_every,
+        recipe_decoder=recipe_decoder,
     )
     if net.sizes[0] != task.n_in or net.sizes[-1] != task.n_out:
         raise ValueError(
