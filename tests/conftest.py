@@ -1,4 +1,11 @@
-"""Test tiers: the default suite runs in minutes; ``--slow`` adds the long studies."""
+"""Test tiers: the default suite runs in minutes; ``--slow`` adds the long studies.
+
+Shared fixtures: ``rng`` (a seeded generator per test) and ``standalone_project`` (a
+cpp_standalone project directory kept between test sessions, so a test's C++ build compiles
+again only the files whose generated code changed).
+"""
+
+import shutil
 
 import pytest
 
@@ -18,9 +25,49 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_slow)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # keeps each phase's report on the test item, for fixtures that act on the outcome
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"report_{report.when}", report)
+
+
 @pytest.fixture
 def rng():
     """A fresh, seeded generator per test: no global random state."""
     import numpy as np
 
     return np.random.default_rng(20201)
+
+
+@pytest.fixture
+def standalone_project(request, tmp_path):
+    """``standalone_project(name)``: the project directory of a test's cpp_standalone build.
+
+    A whole standalone build compiles ~55 C++ files (~30–60 s on this project's machine).
+    Brian2 rewrites only the generated files whose text changed and its makefile rebuilds only
+    what is older than its sources, so the directory is kept in pytest's cache
+    (``.pytest_cache/d/cdtp-standalone-<name>``; ``make clean`` removes it): a later session
+    generates every file again, compares, and compiles only what changed (nothing when the code
+    generation did not change). The directory is deleted when the test does not pass, so a build
+    broken midway (an interrupted compiler leaves an object file newer than its source) is not
+    reused. Without pytest's cache (``-p no:cacheprovider``) it is a fresh temporary directory.
+    """
+    made = []
+
+    def project(name: str) -> str:
+        cache = getattr(request.config, "cache", None)
+        if cache is None:
+            path = tmp_path / name
+            path.mkdir()
+        else:
+            path = cache.mkdir(f"cdtp-standalone-{name}")
+        made.append(path)
+        return str(path)
+
+    yield project
+    call = getattr(request.node, "report_call", None)
+    if call is None or not call.passed:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
