@@ -1,8 +1,9 @@
 """Test tiers: the default suite runs in minutes; ``--slow`` adds the long studies.
 
-Shared fixtures: ``rng`` (a seeded generator per test) and ``standalone_project`` (a
+Shared fixtures: ``rng`` (a seeded generator per test), ``standalone_project`` (a
 cpp_standalone project directory kept between test sessions, so a test's C++ build compiles
-again only the files whose generated code changed).
+again only the files whose generated code changed) and ``executed_notebooks`` (the notebooks the
+session's docs build ran, which tests/test_notebooks.py reads instead of running them again).
 """
 
 import shutil
@@ -71,3 +72,14 @@ def standalone_project(request, tmp_path):
     if call is None or not call.passed:
         for path in made:
             shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def executed_notebooks():
+    """Where this session's documentation build (tests/test_docs.py::test_docs_build, which
+    runs before tests/test_notebooks.py) stored the notebooks of ``analysis/`` it executed:
+    ``{"folder": Path}`` once it has run, else empty. The build runs each notebook as
+    tests/test_notebooks.py does (``CDTP_NOTEBOOK_SMALL=1``, in ``analysis/``, a kernel per
+    notebook) and stores it only when no cell raised, so test_notebooks reads those instead of
+    running every notebook a second time."""
+    return {}
