@@ -55,6 +55,20 @@ def standalone_project(request, tmp_path):
     broken midway (an interrupted compiler leaves an object file newer than its source) is not
     reused. Without pytest's cache (``-p no:cacheprovider``) it is a fresh temporary directory.
     """
+    import gc
+
+    from brian2.devices.device import all_devices
+
+    def forget_other_networks():
+        # Brian2 names code objects "<owner>_codeobject", with a suffix _1, _2, … while objects
+        # of that name are still alive (uncollected cycles of earlier tests, or the standalone
+        # device's last build). A suffix changes every generated file and the makefile, which
+        # recompiles everything: start from no such objects, so the names do not depend on
+        # which tests ran before
+        all_devices["cpp_standalone"].reinit()
+        gc.collect()
+
+    forget_other_networks()
     made = []
 
     def project(name: str) -> str:
@@ -68,6 +82,7 @@ def standalone_project(request, tmp_path):
         return str(path)
 
     yield project
+    forget_other_networks()
     call = getattr(request.node, "report_call", None)
     if call is None or not call.passed:
         for path in made:
