@@ -10,6 +10,7 @@ directly.
 
 import dataclasses
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -170,20 +171,22 @@ def test_diverging_circuit_does_not_disturb_the_others():
     assert max(_differences(circuit, batch, 0, separate).values()) < TOL
 
 
-def test_standalone_batch_reruns_without_compiling(tmp_path):
-    """One cpp_standalone build (~30 s); rerun() changes schedules, weights, cycle counts and
+def test_standalone_batch_reruns_without_compiling(standalone_project):
+    """One cpp_standalone build (~30–60 s; a later session recompiles only what changed: see
+    ``standalone_project`` in conftest.py); rerun() changes schedules, weights, cycle counts and
     streams through run_args: the binary is not rebuilt, and the numbers are those of separate
     runs with the new settings."""
     circuit = _circuit()
     x, y = _stream(circuit, 6)
+    project = Path(standalone_project("batch"))
     batch = build_batch(circuit, SCHEDULES, x, y, N_CYCLES, dt=DT, device="cpp_standalone",
-                        standalone_directory=str(tmp_path / "batch")).run()
+                        standalone_directory=str(project)).run()
     for k, schedule in enumerate(SCHEDULES):
         separate = _separate(circuit, schedule, x, y, N_CYCLES[k])
         assert max(_differences(circuit, batch, k, separate).values()) < TOL
-    binary = tmp_path / "batch" / "main"
+    binary = project / "main"
     built = binary.stat().st_mtime_ns
-    sources = {p: p.stat().st_mtime_ns for p in (tmp_path / "batch").rglob("*.cpp")}
+    sources = {p: p.stat().st_mtime_ns for p in project.rglob("*.cpp")}
 
     new = [_schedule(100, 0.3, 2e-3), _schedule(50, 0.5, gate="window"), _schedule(50, 0.7)]
     nets = [initial_network(dataclasses.replace(circuit, seed=s)) for s in (7, 8, 9)]

@@ -44,6 +44,17 @@ def test_run_writes_results_report_and_figures(result):
     }
 
 
+def test_no_figures_with_a_figures_folder_is_bad_input(tmp_path, capsys):
+    """``--no-figures`` with ``--figures`` too: exit 2, nothing written (what --no-figures
+    writes is checked in test_a_task_from_the_users_npz)."""
+    path = _scenario(tmp_path, GOOD)
+    bad = tmp_path / "b.nc"
+    assert main(["run", str(path), "-o", str(bad), "--no-figures", "--figures",
+                 str(tmp_path / "f")]) == 2
+    assert "--no-figures" in capsys.readouterr().err
+    assert not bad.exists() and not (tmp_path / "f").exists()
+
+
 def test_info_plot_and_check(result, tmp_path, capsys):
     _, out = result
     assert main(["info", str(out)]) == 0
@@ -164,7 +175,11 @@ def test_a_task_from_the_users_npz(tmp_path, capsys):
     text = GOOD + '[task]\nname = "npz"\npath = "{}"\n'
     path = _scenario(tmp_path, text.format("data.npz"))
     out = tmp_path / "r.nc"
-    assert main(["run", str(path), "-o", str(out), "--set", "cycles=7"]) == 0
+    capsys.readouterr()
+    # --no-figures (saves ~1 s a figure): the results file and the report, no figure folder
+    assert main(["run", str(path), "-o", str(out), "--set", "cycles=7", "--no-figures"]) == 0
+    assert out.with_suffix(".propositions.txt").is_file() and not out.with_suffix("").exists()
+    assert "figures:" not in capsys.readouterr().out
     from cdtp.record.dataset import load
 
     ds = load(out)
@@ -182,7 +197,7 @@ def test_check_of_a_run_with_nothing_checkable_exits_1(tmp_path, capsys):
     # only the gates (no snapshots, traces or weights): no proposition can be evaluated
     text = GOOD + "[record]\nvariables = []\nsnapshots = false\nweights = false\n"  # γ only
     out = tmp_path / "r.nc"
-    assert main(["run", str(_scenario(tmp_path, text)), "-o", str(out)]) == 0
+    assert main(["run", str(_scenario(tmp_path, text)), "-o", str(out), "--no-figures"]) == 0
     capsys.readouterr()
     assert main(["check", str(out)]) == 1
     assert "nothing was verified" in capsys.readouterr().err

@@ -180,7 +180,7 @@ def test_marked_blocks(page, block):
     pytest.skip(f"{page.name} line {block['line']}: {block['skip']}")
 
 
-def test_docs_build(tmp_path):
+def test_docs_build(tmp_path, executed_notebooks):
     pytest.importorskip("sphinx", reason="Sphinx is not installed: pip install -e '.[docs]'"
                         " (make test installs it)")
     for module in ("numpydoc", "myst_nb", "furo"):
@@ -196,6 +196,8 @@ def test_docs_build(tmp_path):
          str(source), str(tmp_path / "html")],
         env=env, capture_output=True, text=True, timeout=900,
     )
+    # the notebooks it ran, for tests/test_notebooks.py (which would run them again otherwise)
+    executed_notebooks["folder"] = source / "_generated" / "analysis"
     assert done.returncode == 0, done.stderr[-5000:] + done.stdout[-2000:]
     html = tmp_path / "html"
     # the generated pages are there, with what the code defines

@@ -132,11 +132,12 @@ def test_cython_and_numpy_targets_agree():
     assert max(d_cython.values()) < 1e-9
 
 
-def test_standalone_device_agrees(tmp_path):
-    """cpp_standalone (one C++ build, ~1 min) reproduces the map and the runtime outputs."""
+def test_standalone_device_agrees(standalone_project):
+    """cpp_standalone reproduces the map and the runtime outputs (one C++ build, ~1 min; a
+    later session recompiles only what changed: see ``standalone_project`` in conftest.py)."""
     circuit = _discrete_circuit("delta1")
     diffs, run, _ = _max_differences(circuit, SQUARE, device="cpp_standalone",
-                                     standalone_directory=str(tmp_path / "standalone"))
+                                     standalone_directory=standalone_project("engine"))
     assert max(diffs.values()) < 1e-9, diffs  # as in the discrete-limit test
     _, runtime, _ = _max_differences(circuit, SQUARE, device="numpy")
     np.testing.assert_allclose(run.outputs(), runtime.outputs(), rtol=0, atol=1e-12)

@@ -228,7 +228,8 @@ def npz_run(tmp_path_factory):
     path = _write(tmp, 'epochs = 2\n[task]\nname = "npz"\npath = "data.npz"\n', x=x, y=labels,
                   x_test=xt, y_test=lt)
     out = tmp / "own.nc"
-    assert main(["run", str(path), "-o", str(out)]) == 0
+    # the figures: `cdtp plot` in test_info_check_and_plot_show_the_held_out_evaluation
+    assert main(["run", str(path), "-o", str(out), "--no-figures"]) == 0
     return out, xt, lt
 
 

@@ -88,7 +88,13 @@ def test_a_scenario_without_a_sweep_table_is_refused(tmp_path, capsys):
     assert f"{path}: sweep" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
-def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
+@pytest.fixture(scope="module")
+def resumed_sweep(tmp_path_factory):
+    """The 2 × 2 sweep of γ frequency and duty cycle, point by point, stopped by a
+    KeyboardInterrupt after 2 points and run again. What each step left is kept for the test
+    below; the 4 finished points are also the point-by-point reference of the batched sweep
+    (computing them a second time would cost ~4 × 4 s)."""
+    tmp_path = tmp_path_factory.mktemp("resumed")
     path = _write(tmp_path, '"gamma.frequency" = ["25 Hz", "50 Hz"]')
     points_dir = tmp_path / "points"
 
@@ -99,9 +105,16 @@ def test_interrupted_sweep_resumes_without_recomputing(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         sweep(path, points_dir, progress=stop_after_two)
     finished = sorted(p.name for p in points_dir.glob("point_*.nc"))
-    assert len(finished) == 2
     mtimes = {p: (points_dir / p).stat().st_mtime_ns for p in finished}
     info = sweep(path, points_dir)
+    return {"path": path, "points_dir": points_dir, "finished": finished, "mtimes": mtimes,
+            "info": info}
+
+
+def test_interrupted_sweep_resumes_without_recomputing(resumed_sweep):
+    points_dir, info = resumed_sweep["points_dir"], resumed_sweep["info"]
+    finished, mtimes = resumed_sweep["finished"], resumed_sweep["mtimes"]
+    assert len(finished) == 2
     assert (info["computed"], info["skipped"]) == (2, 2)
     assert all((points_dir / p).stat().st_mtime_ns == t for p, t in mtimes.items())
     ds = combine(info["keys"], info["points"], points_dir)
@@ -241,14 +254,14 @@ def test_a_sweep_runs_on_an_existing_scheduler(tmp_path):
     xr.testing.assert_identical(a.drop_vars("point_file"), b.drop_vars("point_file"))
 
 
-def test_batched_sweep_equals_point_by_point(tmp_path):
+def test_batched_sweep_equals_point_by_point(resumed_sweep, tmp_path):
     """--batch runs the points that differ only in γ parameters as one network: the same
     per-cycle outputs and losses as separate points, and it resumes like any sweep."""
-    path = _write(tmp_path, '"gamma.frequency" = ["25 Hz", "50 Hz"]')
-    single = sweep(path, tmp_path / "single")
+    # the same scenario computed point by point (and resumed: each point is its own run)
+    path, single = resumed_sweep["path"], resumed_sweep["info"]
     batched = sweep(path, tmp_path / "batched", batch=True)
     assert batched["computed"] == 4 and all(r["status"] == "done" for r in batched["results"])
-    a = combine(single["keys"], single["points"], tmp_path / "single")
+    a = combine(single["keys"], single["points"], resumed_sweep["points_dir"])
     b = combine(batched["keys"], batched["points"], tmp_path / "batched")
     # as tests/test_batch.py: the same operations per block, measured ≤ 1e-15
     np.testing.assert_allclose(b.output.values, a.output.values, rtol=0, atol=1e-12)

@@ -1,6 +1,6 @@
 """The ``cdtp`` command.
 
-    cdtp run SCENARIO [-o FILE] [--set key=value ...] [--figures DIR]
+    cdtp run SCENARIO [-o FILE] [--set key=value ...] [--figures DIR | --no-figures]
     cdtp sweep SCENARIO [--workers N | --scheduler ADDRESS] [--batch] [-o FILE]
                [--set key=value ...]
     cdtp check FILE [--json] [--strict]
@@ -307,8 +307,11 @@ def cmd_run(args) -> int:
     out = _check_output(Path(args.output or f"results/{scenario.name}.nc"), scenario.files)
     report_path = _check_output(out.with_suffix(".propositions.txt"), scenario.files,
                                 suffix=".txt")
-    figures = _check_output(Path(args.figures) if args.figures else out.with_suffix(""),
-                            scenario.files, option="--figures", suffix=None, folder=True)
+    if args.no_figures and args.figures:
+        raise BadInput("--figures and --no-figures: give one of them")
+    figures = None if args.no_figures else _check_output(
+        Path(args.figures) if args.figures else out.with_suffix(""), scenario.files,
+        option="--figures", suffix=None, folder=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in remove_stale_temporaries(out.parent, out.name):
         print(f"removed {stale} (left by a run that was killed)", file=sys.stderr)
@@ -329,8 +332,9 @@ def cmd_run(args) -> int:
         return 130
 
 
-def _report_run(ds, out: Path, report_path: Path, figures: Path) -> int:
-    """The propositions report, the figures and the summary of a finished run; exit code."""
+def _report_run(ds, out: Path, report_path: Path, figures: Path | None) -> int:
+    """The propositions report, the figures (none when ``figures`` is None) and the summary of
+    a finished run; exit code."""
     from cdtp.analysis import plots, propositions
 
     status = _status(ds)
@@ -348,8 +352,9 @@ def _report_run(ds, out: Path, report_path: Path, figures: Path) -> int:
     print(f"results: {out}" + (" (marked: " + status + ")" if status else ""))
     print(f"propositions report: {report_path}")
     if n_cycles:
-        paths = plots.save_all(ds, figures, checks)
-        print(f"figures: {', '.join(str(p) for p in paths)}")
+        if figures is not None:
+            paths = plots.save_all(ds, figures, checks)
+            print(f"figures: {', '.join(str(p) for p in paths)}")
         loss = ds.loss.values
         k = max(1, min(20, len(loss) // 5))
         print(
@@ -692,6 +697,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a scenario key by dotted path (repeatable)",
     )
     run.add_argument("--figures", help="folder for the figures (default: next to the file)")
+    run.add_argument("--no-figures", action="store_true",
+                     help="write the results file and the report only (cdtp plot draws the"
+                          " figures later)")
     run.add_argument("-q", "--quiet", action="store_true",
                      help="no progress bar (there is none either when stderr is not a terminal)")
     run.set_defaults(func=cmd_run)
