@@ -127,7 +127,8 @@ def check_p6(ds: xr.Dataset, tolerance: float = 0.01,
              settle_tolerance: float = SETTLE_TOLERANCE,
              settle_steps: int = SETTLE_STEPS) -> xr.Dataset:
     """P6: at γ = 1 the Δ1 drive (m_{l−1} − g_l(u_l)) σ̃(u_l)ᵀ is the negative gradient of
-    ½‖a_{l−1} − g_l(f_l(a_{l−1}))‖² with respect to Ω_l. Measured at the end of the feedforward
+    ½‖a_{l−1} − g_l(f_l(a_{l−1}))‖² with respect to Ω_l (with the slope-gated decoder,
+    g_l(u) = Ω_l ũ, and ũ replaces σ̃(u)). Measured at the end of the feedforward
     phase (``feedback_start`` snapshot): ‖drive − analytic gradient at its a_{l−1}‖ relative to
     ‖a_{l−1}‖ ‖σ̃(u_l)‖, the size of the drive's terms, l = 2..L.
 
@@ -151,12 +152,18 @@ def check_p6(ds: xr.Dataset, tolerance: float = 0.01,
     nets = _networks(ds, b)
     sigma = nets[0].sigma
     layers = list(range(2, circuit.depth + 1))
+    gated = circuit.feedback_decoder == "slope_gated"
+
+    def decoder_input(v):
+        """What Ω_l multiplies: σ̃(v), or ṽ itself with the slope-gated decoder."""
+        return with_bias(v if gated else sigma(v), circuit.bias)
+
     cols = []
     for l in layers:
         m, fb = _snap(ds, "m", l - 1, b), _snap(ds, "fb", l - 1, b)
         u, a_prev = _snap(ds, "u", l, b), _snap(ds, "a", l - 1, b)
-        drive = (m - fb)[:, :, None] * with_bias(sigma(u), circuit.bias)[:, None, :]
-        su = with_bias(sigma(u), circuit.bias)
+        su = decoder_input(u)
+        drive = (m - fb)[:, :, None] * su[:, None, :]
         learning = circuit.feedback_rule != "fixed" and circuit.eta_omega != 0
         pre = m if circuit.feedback_rule == "delta1" else a_prev
         grads = []
@@ -164,13 +171,12 @@ def check_p6(ds: xr.Dataset, tolerance: float = 0.01,
             omega = net.feedback[l]
             if learning:  # the Ω of the step whose fb the snapshot shows: before its update
                 omega = omega - circuit.eta_omega * dt * np.outer(pre[c] - fb[c], su[c])
-            y = net.f(l, a_prev[c][None])
-            r = a_prev[c] - with_bias(sigma(y), circuit.bias)[0] @ omega.T
-            grads.append(r[:, None] * with_bias(sigma(y), circuit.bias)[0][None, :])
+            sy = decoder_input(net.f(l, a_prev[c][None]))[0]
+            r = a_prev[c] - sy @ omega.T
+            grads.append(r[:, None] * sy[None, :])
         # scale: ‖a_{l−1}‖ ‖σ̃(u_l)‖, the size of either term of the drive (the gradient itself
         # vanishes when the decoder already reconstructs a_{l−1})
-        scale = np.linalg.norm(a_prev, axis=1) * np.linalg.norm(
-            with_bias(sigma(u), circuit.bias), axis=1)
+        scale = np.linalg.norm(a_prev, axis=1) * np.linalg.norm(su, axis=1)
         err = np.linalg.norm((drive - np.stack(grads)).reshape(len(nets), -1), axis=1)
         cols.append(np.where(scale > _TINY, err / np.maximum(scale, _TINY), np.nan))
     tr = _Traces(ds)
