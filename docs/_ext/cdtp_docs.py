@@ -87,6 +87,11 @@ KEY_DOCS: dict[str, dict[str, dict[str, str]]] = {
                           "paper's Eq 48.", "allowed": "≥ 0"},
         "feedback.difference": {"text": "Feed back the change of g_l(u_l) since the "
                                 "feedforward phase (model §2.3)."},
+        "feedback.decoder": {"text": "What the feedback synapses send: ``sigma``, Ω σ̃(u) (the "
+                             "paper's decoder), or ``slope_gated``, Ω ũ with each receiving "
+                             "neuron gating the change of its feedback input by its own σ′(a) "
+                             "(needs ``difference``; model §2.3).",
+                             "allowed": "sigma, slope_gated"},
         "plasticity.eta_w": {"text": "η_W, the feedforward learning rate (dimensionless: "
                              "ΔW = η_W p s Δτ nᵀ).", "allowed": "≥ 0"},
         "plasticity.eta_omega": {"text": "η_Ω, the rate of Δ1 / Δ2.", "allowed": "≥ 0"},
