@@ -389,7 +389,11 @@ def diagnostics_table(results: list[dict]) -> str:
            " uses); the angle (degrees) of the recipe's per-example update of hidden layer l"
            " (targets of the converged loops on the circuit's current weights) to the backprop"
            " step and to the Gauss-Newton step J_l⁺(τ_L − h_L), and the angle between those"
-           " two. Figure: `learning_diagnostics.png`."]
+           " two. Figure: `learning_diagnostics.png`. The reconstruction columns use the"
+           " paper's decoder g_l = Ω_l σ̃(·) with the circuit's Ω_l, not the slope-gated"
+           " feedback the recipe sends (which is not a decoder of a_{l−1}: it moves targets by"
+           " σ′ ⊙ Ω Δu); the angles use the recipe's own loops. Mirrored feedback is not an"
+           " inverse, so the reconstruction errors stay near 1."]
     for res in results:
         if not any("diagnostics" in r for r in res["circuit"]):
             continue
