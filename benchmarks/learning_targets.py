@@ -72,7 +72,7 @@ def _sigma(x, kind):
         t = np.tanh(x)
         return t, 1 - t * t
     if kind == "leaky_relu":
-        return np.where(x > 0, x, 0.01 * x), np.where(x > 0, 1.0, 0.01)
+        return np.where(x > 0, x, 0.1 * x), np.where(x > 0, 1.0, 0.1)  # the circuit default
     if kind == "softplus":
         return np.logaddexp(0, x), 1 / (1 + np.exp(-x))
     raise ValueError(kind)
