@@ -265,6 +265,30 @@ def run_reference(circuit: CircuitConfig, test, epochs: int, seed: int) -> dict:
             "time": time.perf_counter() - t0}
 
 
+DTP_GRID = tuple((beta, lr) for beta in (0.5, 2.0) for lr in BP_STEPS)
+
+
+def run_dtp(circuit: CircuitConfig, val, test, epochs: int, seeds) -> dict:
+    """Reference difference target propagation (Lee et al. 2015; ``difference_tp`` of
+    :mod:`cdtp.reference.trainer`: decoders trained on noise-corrupted activities, the delta
+    rule towards difference targets), online, the circuit's initial weights and example order;
+    (β, step) chosen on the validation part from :data:`DTP_GRID`, then run once on the test."""
+    def run(task, seed, beta, lr):
+        c = dataclasses.replace(circuit, seed=seed)
+        ds = train(initial_network(c), task, "difference_tp", epochs=epochs, batch_size=1,
+                   lr=lr, beta=beta, seed=100 + seed)
+        return float(ds.test_accuracy.values[-1])
+
+    t0 = time.perf_counter()
+    grid = {bl: [run(val, s, *bl) for s in seeds] for bl in DTP_GRID}
+    best = max(grid, key=lambda bl: np.mean(grid[bl]))
+    t1 = time.perf_counter()
+    tests = [run(test, s, *best) for s in seeds]
+    return {"beta": best[0], "lr": best[1], "val": grid[best], "test": tests,
+            "time": (time.perf_counter() - t1) / len(seeds),
+            "grid": {f"{b} {lr}": v for (b, lr), v in grid.items()}, "grid_time": t1 - t0}
+
+
 def run_task(spec: Spec, seeds, device: str = "cython", with_map: bool = False,
              reference_seeds: int | None = None, stored_bp: dict | None = None) -> dict:
     fit, val, test = spec.make()
@@ -343,6 +367,13 @@ def table(results: list[dict]) -> str:
                 f" (`cdtp_recipe`), {len(ref)} seeds | {spec.epochs} | — |"
                 f" **{_ms([r['test'][-1] for r in ref])}** |"
                 f" {np.mean([r['time'] for r in ref]):.0f} s | — |")
+        if res.get("dtp"):
+            d = res["dtp"]
+            lines.append(
+                f"| {spec.name} | {list(spec.sizes)} | reference difference TP (Lee et al.,"
+                f" `difference_tp`), {len(d['test'])} seeds, β {d['beta']}, step {d['lr']}"
+                f" (best on validation of β 0.5, 2 × the BP steps) | {spec.epochs} |"
+                f" {_ms(d['val'])} | **{_ms(d['test'])}** | {d['time']:.0f} s | — |")
         best = max(res["bp"], key=lambda lr: np.mean([r["val"][-1] for r in res["bp"][lr]]))
         bp = res["bp"][best]
         lines.append(
@@ -521,6 +552,9 @@ def main(argv=None) -> None:
                          " slowest row: loops solved to 1e-10 for every example)")
     ap.add_argument("--add-map", action="store_true",
                     help="with --task: run only the map and add its rows to the stored numbers")
+    ap.add_argument("--add-dtp", action="store_true",
+                    help="with --task: run only the reference difference-TP rows and add them"
+                         " to the stored numbers")
     ap.add_argument("--reuse-bp", action="store_true",
                     help="with --task: take the BP rows from the stored numbers of the same task,"
                          " epochs and seeds (BP does not depend on the recipe's settings)")
@@ -539,6 +573,16 @@ def main(argv=None) -> None:
         fit, val, test = spec.make()
         stored["map"] = run_map(circuit_for(spec.sizes), fit, {"val": val, "test": test},
                                 spec.epochs, seeds)
+        stored["spec"] = spec
+        _store(stored)
+        return
+    if args.add_dtp:
+        spec = next((s for s in all_specs if s.name == args.task), None)
+        stored = _load(spec) if spec else None
+        if stored is None:
+            ap.error("--add-dtp needs --task NAME with stored numbers")
+        _, val, test = spec.make()
+        stored["dtp"] = run_dtp(circuit_for(spec.sizes), val, test, spec.epochs, seeds)
         stored["spec"] = spec
         _store(stored)
         return
