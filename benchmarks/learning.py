@@ -15,6 +15,10 @@ Rows (3 seeds each: initial weights and example order; mean ± sd):
   cython`` runs the seeds one by one and reads the weights back between epochs;
 - ``reference recipe``: the same rule with its loops solved (``cdtp_recipe``), the circuit's
   settings, initial weights and example order;
+- ``map`` (``--add-map``): the discrete CDTP map, the circuit's numpy oracle, all seeds as one
+  batch;
+- ``reference difference TP`` (``--add-dtp``): Lee et al.'s DTP from cdtp.reference, (β, step)
+  chosen on the validation part (:func:`run_dtp`);
 - ``BP``: the same architecture and initial weights, the same examples in the same order,
   plain online SGD (batch 1) at the step that is best on the validation part
   (:func:`cdtp.reference.trainer.train`, ``method="bp"``); only that step is run on the test.
