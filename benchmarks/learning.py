@@ -337,6 +337,13 @@ def _ms(values) -> str:
     return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.3f}"
 
 
+def _row(spec: Spec, method: str, val, test, time_text: str, us: str = "—") -> str:
+    """One table row; ``val`` and ``test`` are per-seed accuracies (``val`` None: not run)."""
+    val_text = "—" if val is None else _ms(val)
+    return (f"| {spec.name} | {list(spec.sizes)} | {method} | {spec.epochs} | {val_text} |"
+            f" **{_ms(test)}** | {time_text} | {us} |")
+
+
 def table(results: list[dict]) -> str:
     lines = [
         "| task | sizes | method | epochs | validation acc. | **test acc.** | wall time / seed |"
@@ -347,46 +354,34 @@ def table(results: list[dict]) -> str:
         spec = res["spec"]
         cir = res["circuit"]
         ok = [r for r in cir if not r["diverged"]]
-        lines.append(
-            f"| {spec.name} | {list(spec.sizes)} | circuit (Brian2,"
-            f" {cir[0].get('device', 'cython')}), {len(cir)} seeds |"
-            f" {spec.epochs} |"
-            f" {_ms([r['curves']['val'][-1] for r in ok])} |"
-            f" **{_ms([r['curves']['test'][-1] for r in ok])}** |"
-            f" {np.mean([r['sim'] for r in cir]):.0f} s (+ {np.mean([r['build'] for r in cir]):.0f}"
-            f" s build) | {np.mean([r['us_per_step'] for r in cir]):.0f} |"
-        )
+        lines.append(_row(
+            spec, f"circuit (Brian2, {cir[0].get('device', 'cython')}), {len(cir)} seeds",
+            [r["curves"]["val"][-1] for r in ok], [r["curves"]["test"][-1] for r in ok],
+            f"{np.mean([r['sim'] for r in cir]):.0f} s (+ {np.mean([r['build'] for r in cir]):.0f}"
+            " s build)", f"{np.mean([r['us_per_step'] for r in cir]):.0f}"))
         if res.get("map"):
             mp = res["map"]
-            lines.append(
-                f"| {spec.name} | {list(spec.sizes)} | discrete CDTP map (numpy, the circuit's"
-                f" oracle), {len(mp)} seeds | {spec.epochs} |"
-                f" {_ms([r['curves']['val'][-1] for r in mp])} |"
-                f" **{_ms([r['curves']['test'][-1] for r in mp])}** |"
-                f" {np.mean([r['sim'] for r in mp]):.0f} s | — |")
+            lines.append(_row(
+                spec, f"discrete CDTP map (numpy, the circuit's oracle), {len(mp)} seeds",
+                [r["curves"]["val"][-1] for r in mp], [r["curves"]["test"][-1] for r in mp],
+                f"{np.mean([r['sim'] for r in mp]):.0f} s"))
         if res.get("reference"):
             ref = res["reference"]
-            lines.append(
-                f"| {spec.name} | {list(spec.sizes)} | reference recipe, loops solved"
-                f" (`cdtp_recipe`), {len(ref)} seeds | {spec.epochs} | — |"
-                f" **{_ms([r['test'][-1] for r in ref])}** |"
-                f" {np.mean([r['time'] for r in ref]):.0f} s | — |")
+            lines.append(_row(
+                spec, f"reference recipe, loops solved (`cdtp_recipe`), {len(ref)} seeds", None,
+                [r["test"][-1] for r in ref], f"{np.mean([r['time'] for r in ref]):.0f} s"))
         if res.get("dtp"):
             d = res["dtp"]
-            lines.append(
-                f"| {spec.name} | {list(spec.sizes)} | reference difference TP (Lee et al.,"
-                f" `difference_tp`), {len(d['test'])} seeds, β {d['beta']}, step {d['lr']}"
-                f" (best on validation of β 0.5, 2 × the BP steps) | {spec.epochs} |"
-                f" {_ms(d['val'])} | **{_ms(d['test'])}** | {d['time']:.0f} s | — |")
+            lines.append(_row(
+                spec, f"reference difference TP (Lee et al., `difference_tp`), {len(d['test'])}"
+                f" seeds, β {d['beta']}, step {d['lr']} (best on validation of β 0.5, 2 × the BP"
+                " steps)", d["val"], d["test"], f"{d['time']:.0f} s"))
         best = max(res["bp"], key=lambda lr: np.mean([r["val"][-1] for r in res["bp"][lr]]))
         bp = res["bp"][best]
-        lines.append(
-            f"| {spec.name} | {list(spec.sizes)} | BP, online SGD, {len(bp)} seeds, step {best}"
-            " (best on validation"
-            f" of {', '.join(map(str, BP_STEPS))}) | {spec.epochs} |"
-            f" {_ms([r['val'][-1] for r in bp])} |"
-            f" **{_ms([r['test'][-1] for r in bp])}** | {res['bp_time'][best]:.0f} s | — |"
-        )
+        lines.append(_row(
+            spec, f"BP, online SGD, {len(bp)} seeds, step {best} (best on validation of"
+            f" {', '.join(map(str, BP_STEPS))})", [r["val"][-1] for r in bp],
+            [r["test"][-1] for r in bp], f"{res['bp_time'][best]:.0f} s"))
         if len(ok) < len(cir):
             lines.append(f"| {spec.name} | | circuit runs that diverged: {len(cir) - len(ok)} |"
                          " | | | | |")
@@ -569,24 +564,16 @@ def main(argv=None) -> None:
     all_specs = specs(args.quick)
     if args.epochs:
         all_specs = [dataclasses.replace(s, epochs=args.epochs) for s in all_specs]
-    if args.add_map:
+    if args.add_map or args.add_dtp:
+        flag, key = ("--add-map", "map") if args.add_map else ("--add-dtp", "dtp")
         spec = next((s for s in all_specs if s.name == args.task), None)
         stored = _load(spec) if spec else None
         if stored is None:
-            ap.error("--add-map needs --task NAME with stored numbers")
+            ap.error(f"{flag} needs --task NAME with stored numbers")
         fit, val, test = spec.make()
-        stored["map"] = run_map(circuit_for(spec.sizes), fit, {"val": val, "test": test},
-                                spec.epochs, seeds)
-        stored["spec"] = spec
-        _store(stored)
-        return
-    if args.add_dtp:
-        spec = next((s for s in all_specs if s.name == args.task), None)
-        stored = _load(spec) if spec else None
-        if stored is None:
-            ap.error("--add-dtp needs --task NAME with stored numbers")
-        _, val, test = spec.make()
-        stored["dtp"] = run_dtp(circuit_for(spec.sizes), val, test, spec.epochs, seeds)
+        circuit = circuit_for(spec.sizes)
+        stored[key] = (run_map(circuit, fit, {"val": val, "test": test}, spec.epochs, seeds)
+                       if key == "map" else run_dtp(circuit, val, test, spec.epochs, seeds))
         stored["spec"] = spec
         _store(stored)
         return

@@ -43,6 +43,7 @@ import numpy as np
 
 from benchmarks.learning import circuit_for, specs, stream
 from cdtp.brian.engine import initial_network
+from cdtp.model.layers import with_bias
 
 RULES = ("bp", "gn", "loop")
 DEFAULTS = {"eta": 0.1, "beta": 2.0, "lam": 0.5, "k": 0.5, "iters": 30, "gain": 0.5,
@@ -64,22 +65,6 @@ def parse_rule(text: str) -> dict:
     if cfg["upd"] not in ("nlms", "sgd"):
         raise ValueError(f"configuration {text!r}: upd must be nlms or sgd")
     return cfg
-
-
-def _sigma(x, kind):
-    """σ and σ′ of ``kind``."""
-    if kind == "tanh":
-        t = np.tanh(x)
-        return t, 1 - t * t
-    if kind == "leaky_relu":
-        return np.where(x > 0, x, 0.1 * x), np.where(x > 0, 1.0, 0.1)  # the circuit default
-    if kind == "softplus":
-        return np.logaddexp(0, x), 1 / (1 + np.exp(-x))
-    raise ValueError(kind)
-
-
-def _with_bias(s):
-    return np.concatenate([s, np.ones((*s.shape[:-1], 1))], -1)
 
 
 def _mv(m, v):
@@ -107,6 +92,7 @@ def run(task: str, cfgs: list[dict], seeds, epochs: int, nonlinearity: str = "ta
         xs.append(x)
         ys.append(y)
     x_all, y_all = np.stack(xs, 1), np.stack(ys, 1)
+    sigma = net.sigma  # the circuit's σ (with its leaky-ReLU slope)
 
     def col(key):
         return np.array([c[key] for c, _ in runs], dtype=float)
@@ -126,7 +112,7 @@ def run(task: str, cfgs: list[dict], seeds, epochs: int, nonlinearity: str = "ta
         for b in range(n):
             h = evalset.x_test
             for l in range(1, depth + 1):
-                h = _with_bias(_sigma(h, nonlinearity)[0]) @ weights[l][b].T
+                h = with_bias(sigma(h), True) @ weights[l][b].T
             out.append(np.mean(np.argmax(h, 1) == evalset.labels_test))
         return out
 
@@ -134,9 +120,8 @@ def run(task: str, cfgs: list[dict], seeds, epochs: int, nonlinearity: str = "ta
     for t in range(len(x_all)):
         h, pre, slope = [x_all[t]], [None], [None]
         for l in range(1, depth + 1):
-            s, d = _sigma(h[-1], nonlinearity)
-            pre.append(_with_bias(s))
-            slope.append(d)  # σ′(h_{l−1})
+            pre.append(with_bias(sigma(h[-1]), True))
+            slope.append(sigma.derivative(h[-1]))  # σ′(h_{l−1})
             h.append(_mv(weights[l], pre[-1]))
         z = h[depth] - h[depth].max(1, keepdims=True)
         p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
@@ -154,7 +139,7 @@ def run(task: str, cfgs: list[dict], seeds, epochs: int, nonlinearity: str = "ta
             if len(loop):
                 out[loop] = _loop(weights[l][loop], c0[l][loop], h[l][loop], h[l - 1][loop],
                                   slope[l][loop], delta[l][loop], lam[loop], k[loop],
-                                  iters[loop], dgate[loop], nonlinearity)
+                                  iters[loop], dgate[loop], sigma)
             delta[l - 1] = out
         for l in range(1, depth + 1):
             norm = np.where(nlms, np.sum(pre[l] ** 2, 1), 1.0)
@@ -167,18 +152,18 @@ def run(task: str, cfgs: list[dict], seeds, epochs: int, nonlinearity: str = "ta
     return np.array(curves)
 
 
-def _loop(w, c, h_l, h_below, slope_below, delta, lam, k, iters, dgate, nonlinearity):
+def _loop(w, c, h_l, h_below, slope_below, delta, lam, k, iters, dgate, sigma):
     """The leaky inversion loop of one layer for a batch of runs (see the module docstring)."""
     omega = c[:, None, None] * np.transpose(w[:, :, :-1], (0, 2, 1))
 
     def g(u):
         gated = slope_below * _mv(omega, u - h_l)
-        return np.where(dgate, gated, _mv(omega, _sigma(u, nonlinearity)[0]))
+        return np.where(dgate, gated, _mv(omega, sigma(u)))
 
     ref = g(h_l)
     u, tau = h_l.copy(), h_l + delta
     for it in range(int(iters.max())):
-        f = _mv(w, _with_bias(_sigma(h_below + g(u) - ref, nonlinearity)[0]))
+        f = _mv(w, with_bias(sigma(h_below + g(u) - ref), True))
         du = k[:, None] * (tau - f - lam[:, None] * (u - h_l))
         u = u + du * (it < iters)[:, None]
     return g(u) - ref

@@ -33,6 +33,7 @@ from cdtp.analysis.cells import (
 from cdtp.model.layers import with_bias
 from cdtp.model.nonlinearities import get_nonlinearity
 from cdtp.record.dataset import BOUNDARIES, boundary_steps_of, circuit_of, schedule_of
+from cdtp.reference.cdtp_map import decoder_input
 
 __all__ = ["check_p5", "check_p6", "check_p7", "check_p8", "weight_change_terms"]
 
@@ -152,17 +153,15 @@ def check_p6(ds: xr.Dataset, tolerance: float = 0.01,
     nets = _networks(ds, b)
     sigma = nets[0].sigma
     layers = list(range(2, circuit.depth + 1))
-    gated = circuit.feedback_decoder == "slope_gated"
 
-    def decoder_input(v):
-        """What Ω_l multiplies: σ̃(v), or ṽ itself with the slope-gated decoder."""
-        return with_bias(v if gated else sigma(v), circuit.bias)
+    def dec(v):
+        return decoder_input(sigma, v, circuit.bias, circuit.feedback_decoder)
 
     cols = []
     for l in layers:
         m, fb = _snap(ds, "m", l - 1, b), _snap(ds, "fb", l - 1, b)
         u, a_prev = _snap(ds, "u", l, b), _snap(ds, "a", l - 1, b)
-        su = decoder_input(u)
+        su = dec(u)
         drive = (m - fb)[:, :, None] * su[:, None, :]
         learning = circuit.feedback_rule != "fixed" and circuit.eta_omega != 0
         pre = m if circuit.feedback_rule == "delta1" else a_prev
@@ -171,7 +170,7 @@ def check_p6(ds: xr.Dataset, tolerance: float = 0.01,
             omega = net.feedback[l]
             if learning:  # the Ω of the step whose fb the snapshot shows: before its update
                 omega = omega - circuit.eta_omega * dt * np.outer(pre[c] - fb[c], su[c])
-            sy = decoder_input(net.f(l, a_prev[c][None]))[0]
+            sy = dec(net.f(l, a_prev[c][None]))[0]
             r = a_prev[c] - sy @ omega.T
             grads.append(r[:, None] * sy[None, :])
         # scale: ‖a_{l−1}‖ ‖σ̃(u_l)‖, the size of either term of the drive (the gradient itself

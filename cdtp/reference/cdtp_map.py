@@ -49,11 +49,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cdtp.model.circuit import FEEDBACK_DECODERS
 from cdtp.model.gating import HoldGate, Schedule
 from cdtp.model.layers import Network, with_bias
 from cdtp.model.losses import Loss, get_loss
 
-__all__ = ["CDTPParameters", "CDTPState", "mirror_gains", "parameters_of", "run", "step"]
+__all__ = ["CDTPParameters", "CDTPState", "decoder_input", "mirror_gains", "parameters_of", "run",
+           "step"]
 
 FEEDBACK_RULES = ("delta1", "delta2", "fixed", "mirror")
 
@@ -137,8 +139,9 @@ class CDTPParameters:
                 f"unknown feedback_rule {self.feedback_rule!r};"
                 f" allowed: {', '.join(FEEDBACK_RULES)}"
             )
-        if self.decoder not in ("sigma", "slope_gated"):
-            raise ValueError(f"unknown decoder {self.decoder!r}; allowed: sigma, slope_gated")
+        if self.decoder not in FEEDBACK_DECODERS:
+            raise ValueError(f"unknown decoder {self.decoder!r}; allowed:"
+                             f" {', '.join(FEEDBACK_DECODERS)}")
         if self.decoder == "slope_gated" and not self.difference:
             raise ValueError("decoder 'slope_gated' needs difference = True")
 
@@ -213,6 +216,12 @@ def parameters_of(circuit, dt: float) -> CDTPParameters:
     )
 
 
+def decoder_input(sigma, v: np.ndarray, bias: bool, decoder: str) -> np.ndarray:
+    """What Ω_l multiplies for the activity ``v`` of layer l: σ̃(v), or ṽ itself with the
+    ``slope_gated`` decoder (its receiving neurons apply σ′)."""
+    return with_bias(v if decoder == "slope_gated" else sigma(v), bias)
+
+
 def mirror_gains(weights: list, sizes, gain: float) -> list:
     """c_l = gain / ‖W_l‖₂² of each projection's linear part (no bias column), for l ≥ 2.
 
@@ -271,7 +280,7 @@ def step(
 
     # -- stage 1: feedback synapses, fb_{l-1} = g_l(u_l) ------------------------------------
     gated = params.decoder == "slope_gated"
-    su = [None, None] + [with_bias(u[l] if gated else sigma(u[l]), bias)
+    su = [None, None] + [decoder_input(sigma, u[l], bias, params.decoder)
                          for l in range(2, L + 1)]
     fb = [None] + [_matvec(state.feedback[l + 1], su[l + 1]) for l in range(1, L)] + [None]
 

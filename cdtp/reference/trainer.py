@@ -79,6 +79,7 @@ import xarray as xr
 
 import cdtp
 from cdtp.data.tasks import Task
+from cdtp.model.circuit import FEEDBACK_DECODERS
 from cdtp.model.layers import Network, with_bias
 from cdtp.model.losses import get_loss
 from cdtp.reference.backprop import activation_gradients, backprop_gradients
@@ -165,9 +166,9 @@ class TrainingConfig:
             raise ValueError(
                 f"decoder_noise must be a finite number >= 0, got {self.decoder_noise}"
             )
-        if self.recipe_decoder not in ("sigma", "slope_gated"):
+        if self.recipe_decoder not in FEEDBACK_DECODERS:
             raise ValueError(f"unknown recipe_decoder {self.recipe_decoder!r};"
-                             " allowed: sigma, slope_gated")
+                             f" allowed: {', '.join(FEEDBACK_DECODERS)}")
         if self.decoder_rule not in _DECODER_RULES:
             raise ValueError(
                 f"unknown decoder_rule {self.decoder_rule!r}; allowed: {', '.join(_DECODER_RULES)}"
@@ -325,8 +326,8 @@ def recipe_targets(net: Network, x, y, loss, beta: float, leak: float,
     taus: list = [None] * (L + 1)
     taus[L] = output_target(h[L], y, loss, beta)
     unconverged = 0
-    if decoder not in ("sigma", "slope_gated"):
-        raise ValueError(f"unknown decoder {decoder!r}; allowed: sigma, slope_gated")
+    if decoder not in FEEDBACK_DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; allowed: {', '.join(FEEDBACK_DECODERS)}")
     for l in range(L, 1, -1):
         if decoder == "slope_gated":
             omega = net.feedback[l][:, : net.sizes[l]]
