@@ -265,3 +265,38 @@ def test_mnist1d_scale_multiplies_the_inputs_and_is_checked():
     assert np.array_equal(scaled.labels_train, base.labels_train)
     with pytest.raises(ValueError, match="mnist1d: scale must be a finite number > 0, got -1"):
         mnist1d(3, n_train=40, n_test=10, scale=-1)
+
+
+@pytest.mark.brian2
+def test_simulate_starts_from_given_weights(small_task):
+    """``simulate(network=…)``: a run from trained weights (what the premise samples of
+    benchmarks/LEARNING.md start from) is the same on the Brian2 circuit and on the map, and is
+    not the run from the circuit's seeded initial weights."""
+    from cdtp.brian.simulation import simulate
+    from cdtp.record.dataset import RecordSpec
+
+    circuit = _recipe((8, 16, 16, 3), seed=3)
+    schedule = Schedule(GammaSchedule("square", frequency=25.0, duty=0.25),
+                        PlasticityGate("descending"))
+    x, y = small_task.x_train[:20], small_task.y_train[:20]
+    trained = cdtp_map.run(initial_network(circuit), cdtp_map.parameters_of(circuit, DT),
+                           schedule, x, y, record_every=0)["state"]
+    net = initial_network(circuit)
+    for l in range(1, circuit.depth + 1):
+        net.weights[l] = trained.weights[l][0].copy()
+        if l >= 2:
+            net.feedback[l] = trained.feedback[l][0].copy()
+    record = RecordSpec(variables=())
+    kw = dict(dt=DT, record=record, n_cycles=5)
+    runs = {b: simulate(circuit, schedule, x[:5], y[:5], backend=b, device="numpy", network=net,
+                        **kw) for b in ("map", "brian2")}
+    fresh = simulate(circuit, schedule, x[:5], y[:5], backend="map", **kw)
+    # the same arithmetic in two implementations: rounding only (outputs are O(1))
+    np.testing.assert_allclose(runs["brian2"].output.values, runs["map"].output.values,
+                               atol=1e-9)
+    # 20 cycles of learning move the outputs by O(0.1); a run that ignored ``network`` would
+    # equal the fresh one
+    assert np.max(np.abs(runs["map"].output.values - fresh.output.values)) > 1e-2
+    small = initial_network(dataclasses.replace(circuit, sizes=(8, 16, 3)))
+    with pytest.raises(ValueError, match="sizes"):
+        simulate(circuit, schedule, x[:5], y[:5], backend="map", network=small, **kw)

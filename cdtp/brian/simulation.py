@@ -216,6 +216,7 @@ def simulate(
     held_out=None,
     tick: Callable[[int, int], None] | None = None,
     spike_seed: int = 0,
+    network=None,
 ) -> xr.Dataset:
     """Simulate ``n_cycles`` γ cycles (one example each) and record them.
 
@@ -253,6 +254,11 @@ def simulate(
     spike_seed : int
         Seed of the spikes of a spiking circuit (:func:`cdtp.brian.engine.build`; a scenario
         passes its ``seed``).
+    network : cdtp.model.layers.Network, optional
+        Start from these weights W_l and feedback weights Ω_l (e.g. those of a circuit after
+        some training) instead of the circuit's seeded initial network; its sizes must be the
+        circuit's. The state starts from rest as in any run, and the ``mirror`` rule's gains
+        c_l = gain / ‖W_l‖₂² are taken from these weights.
 
     Returns
     -------
@@ -267,6 +273,9 @@ def simulate(
         raise ValueError(f"n_cycles = {n_cycles}: the example stream has {len(inputs)} examples")
     if backend not in ("brian2", "map"):
         raise ValueError(f"backend {backend!r}; allowed: brian2, map")
+    if network is not None and tuple(network.sizes) != tuple(circuit.sizes):
+        raise ValueError(f"network: sizes {list(network.sizes)} are not the circuit's"
+                         f" {list(circuit.sizes)} ({circuit.source})")
     if backend == "map" and circuit.neurons == "spiking":
         raise ValueError(f"{circuit.source}: neurons = 'spiking': the numpy reference map"
                          " simulates rate units only; allowed with spikes: backend = 'brian2'")
@@ -275,7 +284,7 @@ def simulate(
                                 backend, attrs, n_cycles=n_cycles)
     if backend == "brian2" and device == "cpp_standalone":
         return _simulate_standalone(circuit, schedule, inputs[:n_cycles], labels[:n_cycles],
-                                    dt, record, path, base_attrs, held_out, spike_seed)
+                                    dt, record, path, base_attrs, held_out, spike_seed, network)
     starts = schedule.cycle_starts(dt, n_cycles)
     table = schedule.boundary_table(dt, n_cycles, circuit.depth, circuit.hold)
     recorder = Recorder(record, circuit.sizes, circuit.bias, base_attrs, path=path)
@@ -288,8 +297,8 @@ def simulate(
     stop_callback = None
     try:
         args = (circuit, schedule, inputs, labels, dt, device, record, snaps, stop_requested)
-        runner = (_Brian2Runner(*args, spike_seed=spike_seed) if backend == "brian2"
-                  else _MapRunner(*args))
+        runner = (_Brian2Runner(*args, spike_seed=spike_seed, network=network)
+                  if backend == "brian2" else _MapRunner(*args, network=network))
         runner.tick = None if tick is None else (lambda done: tick(done, n_cycles))
         if interrupt is not None:
             interrupt.on_stop(runner.stop)
@@ -374,7 +383,7 @@ def standalone_unrecordable(record) -> list[str]:
 
 
 def _simulate_standalone(circuit, schedule, inputs, labels, dt, record, path, attrs,
-                         held_out=None, spike_seed=0) -> xr.Dataset:
+                         held_out=None, spike_seed=0, network=None) -> xr.Dataset:
     """A run on cpp_standalone: one compiled binary runs every cycle; the per-cycle output,
     label and loss come from its output monitor and the held-out evaluation from weight
     snapshots at the start of every epoch (:func:`cdtp.brian.engine.build`'s ``snapshot_every``).
@@ -392,7 +401,7 @@ def _simulate_standalone(circuit, schedule, inputs, labels, dt, record, path, at
     recorder = Recorder(record, circuit.sizes, circuit.bias, attrs, path=path)
     try:
         run = build(circuit, schedule, inputs, labels, dt=dt, device="cpp_standalone",
-                    snapshot_every=epoch if 0 < epoch < n else 0,
+                    snapshot_every=epoch if 0 < epoch < n else 0, network=network,
                     **_spike_seed(circuit, spike_seed)).run(n)
         outputs = run.outputs()
         bad = [c for c, out in enumerate(outputs)
@@ -406,13 +415,13 @@ def _simulate_standalone(circuit, schedule, inputs, labels, dt, record, path, at
             L = circuit.depth
             if 0 < epoch < n:
                 snaps = [run.weight_snapshots(l) for l in range(1, L + 1)]
-                for e in range(len(snaps[0]), spike_seed=0):
+                for e in range(len(snaps[0])):
                     if e * epoch <= done:
                         held_out.observe(e * epoch, {f"feedforward_{l}": snaps[l - 1][e]
                                                      for l in range(1, L + 1)})
             else:
                 held_out.observe(0, {f"feedforward_{l}": w for l, w in
-                                     enumerate(_initial_weights(circuit), start=1)})
+                                     enumerate(_initial_weights(circuit, network), start=1)})
             held_out.observe(done, {f"feedforward_{l}": run.weights(l) for l in range(1, L + 1)})
             held_out.finish(done)
             recorder.add_dataset(held_out.dataset())
@@ -424,11 +433,11 @@ def _simulate_standalone(circuit, schedule, inputs, labels, dt, record, path, at
         raise
 
 
-def _initial_weights(circuit) -> list:
-    """W_1..W_L the circuit starts from (its seed's initial network)."""
+def _initial_weights(circuit, network=None) -> list:
+    """W_1..W_L the circuit starts from (``network``, or its seed's initial network)."""
     from cdtp.brian.engine import initial_network
 
-    net = initial_network(circuit)
+    net = initial_network(circuit) if network is None else network
     return [net.weights[l] for l in range(1, circuit.depth + 1)]
 
 
@@ -473,7 +482,7 @@ def _spike_seed(circuit, seed: int) -> dict:
 
 class _Brian2Runner:
     def __init__(self, circuit, schedule, inputs, labels, dt, device, spec, snaps,
-                 stop_requested=lambda: False, spike_seed=0):
+                 stop_requested=lambda: False, spike_seed=0, network=None):
         import brian2 as b2
 
         from cdtp.brian.engine import build
@@ -481,7 +490,7 @@ class _Brian2Runner:
         self.b2, self.dt, self.spec, self.snaps = b2, dt, spec, snaps
         self.circuit = circuit
         self.run_ = build(circuit, schedule, inputs, labels, dt=dt, device=device,
-                          **_spike_seed(circuit, spike_seed))
+                          network=network, **_spike_seed(circuit, spike_seed))
         layers = self.run_.layers
         clock = b2.Clock(dt=spec.every * dt * b2.second, name="record_clock")
         self.traced = spec.traced(circuit.sizes)
@@ -643,7 +652,7 @@ class _MapReader:
 
 class _MapRunner:
     def __init__(self, circuit, schedule, inputs, labels, dt, device, spec, snaps,
-                 stop_requested=lambda: False):
+                 stop_requested=lambda: False, network=None):
         from cdtp.brian.engine import initial_network
         from cdtp.reference import cdtp_map
 
@@ -652,7 +661,8 @@ class _MapRunner:
         self.schedule = schedule
         self.inputs, self.labels = inputs, labels
         self.params = cdtp_map.parameters_of(circuit, dt)
-        self.state = cdtp_map.CDTPState.initial(initial_network(circuit))
+        self.state = cdtp_map.CDTPState.initial(
+            initial_network(circuit) if network is None else network)
         self.reader = _MapReader(self.state)
         self.traced = spec.traced(circuit.sizes)
         self.step_index = 0
