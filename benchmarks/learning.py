@@ -1,8 +1,9 @@
 """Learning that holds up: the circuit with the feedback it learns itself, against backprop.
 
-One example per γ cycle (square γ, 25 Hz, duty 0.25, dt = 1 ms, descending plasticity gate), the
-Brian2 circuit running continuously across examples (no resets), weights and feedback weights
-changing on the fly. The circuit file is ``circuits/digits.toml`` (the learning recipe); for the
+One example per γ cycle (the γ of ``scenarios/theta_digits.toml``: square, 8 Hz, duty 0.08 —
+10 feedforward and 115 feedback steps of dt = 1 ms — descending plasticity gate), the Brian2
+circuit running continuously across examples (no resets), weights and feedback weights changing
+on the fly. The circuit file is ``circuits/digits.toml`` (the learning recipe); for the
 other tasks only its layer sizes change. Each task's training set is split into a fit part and a
 validation part; settings (the recipe's, and backprop's step) are chosen on the validation part,
 and the test split is used once, for the reported number.
@@ -48,16 +49,17 @@ from benchmarks.circuit_learning import network_of
 from cdtp.brian.engine import build, initial_network
 from cdtp.data import tasks
 from cdtp.model.circuit import CircuitConfig, load_circuit
-from cdtp.model.gating import GammaSchedule, PlasticityGate, Schedule
 from cdtp.model.layers import Network
 from cdtp.reference import alignment, cdtp_map
 from cdtp.reference.trainer import train
+from cdtp.study.scenario import load_scenario
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-DT = 1e-3
-SCHEDULE = Schedule(GammaSchedule("square", frequency=25.0, duty=0.25),
-                    PlasticityGate("descending"))
+# the recipe's γ and dt: those of the scenario that ships it
+_THETA_DIGITS = load_scenario(ROOT / "scenarios" / "theta_digits.toml")
+DT = _THETA_DIGITS.dt
+SCHEDULE = _THETA_DIGITS.schedule
 SEEDS = (0, 1, 2)
 BP_STEPS = (0.003, 0.01, 0.03, 0.1)
 # MNIST-1D's inputs (unit variance, peaks near ±5) scaled into tanh's near-linear range: online
@@ -75,6 +77,7 @@ class Spec:
     epochs: int
     make: object  # () -> (fit Task, validation Task, test Task)
     note: str
+    nonlinearity: str = "tanh"
 
 
 def _split(task: tasks.Task, n_val: int, seed: int = 0):
@@ -106,13 +109,19 @@ def specs(quick: bool = False) -> list[Spec]:
              lambda: _split(tasks.teacher_classes(7, n_train=6000, n_test=1000), 1000),
              "16 Gaussian inputs, 3 classes from a random tanh teacher [16, 32, 3]; one pass over"
              " 5 000 examples, 1 000 validation, 1 000 test (not used to tune anything)"),
+        Spec("digits_leaky_relu", (64, 64, 64, 10), 1 if quick else 10,
+             lambda: _split(tasks.digits(seed=0), 288),
+             "the digits task with σ = leaky ReLU (slope 0.1) in the circuit and in BP, nothing"
+             " else changed (the recipe was not tuned for it)", "leaky_relu"),
     ]
 
 
-def circuit_for(sizes) -> CircuitConfig:
-    """The recipe, ``circuits/digits.toml``, with only its layer sizes changed."""
+def circuit_for(sizes, nonlinearity: str = "tanh") -> CircuitConfig:
+    """The recipe, ``circuits/digits.toml``, with only its layer sizes (and, for the ReLU-family
+    rows, its σ) changed."""
     base = load_circuit(ROOT / "circuits" / "digits.toml")
-    return dataclasses.replace(base, sizes=tuple(sizes), name=f"recipe{list(sizes)}")
+    return dataclasses.replace(base, sizes=tuple(sizes), nonlinearity=nonlinearity,
+                               name=f"recipe{list(sizes)}")
 
 
 def accuracy(net: Network, task: tasks.Task) -> float:
@@ -127,10 +136,43 @@ def stream(task: tasks.Task, epochs: int, seed: int):
     return task.x_train[order], task.y_train[order]
 
 
-def _evaluate(nets, c, evals, **fields) -> dict:
+PREMISE_CYCLES = 20
+PREMISE_CHECKS = ("P1", "P2", "INV")
+
+
+def premise_samples(c: CircuitConfig, nets, x, y, n_train: int) -> list:
+    """The proposition checks while the circuit learns: from the weights at the start of each
+    epoch (``nets[e]``), the circuit runs the epoch's first :data:`PREMISE_CYCLES` examples
+    again with u traced at every step (the map, which equals the Brian2 circuit to rounding;
+    from rest, with the mirror gains of those weights), and P1, P2 and INV classify every
+    (cycle, layer) cell. Per epoch: per check, the counts of each state."""
+    from cdtp.analysis.propositions import check_all, counts
+    from cdtp.brian.simulation import simulate
+    from cdtp.record.dataset import RecordSpec
+
+    out = []
+    for e, net in enumerate(nets):
+        lo = e * n_train
+        if lo + PREMISE_CYCLES > len(x):
+            break
+        ds = simulate(c, SCHEDULE, x[lo:lo + PREMISE_CYCLES], y[lo:lo + PREMISE_CYCLES], dt=DT,
+                      backend="map", record=RecordSpec(variables=("u",)), network=net)
+        res = check_all(ds, list(PREMISE_CHECKS))
+        out.append({k: {state: counts(v)[state] for state in
+                        ("cells", "holds", "violated", "premise_not_met", "na")}
+                    for k, v in res.items()})
+    return out
+
+
+def _evaluate(nets, c, evals, stream=None, n_train=0, **fields) -> dict:
+    """Accuracies after each epoch on ``evals``, the feedback diagnostics, and (given the run's
+    example ``stream``) the premise samples of :func:`premise_samples`."""
     curves = {k: [accuracy(net, task) for net in nets[1:]] for k, task in evals.items()}
     diag = [diagnostics(net, c, evals["val"]) for net in nets]
-    return {"curves": curves, "diagnostics": diag, **fields}
+    out = {"curves": curves, "diagnostics": diag, **fields}
+    if stream is not None:
+        out["premises"] = premise_samples(c, nets, *stream, n_train)
+    return out
 
 
 def run_circuit(circuit: CircuitConfig, fit, evals, epochs: int, seed: int) -> dict:
@@ -151,8 +193,8 @@ def run_circuit(circuit: CircuitConfig, fit, evals, epochs: int, seed: int) -> d
             break
         nets.append(network_of(run, c))
     steps = run.cycle * SCHEDULE.steps_per_cycle(DT)
-    return _evaluate(nets, c, evals, diverged=run.diverged, sim=sim, build=t_build,
-                     us_per_step=1e6 * sim / max(steps, 1), device="cython")
+    return _evaluate(nets, c, evals, (x, y), fit.n_train, diverged=run.diverged, sim=sim,
+                     build=t_build, us_per_step=1e6 * sim / max(steps, 1), device="cython")
 
 
 def _network(c: CircuitConfig, weights, feedback) -> Network:
@@ -196,7 +238,8 @@ def run_circuits_standalone(circuit: CircuitConfig, fit, evals, epochs: int, see
         if not batch.diverged[k]:
             nets.append(_network(c, lambda l, k=k: batch.weights(l, k),
                                  lambda l, k=k: batch.feedback_weights(l, k)))
-        out.append(_evaluate(nets, c, evals, diverged=batch.diverged[k], sim=sim / len(cs),
+        out.append(_evaluate(nets, c, evals, streams[k], fit.n_train,
+                             diverged=batch.diverged[k], sim=sim / len(cs),
                              build=t_build / len(cs), us_per_step=1e6 * sim / steps,
                              device=f"cpp_standalone, {len(cs)} seeds in one network"))
     return out
@@ -296,7 +339,7 @@ def run_dtp(circuit: CircuitConfig, val, test, epochs: int, seeds) -> dict:
 def run_task(spec: Spec, seeds, device: str = "cython", with_map: bool = False,
              reference_seeds: int | None = None, stored_bp: dict | None = None) -> dict:
     fit, val, test = spec.make()
-    circuit = circuit_for(spec.sizes)
+    circuit = circuit_for(spec.sizes, spec.nonlinearity)
     res = {"spec": spec, "circuit": [], "bp": {}, "circuit_cfg": circuit}
     evals = {"val": val, "test": test}
     if device == "cpp_standalone":
@@ -316,9 +359,12 @@ def run_task(spec: Spec, seeds, device: str = "cython", with_map: bool = False,
     print(f"{spec.name} reference recipe: test {[r['test'][-1] for r in res['reference']]}",
           flush=True)
     if stored_bp is not None:
-        # BP does not depend on the recipe (the same initial W, examples and order), so a
-        # stored run of it is reused; the caller checked sizes, epochs and seeds
+        # BP and the reference difference TP do not depend on the recipe (the same initial W,
+        # examples and order), so stored runs of them are reused; the caller checked sizes,
+        # epochs and seeds
         res["bp"], res["bp_time"] = stored_bp["bp"], stored_bp["bp_time"]
+        if stored_bp.get("dtp"):
+            res["dtp"] = stored_bp["dtp"]
         return res
     # BP's step is chosen on the validation part; only the chosen step is run on the test
     for lr in BP_STEPS:
@@ -397,6 +443,40 @@ def curves_table(results: list[dict]) -> str:
         lines.append(f"Circuit test accuracy per epoch, {res['spec'].name} (mean of "
                      f"{len(tests)} seeds): " + ", ".join(f"{v:.3f}" for v in tests.mean(0)))
     return "\n\n".join(lines)
+
+
+def premises_table(results: list[dict]) -> str:
+    """Per task and check: the states of all sampled (cycle, layer) cells, summed over epochs
+    and seeds (:func:`premise_samples`)."""
+    rows = []
+    for res in results:
+        runs = [r["premises"] for r in res["circuit"] if r.get("premises")]
+        if not runs:
+            continue
+        for check in PREMISE_CHECKS:
+            n = {k: sum(ep[check][k] for run in runs for ep in run)
+                 for k in ("cells", "holds", "violated", "premise_not_met", "na")}
+            tested = n["cells"] - n["na"]
+            rows.append(f"| {res['spec'].name} | {check} | {len(runs)} × {len(runs[0])} ×"
+                        f" {PREMISE_CYCLES} | {n['cells']} | **{n['holds']}"
+                        f" ({100 * n['holds'] / max(tested, 1):.0f} %)** | {n['violated']} |"
+                        f" {n['premise_not_met']} | {n['na']} |")
+    if not rows:
+        return ""
+    return "\n".join([
+        "## The theory's premises while the circuit learns",
+        "",
+        "From the weights at the start of every epoch, the circuit runs that epoch's first"
+        f" {PREMISE_CYCLES} examples again with u traced at every step (the map, equal to the"
+        " Brian2 circuit to rounding; from rest, with the mirror gains of those weights), and"
+        " the checks of `cdtp check` classify each (cycle, hidden layer) cell: P1 (τ = h at the"
+        " settled loop), P2 (the loop's fixed point), INV (the loop's contraction α < 1). % of"
+        " the cells not n/a.",
+        "",
+        "| task | check | seeds × epochs × cycles | cells | holds | violated | premise not met |"
+        " n/a |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows])
 
 
 def _diag_mean(res: dict, key: str) -> np.ndarray:
@@ -518,8 +598,10 @@ def render(results: list[dict]) -> str:
         " the numbers in `benchmarks/learning_results/` ("
         + "; ".join(f"{r['spec'].name}: {r.get('machine', '')}, {r.get('date', '')}"
                     for r in results) + ").",
-        "γ: square, 25 Hz, duty 0.25; plasticity gate descending; dt = 1 ms (40 steps per cycle);"
-        " one example per γ cycle. The recipe (`circuits/digits.toml`): tanh, softmax"
+        f"γ: {SCHEDULE.gamma.shape}, {SCHEDULE.gamma.frequency:g} Hz, duty"
+        f" {SCHEDULE.gamma.duty:g}; plasticity gate {SCHEDULE.plasticity.kind}; dt ="
+        f" {DT * 1e3:g} ms ({SCHEDULE.steps_per_cycle(DT)} steps per cycle); one example per γ"
+        " cycle. The recipe (`circuits/digits.toml`): tanh, softmax"
         f" cross-entropy, feedback rule {c.feedback_rule} (init {c.feedback_init}, gain"
         f" {c.feedback_gain}), leak λ = {c.leak}, difference = {c.difference},"
         f" decoder = {c.feedback_decoder}, τ_u = {c.tau_u * 1e3:g} ms, η_W = {c.eta_w},"
@@ -530,6 +612,7 @@ def render(results: list[dict]) -> str:
         " speed).",
         table(results),
         curves_table(results),
+        *([p] if (p := premises_table(results)) else []),
         *([d] if (d := diagnostics_table(results)) else []),
         *([(RESULTS / "exploration.md").read_text().strip()]
           if (RESULTS / "exploration.md").exists() else []),
@@ -555,8 +638,9 @@ def main(argv=None) -> None:
                     help="with --task: run only the reference difference-TP rows and add them"
                          " to the stored numbers")
     ap.add_argument("--reuse-bp", action="store_true",
-                    help="with --task: take the BP rows from the stored numbers of the same task,"
-                         " epochs and seeds (BP does not depend on the recipe's settings)")
+                    help="with --task: take the BP (and difference-TP) rows from the stored"
+                         " numbers of the same task, epochs and seeds (they do not depend on the"
+                         " recipe's settings)")
     ap.add_argument("--device", default="cpp_standalone", choices=("cython", "cpp_standalone"),
                     help="Brian2 device of the circuit rows")
     args = ap.parse_args(argv)
@@ -571,7 +655,7 @@ def main(argv=None) -> None:
         if stored is None:
             ap.error(f"{flag} needs --task NAME with stored numbers")
         fit, val, test = spec.make()
-        circuit = circuit_for(spec.sizes)
+        circuit = circuit_for(spec.sizes, spec.nonlinearity)
         stored[key] = (run_map(circuit, fit, {"val": val, "test": test}, spec.epochs, seeds)
                        if key == "map" else run_dtp(circuit, val, test, spec.epochs, seeds))
         stored["spec"] = spec

@@ -17,8 +17,16 @@ from cdtp.reference.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 DT = 1e-3
+# short cycles for the equality tests (40 steps: cheap, every stage of the cycle exercised)
 SCHEDULE = Schedule(GammaSchedule("square", frequency=25.0, duty=0.25),
                     PlasticityGate("descending"))
+
+
+def _recipe_schedule() -> Schedule:
+    """The recipe's γ: the one scenarios/theta_digits.toml runs it with."""
+    from cdtp.study.scenario import load_scenario
+
+    return load_scenario(ROOT / "scenarios" / "theta_digits.toml").schedule
 
 
 def _recipe(sizes, **changes):
@@ -85,12 +93,13 @@ def test_recipe_learns_a_task_it_was_not_tuned_on(small_task):
     circuit = _recipe((8, 16, 16, 3))
     rng = np.random.default_rng(100)
     order = rng.permutation(small_task.n_train)
-    # Brian2's cython target: 30 000 steps take ~60 s on the numpy target and ~12 s compiled.
-    # The compiled code objects are kept in Brian2's Cython cache (~/.cython, or
-    # CDTP_BRIAN2_CACHE), so only a session with an empty cache compiles them (~1–3 min); the
-    # weights agree with the numpy target's to 7e-15 (measured), far inside the accuracy bars
-    run = build(circuit, SCHEDULE, small_task.x_train[order], small_task.y_train[order], dt=DT,
-                device="cython").run(small_task.n_train)
+    # the recipe's γ (125 steps per cycle) on Brian2's cython target: 190 000 steps take about
+    # 3 min on the numpy target and ~40 s compiled. The compiled code objects are kept in
+    # Brian2's Cython cache (~/.cython, or CDTP_BRIAN2_CACHE), so only a session with an empty
+    # cache compiles them (~1–3 min); the weights agree with the numpy target's to 7e-15
+    # (measured), far inside the accuracy bars
+    run = build(circuit, _recipe_schedule(), small_task.x_train[order],
+                small_task.y_train[order], dt=DT, device="cython").run(small_task.n_train)
     assert not run.diverged
     net = initial_network(circuit)
     net.weights = [None] + [run.weights(l) for l in (1, 2, 3)]
@@ -102,10 +111,11 @@ def test_recipe_learns_a_task_it_was_not_tuned_on(small_task):
                    seed=100)
         bp.append(float(ds.test_accuracy.values[-1]))
     print(f"circuit {circuit_acc:.3f}, BP {bp}")
-    # bars measured on this task when the test was written (circuit 0.xx, best BP 0.xx); the
-    # margins absorb nothing but the difference in the rules — the stream is the same
+    # measured: circuit 0.910, BP 0.826 / 0.900 / 0.898 / 0.876 at the four steps. The bars
+    # leave 0.11 and 0.04 of margin for what the test guards against — a wrong rule learns to
+    # chance (1/3) or diverges — not for noise: the stream and the initial weights are fixed
     assert circuit_acc >= 0.8
-    assert circuit_acc >= max(bp) - 0.06
+    assert circuit_acc >= max(bp) - 0.03
 
 
 def test_circuit_update_converges_to_the_reference_recipe():
@@ -215,44 +225,49 @@ def test_batch_weight_snapshots_per_circuit():
 @pytest.fixture(scope="module")
 def recipe_runs(small_task):
     """The recipe on the untuned task, 60 cycles through the map (which records the circuit's
-    Dataset): with the recipe's γ (30 feedback steps) at its leak λ = 0.1 and at λ = 0.5, and
-    with duty 0.9 (4 feedback steps)."""
+    Dataset): with its own γ (scenarios/theta_digits.toml: 115 feedback steps), and with
+    faster γ rhythms whose feedback phases are too short for its loops: 25 Hz duty 0.25 (30
+    feedback steps) and 25 Hz duty 0.9 (4)."""
     from cdtp.brian.simulation import simulate
     from cdtp.record.dataset import RecordSpec
 
     record = RecordSpec(variables=("u",))
     x, y = small_task.x_train[:60], small_task.y_train[:60]
+    circuit = _recipe((8, 16, 16, 3), seed=3)
     out = {}
-    for key, duty, leak in (("settled", 0.25, 0.5), ("recipe", 0.25, None), ("short", 0.9, None)):
-        circuit = _recipe((8, 16, 16, 3), seed=3)
-        if leak is not None:
-            circuit = dataclasses.replace(circuit, leak=leak)
-        schedule = Schedule(GammaSchedule("square", frequency=25.0, duty=duty),
-                            PlasticityGate("descending"))
+    for key, schedule in (("recipe", _recipe_schedule()), ("fast", SCHEDULE),
+                          ("short", Schedule(GammaSchedule("square", frequency=25.0, duty=0.9),
+                                             PlasticityGate("descending")))):
         out[key] = simulate(circuit, schedule, x, y, dt=DT, backend="map", record=record)
     return out
 
 
-def test_premises_hold_when_the_loops_settle_and_unsettled_loops_are_flagged(recipe_runs):
-    """Issue bar: P1/P2 hold in ≥ 90 % of (cycle, layer) cells while the circuit learns, when
-    its loops settle within the feedback phase (λ = 0.5: loop rate k_u λ = 0.25 per step in the
-    directions the feedback does not reach). Loops still moving when the phase ends are flagged
-    (premise not met), never reported as holding: the recipe's λ = 0.1 (k_u λ = 0.05 per step,
-    too slow for 30 steps; measured worst residual motion 0.32 of ‖τ − a‖ against the
-    tolerance 1e-3) and a γ with 4 feedback steps."""
+def test_premises_hold_with_the_recipes_gamma_and_short_phases_are_flagged(recipe_runs):
+    """Issue bar: P1/P2 hold in ≥ 90 % of (cycle, layer) cells while the circuit learns, and
+    INV's α < 1 likewise wherever its premises are met: with the recipe's γ its leaky loops
+    settle within the feedback phase (115 steps; the slowest loop mode moves at
+    k_u (λ + c s²_min) ≥ k_u λ = 0.1 per step). Loops still moving when a shorter phase ends are
+    flagged (premise "u settled" not met), never reported as holding."""
     from cdtp.analysis.propositions import check_all, counts
 
-    good = check_all(recipe_runs["settled"], ["P1", "P2"])
+    good = check_all(recipe_runs["recipe"], ["P1", "P2", "INV"])
     for name in ("P1", "P2"):
         c = counts(good[name])
         assert c["violated"] == 0, (name, c)
-        # measured 113 of 120
+        # measured: 120 of 120 (λ = 0.1 with the same γ: 60 of 120)
         assert c["holds"] >= 0.9 * (c["cells"] - c["na"]), (name, c)
-    for key in ("recipe", "short"):
+    c = counts(good["INV"])
+    assert c["violated"] == 0, c
+    # α < 1 wherever INV's premises (u settled, γ low, W and Ω steady) are met: measured in 74
+    # of 120 cells; in the other 46, W moved by more than 5 % within the cycle (a 16-unit
+    # layer early in learning), so INV's premise "weights steady" is not met
+    assert c["holds"] == c["cells"] - c["na"] - c["premise_not_met"]
+    for key in ("fast", "short"):
         c = counts(check_all(recipe_runs[key], ["P1"])["P1"])
+        # measured: 120 of 120 not settled for both
         assert c["premise_not_met"] >= 0.9 * (c["cells"] - c["na"]), (key, c)
         assert "u_settled" in c["premises"], (key, c)
-        assert c["holds"] == 0, (key, c)
+        assert c["violated"] == 0, (key, c)
 
 
 def test_mnist1d_scale_multiplies_the_inputs_and_is_checked():
