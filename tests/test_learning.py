@@ -111,8 +111,8 @@ def test_recipe_learns_a_task_it_was_not_tuned_on(small_task):
                    seed=100)
         bp.append(float(ds.test_accuracy.values[-1]))
     print(f"circuit {circuit_acc:.3f}, BP {bp}")
-    # measured: circuit 0.910, BP 0.826 / 0.900 / 0.898 / 0.876 at the four steps. The bars
-    # leave 0.11 and 0.04 of margin for what the test guards against — a wrong rule learns to
+    # measured: circuit 0.924, BP 0.826 / 0.900 / 0.898 / 0.876 at the four steps. The bars
+    # leave 0.12 and 0.05 of margin for what the test guards against — a wrong rule learns to
     # chance (1/3) or diverges — not for noise: the stream and the initial weights are fixed
     assert circuit_acc >= 0.8
     assert circuit_acc >= max(bp) - 0.03
@@ -246,7 +246,7 @@ def test_premises_hold_with_the_recipes_gamma_and_short_phases_are_flagged(recip
     """Issue bar: P1/P2 hold in ≥ 90 % of (cycle, layer) cells while the circuit learns, and
     INV's α < 1 likewise wherever its premises are met: with the recipe's γ its leaky loops
     settle within the feedback phase (115 steps; the slowest loop mode moves at
-    k_u (λ + c s²_min) ≥ k_u λ = 0.1 per step). Loops still moving when a shorter phase ends are
+    k_u (λ + c s²_min) ≥ k_u λ = 0.067 per step). Loops still moving when a shorter phase ends are
     flagged (premise "u settled" not met), never reported as holding."""
     from cdtp.analysis.propositions import check_all, counts
 
@@ -254,13 +254,15 @@ def test_premises_hold_with_the_recipes_gamma_and_short_phases_are_flagged(recip
     for name in ("P1", "P2"):
         c = counts(good[name])
         assert c["violated"] == 0, (name, c)
-        # measured: 120 of 120 (λ = 0.1 with the same γ: 60 of 120)
+        # measured: 117 of 120; 3 cells premise not met (with τ_u = 2 ms: 120; with λ = 0.1
+        # and the same γ: 60)
         assert c["holds"] >= 0.9 * (c["cells"] - c["na"]), (name, c)
     c = counts(good["INV"])
     assert c["violated"] == 0, c
-    # α < 1 wherever INV's premises (u settled, γ low, W and Ω steady) are met: measured in 74
-    # of 120 cells; in the other 46, W moved by more than 5 % within the cycle (a 16-unit
-    # layer early in learning), so INV's premise "weights steady" is not met
+    # α < 1 wherever INV's premises (u settled, γ low, W and Ω steady) are met: measured in 24
+    # of 120 cells; in 95 others W or Ω moved by more than 5 % within the cycle (16-unit layers
+    # early in learning: INV's premise "weights steady" not met). On digits, where one example
+    # moves a 64-unit layer less, INV holds in 90 % of the sampled cells (LEARNING.md)
     assert c["holds"] == c["cells"] - c["na"] - c["premise_not_met"]
     for key in ("fast", "short"):
         c = counts(check_all(recipe_runs[key], ["P1"])["P1"])
