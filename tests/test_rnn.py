@@ -641,3 +641,27 @@ def test_tp_transition_direction_is_nearly_gamma_h_times_bptt_when_targets_vanis
     ratio = np.linalg.norm(tp.W_hh) / (1e-2 * np.linalg.norm(bp.W_hh))
     assert cosine > 0.99
     assert 1.0 < ratio < 1.3
+
+
+def test_monitor_sees_every_update_and_does_not_change_the_run():
+    # The diagnostics hook of run() (benchmarks/rnn_collapse.py): called once per update, before
+    # it, with the parameters it starts from and its directions; the curve with a monitor is
+    # the curve without one, to the bit (same seed, no extra random numbers drawn).
+    cfg = RNNExperimentConfig(
+        task="temporal_order", method="tp", T=12, hidden=8, iterations=40, eval_every=20,
+        eval_size=50, gamma_theta=0.1, gamma_h=1e-2, r=10.0,
+    )
+    seen = []
+
+    def monitor(it, params, x, y, value, directions, loss):
+        # the update starts from these parameters: redo the TP direction and compare
+        again, d = rnn.tp_directions(params, x, y, loss, gamma_h=1e-2, r=10.0,
+                                     transition_gradient="through_time")
+        assert again == value and np.array_equal(d.W_hh, directions.W_hh)
+        seen.append(it)
+
+    with_monitor = run(cfg, monitor=monitor)
+    without = run(cfg)
+    assert seen == list(range(1, 41))
+    for name in ("train_loss", "eval_loss", "accuracy"):
+        np.testing.assert_array_equal(with_monitor[name].values, without[name].values)

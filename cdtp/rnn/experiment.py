@@ -352,7 +352,7 @@ def _package_version() -> str:
         return "unknown"
 
 
-def run(config: RNNExperimentConfig, progress=None) -> xr.Dataset:
+def run(config: RNNExperimentConfig, progress=None, monitor=None) -> xr.Dataset:
     """Train one RNN as ``config`` says and return its learning curve.
 
     Parameters
@@ -362,6 +362,13 @@ def run(config: RNNExperimentConfig, progress=None) -> xr.Dataset:
         Called after every evaluation as ``progress(iteration, record)`` with ``record`` a dict
         of that evaluation's ``train_loss``, ``eval_loss``, ``accuracy`` and ``wall_time``
         (lets a long run report, or save, its curve so far).
+    monitor : callable, optional
+        Called before every parameter update as ``monitor(iteration, params, x, y, loss_value,
+        directions, loss)``, with the parameters the update starts from, its mini-batch, the
+        mini-batch loss, the update directions (:func:`cdtp.rnn.network.tp_directions` or
+        :func:`~cdtp.rnn.network.bptt_gradients`) and the readout's loss. For diagnostics
+        (benchmarks/rnn_collapse.py); it must not modify its arguments, and it does not
+        change the run (no random numbers are drawn for it; its time is not counted).
 
     Returns
     -------
@@ -422,6 +429,10 @@ def run(config: RNNExperimentConfig, progress=None) -> xr.Dataset:
                     )
                 else:
                     value, directions = rnn.bptt_gradients(params, x, y, loss)
+                if monitor is not None:
+                    pause = time.perf_counter()
+                    monitor(it, params, x, y, value, directions, loss)
+                    start += time.perf_counter() - pause
                 optimizer.step(params, directions)
                 finite = math.isfinite(value) and params.is_finite()
             except np.linalg.LinAlgError:
