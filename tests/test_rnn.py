@@ -263,6 +263,7 @@ def test_task_argument_errors():
         ({"transition_gradient": "bptt"}, "'transition_gradient': 'bptt'; allowed: local"),
         ({"input_scale": 0.1}, "'input_scale': 0.1; allowed: omitted unless init = 'scaled'"),
         ({"paired_hidden_bias": 1}, "'paired_hidden_bias': 1; allowed: true or false"),
+        ({"clip_norm": 0.0}, "'clip_norm': 0.0; allowed: a finite number > 0, or omitted"),
     ],
 )
 def test_config_validation(changes, message):
@@ -623,6 +624,28 @@ def test_sgd_transition_factor_scales_only_the_transition_step(rng):
         np.testing.assert_array_equal(getattr(params, name), expected)
     with pytest.raises(ValueError, match="transition_step_factor"):
         RNNExperimentConfig(transition_step_factor=0.0)
+
+
+def test_sgd_clip_norm_scales_all_directions_together(rng):
+    # A joint norm N above the clip c: every parameter moves by (c/N) of its unclipped step
+    # (PyTorch's clip_grad_norm_); below the clip: the plain step, to the bit.
+    params = rnn.init_params(3, 5, 2, rng)
+    directions = rnn.RNNParams(*(rng.standard_normal(getattr(params, n).shape)
+                                 for n in params.names))
+    total = np.sqrt(sum(np.sum(getattr(directions, n) ** 2) for n in params.names))
+    for clip, factor in ((total / 4, 0.25), (2 * total, 1.0)):
+        moved = params.copy()
+        rnn.SGD(0.5, clip_norm=clip).step(moved, directions)
+        for name in params.names:
+            step = getattr(params, name) - getattr(moved, name)
+            # 1e-12: the scale c/N is computed from a float64 sum of squares
+            np.testing.assert_allclose(step, 0.5 * factor * getattr(directions, name),
+                                       rtol=1e-12, atol=0)
+    unclipped = params.copy()
+    rnn.SGD(0.5).step(unclipped, directions)
+    rnn.SGD(0.5, clip_norm=2 * total).step(params, directions)
+    for name in params.names:
+        np.testing.assert_array_equal(getattr(params, name), getattr(unclipped, name))
 
 
 def test_tp_transition_direction_is_nearly_gamma_h_times_bptt_when_targets_vanish(rng):

@@ -139,6 +139,9 @@ class RNNExperimentConfig:
         (ŷ − y)² < 0.04 (text).
     regression_loss : {"mse", "half_squared"}
         Loss of the adding problem: (ŷ − y)² (PyTorch's ``MSELoss``, the code) or ½ (ŷ − y)².
+    clip_norm : float or None
+        Not in the paper: scale each update's directions together to a joint norm of at most
+        this (:class:`cdtp.rnn.network.SGD`); ``None`` (the paper) does not clip.
     stop_factor : float
         Stop when the held-out loss exceeds this multiple of its initial value (> 1; ``inf``
         disables the rule; NaN/Inf always stops).
@@ -177,6 +180,7 @@ class RNNExperimentConfig:
     positions: str = "code"
     adding_success: str = "absolute"
     regression_loss: str = "mse"
+    clip_norm: float | None = None
     stop_factor: float = 2.0
     seed: int = 0
     eval_every: int = 200
@@ -234,6 +238,11 @@ class RNNExperimentConfig:
             or self.transition_step_factor <= 0
         ):
             raise bad("transition_step_factor", "a finite number > 0")
+        if self.clip_norm is not None and (
+            not _is_real(self.clip_norm) or not math.isfinite(self.clip_norm)
+            or self.clip_norm <= 0
+        ):
+            raise bad("clip_norm", "a finite number > 0, or omitted")
         if not _is_real(self.momentum) or not 0.0 <= self.momentum < 1.0:
             raise bad("momentum", "a number in [0, 1)")
         if not _is_real(self.stop_factor) or not self.stop_factor > 1.0:
@@ -400,6 +409,7 @@ def run(config: RNNExperimentConfig, progress=None, monitor=None) -> xr.Dataset:
         momentum=config.momentum,
         hidden_bias_factor=2.0 if config.paired_hidden_bias else 1.0,
         transition_factor=config.transition_step_factor,
+        clip_norm=config.clip_norm,
     )
 
     n_eval = config.iterations // config.eval_every
