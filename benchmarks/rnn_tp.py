@@ -298,6 +298,7 @@ def _machine():
         "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],
         "numpy": np.__version__,
+        "loadavg_15min": round(os.getloadavg()[2], 2),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
@@ -513,22 +514,30 @@ def cmd_report(args):
                     _stays_from(r, 0.99) is not None and r["iteration"][-1] == r["paper_iterations"]
                     for r in seeds
                 )
+                firsts = ", ".join(
+                    str(h) if (h := _first_reaching(r, 0.99)) is not None else "—" for r in seeds
+                )
+                walls = [r["elapsed"] / 60 for r in seeds if "elapsed" in r]
                 summary.append(
-                    f"| {title} | {method} | {len(seeds)} | {min(ran)}–{max(ran)} / "
-                    f"{seeds[0]['paper_iterations']} | {reached} | {held} | "
+                    f"| {title} | {method} | {', '.join(str(r['seed']) for r in seeds)} | "
+                    f"{min(ran)}–{max(ran)} / "
+                    f"{seeds[0]['paper_iterations']} | {reached} | {firsts} | {held} | "
                     f"{_fmt(float(np.mean(finals)) if finals.size else None)} | "
                     f"{_fmt(float(np.min(finals)) if finals.size else None)}–"
-                    f"{_fmt(float(np.max(finals)) if finals.size else None)} |"
+                    f"{_fmt(float(np.max(finals)) if finals.size else None)} | "
+                    f"{_fmt(float(np.mean(walls)) if walls else None, '.1f')} |"
                 )
     lines += [
         "",
-        "Per curve: seeds run, iterations run (shortest–longest), seeds that reached 99 %, seeds "
-        "at ≥ 99 % at the end of the paper's full budget, mean and range of the final accuracy "
-        "(of each run's last evaluation, whatever its length).",
+        "Per curve: seeds run, iterations run (shortest–longest), seeds that reached 99 % and "
+        "the first evaluation ≥ 99 % of each seed, seeds at ≥ 99 % from some iteration to the "
+        "end of the paper's full budget, mean and range of the final accuracy (of each run's "
+        "last evaluation, whatever its length), mean wall time of a run.",
         "",
-        "| curve | method | seeds | iterations run / paper | reached 99 % | ≥ 99 % at the "
-        "paper's budget | final (mean) | final (range) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| curve | method | seeds | iterations run / paper | reached 99 % | first ≥ 99 % "
+        "(per seed) | ≥ 99 % at the paper's budget | final (mean) | final (range) | "
+        "wall time (min, mean) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *summary,
     ]
     cost_path = RUNS / "cost.json"
