@@ -2,19 +2,21 @@
 
 Two steps, each writing one JSON file under ``benchmarks/rnn_runs/diagnostics/``::
 
-    python -m benchmarks.rnn_collapse replay --seed 1 --dtype float32 --until 33000 \\
-        --dense 28500:29000 --dense 31000:31500 --dense 32500:33000
-    python -m benchmarks.rnn_collapse branch --seed 1 --dtype float32 --at 28500 --length 500
+    python -m benchmarks.rnn_collapse replay --seed 1 --dtype float32 --until 33000
+    python -m benchmarks.rnn_collapse branch --seed 1 --dtype float32 --at 19500 --length 500
 
-``replay`` reruns one stored run of :mod:`benchmarks.rnn_tp` (same curve, seed and precision,
-hence the same trajectory: its held-out accuracies are checked against the stored run's) with a
-monitor on every update (:func:`cdtp.rnn.experiment.run`'s ``monitor``). It records, per window
-of ``--window`` updates, the mean and largest mini-batch loss and norms of the update
-directions; every ``--every`` updates (every update inside a ``--dense`` range) the state of
+``replay`` reruns one run of :mod:`benchmarks.rnn_tp` (same curve, seed and precision; with
+the current code the same trajectory as a run made now; a stored run made by an earlier version
+of the code agrees only for its first thousands of updates, float32 rounding in another
+summation order, and the replay records up to which evaluation) with a monitor on every
+update (:func:`cdtp.rnn.experiment.run`'s ``monitor``). It records, per window of ``--window``
+updates, the mean and largest mini-batch loss and norms of the update
+directions; every ``--every`` updates, and every update of the ``--lookback`` updates before
+an evaluation that falls below ``--drop-below`` after the run has reached 99 %, the state of
 the network: spectral radius and extreme singular values of W_hh, the condition number of the
 regularized Gram matrix W_hhᵀW_hh + rI, the targets' displacements λ_t = v_t − h_t (Eq 2), the
 saturation of the hidden units, and the BPTT gradient at the same parameters. It saves the
-parameters at the start of every dense range (``.npz`` beside the JSON, not committed).
+parameters at the start of every such segment (``.npz`` beside the JSON, not committed).
 
 ``branch`` restarts from such a checkpoint and runs the same mini-batches (the data stream of
 the seed, advanced to the checkpoint) in several variants side by side: the paper's update in
@@ -33,6 +35,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
+import collections  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -49,6 +52,8 @@ __all__ = ["main", "state_diagnostics"]
 DIAG = RUNS / "diagnostics"
 #: Parameters of the directions' norms, in RNNParams order.
 NAMES = ("W_xh", "W_hh", "b_h", "W_hy", "b_y")
+#: The transition parameters (Eq 3).
+TRANSITION = ("W_xh", "W_hh", "b_h")
 
 
 def _compact(path: Path, data) -> None:
@@ -118,57 +123,55 @@ def state_diagnostics(params, x, y, loss, directions, *, gamma_h, r, margin=1e-3
     }
 
 
-def _parse_ranges(specs):
-    ranges = []
-    for spec in specs or []:
-        try:
-            lo, hi = (int(v) for v in spec.split(":"))
-        except ValueError:
-            raise SystemExit(f"--dense {spec!r}: expected FROM:TO (two integers)") from None
-        if not 0 <= lo < hi:
-            raise SystemExit(f"--dense {spec!r}: need 0 ≤ FROM < TO")
-        ranges.append((lo, hi))
-    return ranges
-
-
 def _diag_path(kind, curve, method, seed, dtype, suffix=".json"):
     return DIAG / f"{kind}_{curve}_{method}_s{seed}_{dtype}{suffix}"
 
 
+def _append_state(states, it, value, directions, diag):
+    states["iteration"].append(it)
+    states["loss"].append(float(value))
+    for n in NAMES:
+        states.setdefault(f"d_{n}", []).append(_norm(getattr(directions, n)))
+    for k, v in diag.items():
+        states.setdefault(k, []).append(v)
+
+
 def cmd_replay(args):
-    """Rerun a stored run with the monitor on; check it retraces the stored curve."""
+    """Rerun a run of the benchmark with the monitor on; diagnose every update before a drop.
+
+    The monitor keeps the last ``--lookback`` updates (parameters before the update and the
+    mini-batch). When an evaluation falls below ``--drop-below`` after the run has reached
+    99 %, every one of those updates is diagnosed again (a "segment", at most
+    ``--max-segments``) and the parameters at its start are saved for ``branch``.
+    """
     config = curve_config(args.curve, args.method, args.seed, args.until, args.dtype)
-    dense = _parse_ranges(args.dense)
+    recent = collections.deque(maxlen=args.lookback)
     window = {"loss": [], **{n: [] for n in NAMES}}
     record = {
         "curve": args.curve, "method": args.method, "seed": args.seed, "dtype": args.dtype,
-        "window": args.window, "every": args.every, "dense": dense,
-        "config": json.loads(config.to_json()),
+        "window": args.window, "every": args.every, "lookback": args.lookback,
+        "drop_below": args.drop_below, "config": json.loads(config.to_json()),
         "windows": {"iteration": [], "loss_mean": [], "loss_max": [],
                     **{f"{n}_mean": [] for n in NAMES}, **{f"{n}_max": [] for n in NAMES}},
-        "states": {"iteration": [], "loss": [], **{f"d_{n}": [] for n in NAMES}},
+        "states": {"iteration": [], "loss": []},
+        "segments": [],
         "eval": {"iteration": [], "accuracy": [], "eval_loss": []},
     }
     checkpoints = {}
+    kw = {"gamma_h": config.gamma_h, "r": config.r, "margin": config.margin}
+    readout = {}
 
     def monitor(it, params, x, y, value, directions, loss):
-        norms = {n: _norm(getattr(directions, n)) for n in NAMES}
+        readout["loss"] = loss
+        if args.checkpoint_every and (it - 1) % args.checkpoint_every == 0:
+            checkpoints[f"it{it - 1}"] = {n: getattr(params, n).copy() for n in NAMES}
+        recent.append((it, params.copy(), x, y))
         window["loss"].append(value)
         for n in NAMES:
-            window[n].append(norms[n])
-        in_dense = any(lo < it <= hi for lo, hi in dense)
-        if it % args.every == 0 or in_dense:
-            s = state_diagnostics(params, x, y, loss, directions,
-                                  gamma_h=config.gamma_h, r=config.r, margin=config.margin)
-            st = record["states"]
-            st["iteration"].append(it)
-            st["loss"].append(float(value))
-            for n in NAMES:
-                st[f"d_{n}"].append(norms[n])
-            for k, v in s.items():
-                st.setdefault(k, []).append(v)
-        if any(it == lo + 1 for lo, _ in dense):  # the parameters after update `lo`
-            checkpoints[f"it{it - 1}"] = {n: getattr(params, n).copy() for n in NAMES}
+            window[n].append(_norm(getattr(directions, n)))
+        if it % args.every == 0:
+            _append_state(record["states"], it, value, directions,
+                          state_diagnostics(params, x, y, loss, directions, **kw))
         if it % args.window == 0:
             w = record["windows"]
             w["iteration"].append(it)
@@ -180,25 +183,46 @@ def cmd_replay(args):
             for v in window.values():
                 v.clear()
 
-    def progress(it, values):
-        record["eval"]["iteration"].append(it)
-        record["eval"]["accuracy"].append(float(values["accuracy"]))
-        record["eval"]["eval_loss"].append(float(values["eval_loss"]))
-        print(f"{it:6d} acc {values['accuracy']:.3f} loss {values['eval_loss']:.3f}", flush=True)
+    def segment():
+        loss = readout["loss"]
+        states = {"iteration": [], "loss": []}
+        for it, params, x, y in recent:
+            value, d = rnn.tp_directions(params, x, y, loss, gamma_h=config.gamma_h, r=config.r,
+                                         transition_gradient=config.transition_gradient)
+            _append_state(states, it, value, d, state_diagnostics(params, x, y, loss, d, **kw))
+        first = recent[0]
+        checkpoints[f"it{first[0] - 1}"] = {n: getattr(first[1], n) for n in NAMES}
+        record["segments"].append({"from": first[0] - 1, "to": recent[-1][0], "states": states})
 
-    ds = run(config, progress=progress, monitor=monitor)
+    def progress(it, values):
+        ev = record["eval"]
+        reached = any(a >= 0.99 for a in ev["accuracy"])
+        ev["iteration"].append(it)
+        ev["accuracy"].append(float(values["accuracy"]))
+        ev["eval_loss"].append(float(values["eval_loss"]))
+        print(f"{it:6d} acc {values['accuracy']:.3f} loss {values['eval_loss']:.3f}", flush=True)
+        if (reached and values["accuracy"] < args.drop_below
+                and len(record["segments"]) < args.max_segments and recent):
+            segment()
+            print(f"        segment {record['segments'][-1]['from']}–{it} diagnosed", flush=True)
+
+    with np.errstate(all="ignore"):
+        ds = run(config, progress=progress, monitor=monitor)
+    record["stopped"] = ds.attrs["stopped"]
+    record["diverged_iteration"] = int(ds.attrs["diverged_iteration"])
+    if ds.attrs["stopped"] and len(record["segments"]) < args.max_segments and recent:
+        segment()  # the updates before the stop
     stored = _run_path(args.curve, args.method, args.seed)
     if stored.exists():
         ref = json.loads(stored.read_text())
         n = min(len(ref["accuracy"]), len(record["eval"]["accuracy"]))
-        same_dtype = ref["config"].get("dtype", "float64") == args.dtype
-        record["retraces_stored_run"] = bool(
-            same_dtype and n > 0 and np.array_equal(ref["accuracy"][:n],
-                                                    record["eval"]["accuracy"][:n])
+        same = [a == b for a, b in zip(ref["accuracy"][:n], record["eval"]["accuracy"][:n])]
+        # evaluations that agree with the stored run before the first difference (runs made by
+        # an earlier version of the code drift apart: float32 rounding in another order)
+        record["retraces_stored_run_to"] = (
+            int(ref["iteration"][same.index(False) - 1]) if False in same and same.index(False)
+            else (int(ref["iteration"][n - 1]) if n and all(same) else 0)
         )
-        record["compared_evaluations"] = n
-    record["stopped"] = ds.attrs["stopped"]
-    record["diverged_iteration"] = int(ds.attrs["diverged_iteration"])
     _compact(_diag_path("replay", args.curve, args.method, args.seed, args.dtype), record)
     if checkpoints:
         DIAG.mkdir(parents=True, exist_ok=True)
@@ -206,7 +230,7 @@ def cmd_replay(args):
             _diag_path("checkpoints", args.curve, args.method, args.seed, args.dtype, ".npz"),
             **{f"{k}_{n}": v[n] for k, v in checkpoints.items() for n in NAMES},
         )
-    print("retraces stored run:", record.get("retraces_stored_run"))
+    print("agrees with the stored run to iteration", record.get("retraces_stored_run_to"))
 
 
 def _clip(directions, max_norm):
@@ -237,15 +261,23 @@ def cmd_branch(args):
         for _ in range(args.length)
     ]
     loss = rnn.readout_loss("softmax")
-    variants = {"paper_float32": ("float32", None), "paper_float64": ("float64", None)}
+    # name → (dtype, clip, readout step factor, transition step factor)
+    variants = {"paper_float32": ("float32", None, 1.0, 1.0),
+                "paper_float64": ("float64", None, 1.0, 1.0)}
     for c in args.clip:
-        variants[f"clip{c:g}_{args.dtype}"] = (args.dtype, c)
+        variants[f"clip{c:g}_{args.dtype}"] = (args.dtype, c, 1.0, 1.0)
+    for f in args.halve:
+        variants[f"readout_step_x{f:g}"] = (args.dtype, None, f, 1.0)
+        variants[f"transition_step_x{f:g}"] = (args.dtype, None, 1.0, f)
     out = {"curve": args.curve, "seed": args.seed, "at": args.at, "length": args.length,
            "checkpoint_dtype": args.dtype, "variants": {}}
-    for name, (dtype, clip) in variants.items():
+    for name, (dtype, clip, readout_f, transition_f) in variants.items():
         params = start.astype(dtype)
-        opt = rnn.SGD(config.gamma_theta, hidden_bias_factor=2.0)
-        rec = {"loss": [], "direction_norm": [], "W_hh_norm": []}
+        opt = rnn.SGD(config.gamma_theta * readout_f, hidden_bias_factor=2.0,
+                      transition_factor=transition_f / readout_f)
+        rec = {"loss": [], "direction_norm": [], "W_hh_norm": [], "cos_prev_W_hh": [],
+               "cos_prev_W_hy": []}
+        prev = None
         for x, y in batches:
             with np.errstate(all="ignore"):
                 try:
@@ -257,6 +289,14 @@ def cmd_branch(args):
                     break
                 total = _clip(d, clip) if clip else math.sqrt(
                     sum(_norm(getattr(d, n)) ** 2 for n in NAMES))
+                # cosine of this direction with the previous one: ≈ −1 when the iterates
+                # oscillate across a valley (a step beyond 2 / curvature)
+                for n in ("W_hh", "W_hy"):
+                    a = getattr(d, n).astype(np.float64).ravel()
+                    b = None if prev is None else getattr(prev, n).astype(np.float64).ravel()
+                    den = 0.0 if b is None else np.linalg.norm(a) * np.linalg.norm(b)
+                    rec[f"cos_prev_{n}"].append(float(a @ b / den) if den > 0 else None)
+                prev = d.copy()
                 opt.step(params, d)
             rec["loss"].append(float(value))
             rec["direction_norm"].append(float(total))
@@ -269,68 +309,143 @@ def cmd_branch(args):
     _compact(_diag_path(f"branch{args.at}", args.curve, args.method, args.seed, args.dtype), out)
 
 
-def plot(replay_path: Path, out_path: Path) -> None:
-    """Figure of a replay: the whole run (top row) and its first dense range (bottom row)."""
+def _transition_vector(d):
+    return np.concatenate([getattr(d, n).astype(np.float64).ravel() for n in TRANSITION])
+
+
+def _with_transition(params, vec):
+    out = params.copy()
+    k = 0
+    for n in TRANSITION:
+        a = getattr(out, n)
+        a[...] = vec[k:k + a.size].reshape(a.shape)
+        k += a.size
+    return out
+
+
+def update_sharpness(params, x, y, loss, *, gamma_h, r, transition_gradient, step,
+                     iterations=30, eps=1e-4, seed=0):
+    """Largest |eigenvalue| of the Jacobian of TP's transition direction, times the step.
+
+    TP moves the transition parameters θ_tr = (W_xh, W_hh, b_h) by θ_tr ← θ_tr − γ_θ d(θ_tr)
+    (readout fixed, one mini-batch). Near a minimum this map is stable only if
+    γ_θ |μ| < 2 for every eigenvalue μ of ∂d/∂θ_tr (for d = γ_h ∇L̄ this is the classic
+    γ_θγ_h λ_max(Hessian) < 2). Power iteration on central differences
+    J v ≈ (d(θ + εv) − d(θ − εv)) / 2ε, in float64. Returns γ_θ |μ_max| (b_h counted once;
+    the paired bias moves by 2γ_θ, a small share of the parameters).
+    """
+    params = params.astype(np.float64)
+    x = x.astype(np.float64)
+    theta = _transition_vector(params)
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal(theta.size)
+    v /= np.linalg.norm(v)
+    mu = 0.0
+
+    def direction(vec):
+        _, d = rnn.tp_directions(_with_transition(params, vec), x, y, loss, gamma_h=gamma_h,
+                                 r=r, transition_gradient=transition_gradient)
+        return _transition_vector(d)
+
+    for _ in range(iterations):
+        jv = (direction(theta + eps * v) - direction(theta - eps * v)) / (2 * eps)
+        mu = float(v @ jv)
+        norm = np.linalg.norm(jv)
+        if norm == 0:
+            break
+        v = jv / norm
+    return step * abs(mu)
+
+
+def cmd_sharpness(args):
+    """γ_θ |μ_max| of TP's transition update at replay checkpoints, on the mini-batches that
+    follow each checkpoint in the run (``--batches`` of them); added to the file's points."""
+    config = curve_config(args.curve, args.method, args.seed, None, args.dtype)
+    ckpt = np.load(_diag_path("checkpoints", args.curve, args.method, args.seed, args.dtype,
+                              ".npz"))
+    loss = rnn.readout_loss("softmax")
+    path = _diag_path("sharpness", args.curve, args.method, args.seed, args.dtype)
+    out = {"curve": args.curve, "seed": args.seed, "dtype": args.dtype,
+           "step": config.gamma_theta, "points": {}}
+    if path.exists():  # add to the checkpoints measured before
+        out["points"] = json.loads(path.read_text())["points"]
+    for at in args.at:
+        params = rnn.RNNParams(*(ckpt[f"it{at}_{n}"] for n in NAMES))
+        data_rng = np.random.default_rng(np.random.SeedSequence(args.seed).spawn(3)[1])
+        for _ in range(at):
+            temporal_order_batch(data_rng, config.batch_size, config.length, config.positions)
+        values = []
+        for _ in range(args.batches):  # the next mini-batches of the run
+            x, y = temporal_order_batch(data_rng, config.batch_size, config.length,
+                                        config.positions)
+            values.append(update_sharpness(
+                params, x, y, loss, gamma_h=config.gamma_h, r=config.r,
+                transition_gradient=config.transition_gradient, step=config.gamma_theta,
+            ))
+        out["points"][str(at)] = values
+        print(at, "γ_θ|μ_max| per mini-batch:", [round(v, 3) for v in values], flush=True)
+    _compact(path, out)
+
+
+def plot(replay_path: Path, out_path: Path, segment: int = 0) -> None:
+    """Figure of a replay: the whole run (top row) and one diagnosed segment (bottom row)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rec = json.loads(replay_path.read_text())
-    w, st, ev = rec["windows"], rec["states"], rec["eval"]
-    it_s = np.asarray(st["iteration"])
-    fig, axes = plt.subplots(2, 4, figsize=(18, 7.5))
-    dense = rec["dense"][0] if rec["dense"] else None
-    for row, (lo, hi) in enumerate(((0, math.inf), tuple(dense) if dense else (0, math.inf))):
-        sel = (it_s > lo) & (it_s <= hi)
+    w, ev = rec["windows"], rec["eval"]
+    seg = rec["segments"][segment] if len(rec["segments"]) > segment else None
+    rows = [rec["states"]] + ([seg["states"]] if seg else [])
+    fig, axes = plt.subplots(len(rows), 4, figsize=(18, 3.8 * len(rows)), squeeze=False)
+    for row, st in enumerate(rows):
+        it_s = np.asarray(st["iteration"])
+
+        def series(key, st=st):
+            return np.asarray([np.nan if v is None else v for v in st[key]], dtype=float)
+
         ax = axes[row, 0]
         if row == 0:
-            ax.plot(ev["iteration"], ev["accuracy"], "k.-", label="held-out accuracy")
+            ax.plot(ev["iteration"], ev["accuracy"], "k.-", ms=3, label="held-out accuracy")
             ax.plot(w["iteration"], w["loss_max"], color="C3", lw=0.6,
                     label=f"largest mini-batch loss / {rec['window']} updates")
             ax.plot(w["iteration"], w["loss_mean"], color="C0", lw=0.6, label="mean loss")
         else:
-            ax.plot(it_s[sel], np.asarray(st["loss"])[sel], color="C3", lw=0.8,
-                    label="mini-batch loss")
+            ax.plot(it_s, series("loss"), color="C3", lw=0.8, label="mini-batch loss")
         ax.set_ylabel("accuracy / loss")
-        ax.legend(fontsize=7)
         ax = axes[row, 1]
-        if row == 0:
-            for n, c in (("W_hh", "C0"), ("W_xh", "C1"), ("W_hy", "C2")):
+        for n, c in (("W_hh", "C0"), ("W_xh", "C1"), ("W_hy", "C2")):
+            if row == 0:
                 ax.semilogy(w["iteration"], w[f"{n}_max"], color=c, lw=0.6,
-                            label=f"max ‖d {n}‖ / window")
-        else:
-            for n, c in (("W_hh", "C0"), ("W_xh", "C1"), ("W_hy", "C2")):
-                ax.semilogy(it_s[sel], np.asarray(st[f"d_{n}"])[sel], color=c, lw=0.8,
-                            label=f"‖d {n}‖")
-            ax.semilogy(it_s[sel], np.asarray(st["bptt_W_hh"])[sel], "k--", lw=0.6,
-                        label="‖∂L̄/∂W_hh‖ (BPTT)")
-        ax.legend(fontsize=7)
+                            label=f"max ‖d {n}‖ per window")
+            else:
+                ax.semilogy(it_s, series(f"d_{n}"), color=c, lw=0.8, label=f"‖d {n}‖")
+        ax.semilogy(it_s, series("bptt_W_hh"), "k--", lw=0.6, label="‖∂L̄/∂W_hh‖ (BPTT)")
         ax.set_ylabel("update direction norm")
         ax = axes[row, 2]
-        for k, c in (("rho", "C0"), ("sigma_max", "C1"), ("sigma_min", "C2")):
-            ax.plot(it_s[sel], np.asarray(st[k])[sel], color=c, lw=0.8,
-                    label={"rho": "ρ(W_hh)", "sigma_max": "σ_max(W_hh)",
-                           "sigma_min": "σ_min(W_hh)"}[k])
-        ax.legend(fontsize=7)
+        for k, label in (("rho", "ρ(W_hh)"), ("sigma_max", "σ_max(W_hh)"),
+                         ("sigma_min", "σ_min(W_hh)")):
+            ax.plot(it_s, series(k), lw=0.8, label=label)
         ax.set_ylabel("W_hh")
         ax = axes[row, 3]
-        ax.semilogy(it_s[sel], np.asarray(st["lam_max_ratio"], dtype=float)[sel], color="C0",
-                    lw=0.8, label="max_t ‖λ_t‖ / ‖λ_T‖")
-        ax.semilogy(it_s[sel], np.asarray(st["saturated"], dtype=float)[sel] + 1e-6,
-                    color="C3", lw=0.8, label="fraction |h| > 0.999 (+1e-6)")
-        ax.semilogy(it_s[sel], np.asarray(st["gram_cond"])[sel], color="C2", lw=0.8,
+        ax.semilogy(it_s, series("lam_max_ratio"), color="C0", lw=0.8,
+                    label="max_t ‖λ_t‖ / ‖λ_T‖")
+        ax.semilogy(it_s, series("saturated") + 1e-6, color="C3", lw=0.8,
+                    label="fraction |h| > 0.999 (+1e-6)")
+        ax.semilogy(it_s, series("gram_cond"), color="C2", lw=0.8,
                     label="cond(W_hhᵀW_hh + rI)")
-        ax.legend(fontsize=7)
         for ax in axes[row]:
             ax.set_xlabel("iteration")
             ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
     axes[0, 0].set_title(f"{rec['curve']} {rec['method'].upper()} seed {rec['seed']} "
-                         f"{rec['dtype']}: the whole run", fontsize=9)
-    if dense:
-        axes[1, 0].set_title(f"every update, {dense[0]}–{dense[1]}", fontsize=9)
+                         f"{rec['dtype']}: the whole run (states every {rec['every']})",
+                         fontsize=9)
+    if seg:
+        axes[1, 0].set_title(f"every update, {seg['from']}–{seg['to']}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(out_path, dpi=100)
+    fig.savefig(out_path, dpi=90)
     plt.close(fig)
 
 
@@ -338,7 +453,8 @@ def main(argv=None):
     """Command line; see the module docstring."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, func in (("replay", cmd_replay), ("branch", cmd_branch)):
+    for name, func in (("replay", cmd_replay), ("branch", cmd_branch),
+                       ("sharpness", cmd_sharpness)):
         p = sub.add_parser(name)
         p.add_argument("--curve", default="temporal_order_120")
         p.add_argument("--method", default="tp", choices=["tp", "bptt"])
@@ -347,13 +463,23 @@ def main(argv=None):
         p.set_defaults(func=func)
         if name == "replay":
             p.add_argument("--until", type=int, help="stop after this many updates")
-            p.add_argument("--dense", action="append", help="FROM:TO, every update diagnosed")
+            p.add_argument("--lookback", type=int, default=500)
+            p.add_argument("--checkpoint-every", type=int, default=0,
+                           help="also save the parameters every this many updates")
+            p.add_argument("--drop-below", type=float, default=0.9)
+            p.add_argument("--max-segments", type=int, default=3)
             p.add_argument("--every", type=int, default=50)
             p.add_argument("--window", type=int, default=50)
+        elif name == "sharpness":
+            p.add_argument("--at", type=int, action="append", required=True,
+                           help="checkpoint iteration (repeatable)")
+            p.add_argument("--batches", type=int, default=3)
         else:
             p.add_argument("--at", type=int, required=True, help="checkpoint iteration")
             p.add_argument("--length", type=int, default=500)
             p.add_argument("--clip", type=float, action="append", default=[])
+            p.add_argument("--halve", type=float, action="append", default=[],
+                           help="also: the readout step, or the transition step, × this")
     args = parser.parse_args(argv)
     args.func(args)
 

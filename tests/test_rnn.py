@@ -693,3 +693,39 @@ def test_monitor_sees_every_update_and_does_not_change_the_run():
     assert seen == list(range(1, 41))
     for name in ("train_loss", "eval_loss", "accuracy"):
         np.testing.assert_array_equal(with_monitor[name].values, without[name].values)
+
+
+def test_update_sharpness_matches_the_full_jacobian(rng):
+    # benchmarks/rnn_collapse.update_sharpness (power iteration on central differences of TP's
+    # transition direction) against the largest |eigenvalue| of the whole Jacobian built column
+    # by column with the same differences, on a small RNN (45 transition parameters). The
+    # Jacobian is close to γ_h times a symmetric Hessian, so power iteration converges
+    # geometrically; 200 iterations leave it at the rounding of the differences, hence 1e-4.
+    from benchmarks.rnn_collapse import (
+        TRANSITION,
+        _transition_vector,
+        _with_transition,
+        update_sharpness,
+    )
+
+    params = rnn.init_params(3, 5, 4, rng)
+    params.W_hh[...] *= 1.3
+    x = rng.standard_normal((6, 7, 3))
+    y = np.eye(4)[rng.integers(0, 4, size=6)]
+    loss = rnn.readout_loss("softmax")
+    kw = {"gamma_h": 0.1, "r": 1.0, "transition_gradient": "through_time"}
+    theta = _transition_vector(params)
+
+    def direction(vec):
+        return _transition_vector(rnn.tp_directions(_with_transition(params, vec), x, y, loss,
+                                                    **kw)[1])
+
+    eps = 1e-4
+    jac = np.column_stack([
+        (direction(theta + eps * e) - direction(theta - eps * e)) / (2 * eps)
+        for e in np.eye(theta.size)
+    ])
+    want = 0.5 * np.max(np.abs(np.linalg.eigvals(jac)))
+    got = update_sharpness(params, x, y, loss, step=0.5, iterations=200, **kw)
+    assert theta.size == sum(getattr(params, n).size for n in TRANSITION)
+    assert abs(got - want) <= 1e-4 * want, (got, want)
