@@ -387,6 +387,98 @@ def cmd_sharpness(args):
     _compact(path, out)
 
 
+def _f(v, spec=".3g"):
+    return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def _runaway(states):
+    """Index of the largest mini-batch loss in a segment and the start of its rise (the
+    first of the consecutive updates before it whose loss exceeds twice the segment's median
+    before the peak)."""
+    loss = np.asarray(states["loss"], dtype=float)
+    peak = int(np.nanargmax(loss))
+    base = float(np.nanmedian(loss[: peak + 1]))
+    start = peak
+    while start > 0 and loss[start - 1] > 2 * base:
+        start -= 1
+    return start, peak
+
+
+def report_lines() -> list[str]:
+    """Markdown tables of every replay, branch and sharpness file in the diagnostics folder."""
+    lines = []
+    for path in sorted(DIAG.glob("replay_*.json")):
+        rec = json.loads(path.read_text())
+        tag = f"{rec['curve']} {rec['method'].upper()} seed {rec['seed']} {rec['dtype']}"
+        lines += [
+            "",
+            f"**{tag}** (`{path.name}`; replayed to iteration {rec['eval']['iteration'][-1]}"
+            + (f", stopped: {rec['stopped']}" if rec.get("stopped") else "")
+            + "). Held-out accuracy at each evaluation below "
+            f"{rec['drop_below']:g} after first reaching 99 %, and the diagnosed updates before "
+            "it: the mini-batch loss from the start of its rise to its peak, the norm of the "
+            "W_hh direction, and the state at the peak: ρ(W_hh), "
+            "σ_max/σ_min of W_hh, cond(W_hhᵀW_hh + rI), max_t ‖λ_t‖/‖λ_T‖ (> 1: targets grow "
+            "backwards in time), fraction of |h| > 0.999, cosine of TP's W_hh direction with "
+            "the BPTT gradient.",
+            "",
+            "| segment | loss: rise → peak (updates) | ‖d W_hh‖ rise → peak | ρ | σ_max / σ_min | "
+            "Gram cond | max ‖λ_t‖/‖λ_T‖ | saturated | cos(TP, BPTT) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for seg in rec["segments"]:
+            st = seg["states"]
+            a, b = _runaway(st)
+            its = st["iteration"]
+            lines.append(
+                f"| {seg['from']}–{seg['to']} | {_f(st['loss'][a])} → {_f(st['loss'][b])} "
+                f"({its[a]}–{its[b]}) | {_f(st['d_W_hh'][a])} → {_f(st['d_W_hh'][b])} | "
+                f"{_f(st['rho'][b], '.3f')} | {_f(st['sigma_max'][b], '.3f')} / "
+                f"{_f(st['sigma_min'][b], '.3f')} | {_f(st['gram_cond'][b], '.3f')} | "
+                f"{_f(st['lam_max_ratio'][b])} | {_f(st['saturated'][b])} | "
+                f"{_f(st['cos_W_hh'][b], '.3f')} |"
+            )
+    for path in sorted(DIAG.glob("branch*.json")):
+        rec = json.loads(path.read_text())
+        lines += [
+            "",
+            f"**Branch** `{path.name}`: from the parameters after update {rec['at']}, the same "
+            f"{rec['length']} mini-batches of the run under each variant: largest and last "
+            "mini-batch loss, the cosines of consecutive W_hh directions over the 5 updates up "
+            "to the peak loss (≈ −1: the iterates oscillate across a valley with growing "
+            "amplitude).",
+            "",
+            "| variant | largest loss (update) | last loss | "
+            "cos(d_k, d_k−1) of W_hh before the peak |",
+            "|---|---|---|---|",
+        ]
+        for name, v in rec["variants"].items():
+            loss = np.asarray(v["loss"], dtype=float)
+            k = int(np.nanargmax(loss))
+            cos = [c for c in v["cos_prev_W_hh"][max(0, k - 4): k + 1] if c is not None]
+            lines.append(
+                f"| {name} | {_f(loss[k])} ({rec['at'] + k + 1}) | {_f(loss[-1])} | "
+                f"{', '.join(_f(c, '.2f') for c in cos)} |"
+            )
+    for path in sorted(DIAG.glob("sharpness_*.json")):
+        rec = json.loads(path.read_text())
+        lines += [
+            "",
+            f"**Stability of the transition update** `{path.name}`: γ_θ |μ_max|, μ_max the "
+            "largest eigenvalue of the Jacobian of TP's transition direction on one "
+            "mini-batch (the update is unstable along it when γ_θ|μ_max| > 2), on the "
+            "mini-batches that follow each checkpoint.",
+            "",
+            "| parameters after update | mini-batches | median | largest | fraction > 2 |",
+            "|---|---|---|---|---|",
+        ]
+        for at, vals in sorted(rec["points"].items(), key=lambda kv: int(kv[0])):
+            v = np.asarray(vals, dtype=float)
+            lines.append(f"| {at} | {v.size} | {np.median(v):.2f} | {v.max():.2f} | "
+                         f"{np.mean(v > 2):.2f} |")
+    return lines
+
+
 def plot(replay_path: Path, out_path: Path, segment: int = 0) -> None:
     """Figure of a replay: the whole run (top row) and one diagnosed segment (bottom row)."""
     import matplotlib

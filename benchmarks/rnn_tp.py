@@ -91,6 +91,11 @@ CURVES = {
             "bptt": {"gamma_theta": 1e-5, "momentum": 0.9},
         },
     ),
+    "temporal_order_120_clipped": (
+        "temporal order T = 120, TP with each update clipped (not the paper's setting)",
+        {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
+        {"tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0, "clip_norm": 1.0}},
+    ),
     "temporal_order_120_matched": (
         "temporal order T = 120, step-matched BPTT (readout γ_θ, transition γ_θγ_h)",
         {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
@@ -455,7 +460,10 @@ def cmd_report(args):
         for method, m in methods.items():
             cfg = {**shared, **m}
             lines.append(
-                f"| {title} | {method} | {cfg['gamma_theta']:g} | "
+                f"| {title} | {method}"
+                + (f" (joint norm of the directions clipped at {cfg['clip_norm']:g})"
+                   if "clip_norm" in cfg else "")
+                + f" | {cfg['gamma_theta']:g} | "
                 f"{cfg.get('gamma_h', float('nan')):g} | "
                 f"{cfg.get('r', float('nan')):g} | {cfg.get('momentum', 0):g} | "
                 f"{cfg['batch_size']} | {shared['iterations']} |"
@@ -588,6 +596,24 @@ def cmd_report(args):
         ]
         lines += _grid_table(grid, lambda c: "—" if c["diverged"] or c["final_accuracy"] is None
                              else f"{c['final_accuracy']:.2f}")
+    replays = sorted((RUNS / "diagnostics").glob("replay_*.json"))
+    if replays:
+        from benchmarks import rnn_collapse
+
+        figures = []
+        for path in replays:
+            name = "rnn_tp_collapse_" + path.stem.removeprefix("replay_") + ".png"
+            rnn_collapse.plot(path, HERE / name)
+            figures.append(f"`{name}`")
+        lines += [
+            "",
+            "## Collapses after reaching 99 %: measurements (" + ", ".join(figures) + ")",
+            "",
+            "Made by `python -m benchmarks.rnn_collapse` (replay of a run with diagnostics, "
+            "branch from a checkpoint, stability of the update); the figures show the whole "
+            "replayed run (top) and every update of the first diagnosed segment (bottom).",
+            *rnn_collapse.report_lines(),
+        ]
     notes = HERE / "RNN_TP_NOTES.md"
     if notes.exists():
         lines += ["", notes.read_text().rstrip()]
