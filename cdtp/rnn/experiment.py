@@ -238,10 +238,8 @@ class RNNExperimentConfig:
             or self.transition_step_factor <= 0
         ):
             raise bad("transition_step_factor", "a finite number > 0")
-        if self.clip_norm is not None and (
-            not _is_real(self.clip_norm) or not math.isfinite(self.clip_norm)
-            or self.clip_norm <= 0
-        ):
+        c = self.clip_norm
+        if c is not None and not (_is_real(c) and math.isfinite(c) and c > 0):
             raise bad("clip_norm", "a finite number > 0, or omitted")
         if not _is_real(self.momentum) or not 0.0 <= self.momentum < 1.0:
             raise bad("momentum", "a number in [0, 1)")
@@ -372,12 +370,10 @@ def run(config: RNNExperimentConfig, progress=None, monitor=None) -> xr.Dataset:
         of that evaluation's ``train_loss``, ``eval_loss``, ``accuracy`` and ``wall_time``
         (lets a long run report, or save, its curve so far).
     monitor : callable, optional
-        Called before every parameter update as ``monitor(iteration, params, x, y, loss_value,
-        directions, loss)``, with the parameters the update starts from, its mini-batch, the
-        mini-batch loss, the update directions (:func:`cdtp.rnn.network.tp_directions` or
-        :func:`~cdtp.rnn.network.bptt_gradients`) and the readout's loss. For diagnostics
-        (benchmarks/rnn_collapse.py); it must not modify its arguments, and it does not
-        change the run (no random numbers are drawn for it; its time is not counted).
+        Called before every update as ``monitor(iteration, params, x, y, loss_value,
+        directions, loss)``: the parameters it starts from, its mini-batch, loss and directions,
+        and the readout's loss. For diagnostics (benchmarks/rnn_collapse.py); it must not
+        modify its arguments; the run is unchanged (no random draws; its time not counted).
 
     Returns
     -------
