@@ -355,7 +355,8 @@ def _plot(runs, path):
         ax.set_visible(False)
     for ax, curve in zip(axes.flat, curves):
         title, shared, methods = CURVES[curve]
-        for method, color in zip(methods, ("C0", "C1")):
+        for method in methods:
+            color = {"tp": "C0", "bptt": "C1"}[method]
             seeds = [r for r in runs.get((curve, method), []) if r["iteration"]]
             if not seeds:
                 continue
@@ -379,8 +380,9 @@ def _plot(runs, path):
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("mean (line), min–max band and single seeds (thin) over the seeds run; "
-                 "dotted: the paper's iteration budget", fontsize=9)
+    fig.suptitle("mean (line), min–max band and single seeds (thin) over the seeds run (a run "
+                 "that stopped leaves the mean to the others); dotted: the paper's iteration "
+                 "budget; TP blue, BPTT orange", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
