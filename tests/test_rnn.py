@@ -264,6 +264,7 @@ def test_task_argument_errors():
         ({"input_scale": 0.1}, "'input_scale': 0.1; allowed: omitted unless init = 'scaled'"),
         ({"paired_hidden_bias": 1}, "'paired_hidden_bias': 1; allowed: true or false"),
         ({"clip_norm": 0.0}, "'clip_norm': 0.0; allowed: a finite number > 0, or omitted"),
+        ({"transition_step_after_99": -1.0}, "'transition_step_after_99': -1.0; allowed: a fin"),
     ],
 )
 def test_config_validation(changes, message):
@@ -730,3 +731,18 @@ def test_update_sharpness_matches_the_full_jacobian(rng):
     got = update_sharpness(params, x, y, loss, step=0.5, iterations=200, **kw)
     assert theta.size == sum(getattr(params, n).size for n in TRANSITION)
     assert abs(got - want) <= 1e-4 * want, (got, want)
+
+
+def test_transition_step_after_99_changes_the_run_only_after_it_reaches_99_percent():
+    # The variant of benchmarks/RNN_TP.md: the transition step × 0.5 from the first evaluation
+    # ≥ 99 % on. T = 20 with the paper's T = 60 settings reaches 100 % by iteration 250
+    # (measured, test_tp_learns_temporal_order_with_the_papers_settings): up to there the two
+    # runs are the same to the bit, afterwards the halved step gives other numbers.
+    base = {"task": "temporal_order", "method": "tp", "T": 20, "iterations": 500,
+            "eval_every": 250, "eval_size": 500, "gamma_theta": 0.1, "gamma_h": 1e-2, "r": 10.0}
+    paper = run(RNNExperimentConfig(**base))
+    halved = run(RNNExperimentConfig(**base, transition_step_after_99=0.5))
+    assert paper.attrs["first_99_iteration"] == halved.attrs["first_99_iteration"] == 250
+    assert paper.accuracy.values[0] == halved.accuracy.values[0]
+    assert paper.train_loss.values[0] == halved.train_loss.values[0]
+    assert paper.train_loss.values[1] != halved.train_loss.values[1]
