@@ -474,7 +474,7 @@ def report_lines() -> list[str]:
         ]
         for at, vals in sorted(rec["points"].items(), key=lambda kv: int(kv[0])):
             v = np.asarray(vals, dtype=float)
-            lines.append(f"| {at} | {v.size} | {np.median(v):.2f} | {v.max():.2f} | "
+            lines.append(f"| {at} | {v.size} | {np.median(v):.3g} | {v.max():.3g} | "
                          f"{np.mean(v > 2):.2f} |")
     return lines
 

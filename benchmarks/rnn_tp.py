@@ -496,7 +496,7 @@ def cmd_report(args):
         "accuracy after that, the iteration from which it stays ≥ 99 % to the end of the run, "
         "best and final accuracy (adding: fraction |ŷ − y| < 0.04), training time per update "
         "(evaluation excluded) and wall time of the whole run (evaluation included), both "
-        "inflated by the other jobs sharing the 2 cores (load 4–8 during these runs).",
+        "inflated by the other jobs sharing the 2 cores (the load differed from run to run).",
         "",
         "| curve | method | seed | precision | iterations run / paper | stopped | "
         "first ≥ 99 % | lowest after | ≥ 99 % from | best | final | ms / update | "
