@@ -32,6 +32,7 @@ import datetime  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
+import textwrap  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -379,7 +380,7 @@ def _plot(runs, path):
                 for row in acc:
                     ax.plot(it, row, color=color, lw=0.5, alpha=0.5)
         ax.axvline(shared["iterations"], color="grey", lw=0.8, ls=":")
-        ax.set_title(title.replace(", step-matched", ",\nstep-matched"), fontsize=9)
+        ax.set_title(textwrap.fill(title, 48), fontsize=9)
         ax.set_xlabel("iteration")
         ax.set_ylabel(
             "fraction |ŷ − y| < 0.04" if shared["task"] == "adding" else "held-out accuracy"
