@@ -32,6 +32,7 @@ import datetime  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
+import textwrap  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -90,6 +91,17 @@ CURVES = {
             "tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0},
             "bptt": {"gamma_theta": 1e-5, "momentum": 0.9},
         },
+    ),
+    "temporal_order_120_clipped": (
+        "temporal order T = 120, TP with each update clipped (not the paper's setting)",
+        {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
+        {"tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0, "clip_norm": 1.0}},
+    ),
+    "temporal_order_120_halved": (
+        "temporal order T = 120, TP with the transition step halved from the first ≥ 99 % on "
+        "(not the paper's setting)",
+        {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
+        {"tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0, "transition_step_after_99": 0.5}},
     ),
     "temporal_order_120_matched": (
         "temporal order T = 120, step-matched BPTT (readout γ_θ, transition γ_θγ_h)",
@@ -199,6 +211,7 @@ def cmd_run(args):
         stopped=ds.attrs["stopped"],
         initial_eval_loss=float(ds.attrs["initial_eval_loss"]),
         initial_accuracy=float(ds.attrs["initial_accuracy"]),
+        first_99_iteration=int(ds.attrs["first_99_iteration"]),
         machine=_machine(),
     )
     _write_json(path, record)
@@ -298,6 +311,7 @@ def _machine():
         "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],
         "numpy": np.__version__,
+        "loadavg_15min": round(os.getloadavg()[2], 2),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
@@ -349,7 +363,8 @@ def _plot(runs, path):
         ax.set_visible(False)
     for ax, curve in zip(axes.flat, curves):
         title, shared, methods = CURVES[curve]
-        for method, color in zip(methods, ("C0", "C1")):
+        for method in methods:
+            color = {"tp": "C0", "bptt": "C1"}[method]
             seeds = [r for r in runs.get((curve, method), []) if r["iteration"]]
             if not seeds:
                 continue
@@ -365,7 +380,7 @@ def _plot(runs, path):
                 for row in acc:
                     ax.plot(it, row, color=color, lw=0.5, alpha=0.5)
         ax.axvline(shared["iterations"], color="grey", lw=0.8, ls=":")
-        ax.set_title(title.replace(", step-matched", ",\nstep-matched"), fontsize=9)
+        ax.set_title(textwrap.fill(title, 48), fontsize=9)
         ax.set_xlabel("iteration")
         ax.set_ylabel(
             "fraction |ŷ − y| < 0.04" if shared["task"] == "adding" else "held-out accuracy"
@@ -373,8 +388,9 @@ def _plot(runs, path):
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("mean (line), min–max band and single seeds (thin) over the seeds run; "
-                 "dotted: the paper's iteration budget", fontsize=9)
+    fig.suptitle("mean (line), min–max band and single seeds (thin) over the seeds run (a run "
+                 "that stopped leaves the mean to the others); dotted: the paper's iteration "
+                 "budget; TP blue, BPTT orange", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -454,7 +470,12 @@ def cmd_report(args):
         for method, m in methods.items():
             cfg = {**shared, **m}
             lines.append(
-                f"| {title} | {method} | {cfg['gamma_theta']:g} | "
+                f"| {title} | {method}"
+                + (f" (joint norm of the directions clipped at {cfg['clip_norm']:g})"
+                   if "clip_norm" in cfg else "")
+                + (f" (transition step × {cfg['transition_step_after_99']:g} from the first "
+                   "evaluation ≥ 99 %)" if "transition_step_after_99" in cfg else "")
+                + f" | {cfg['gamma_theta']:g} | "
                 f"{cfg.get('gamma_h', float('nan')):g} | "
                 f"{cfg.get('r', float('nan')):g} | {cfg.get('momentum', 0):g} | "
                 f"{cfg['batch_size']} | {shared['iterations']} |"
@@ -476,7 +497,7 @@ def cmd_report(args):
         "accuracy after that, the iteration from which it stays ≥ 99 % to the end of the run, "
         "best and final accuracy (adding: fraction |ŷ − y| < 0.04), training time per update "
         "(evaluation excluded) and wall time of the whole run (evaluation included), both "
-        "inflated by the other jobs sharing the 2 cores (load 4–8 during these runs).",
+        "inflated by the other jobs sharing the 2 cores (the load differed from run to run).",
         "",
         "| curve | method | seed | precision | iterations run / paper | stopped | "
         "first ≥ 99 % | lowest after | ≥ 99 % from | best | final | ms / update | "
@@ -513,22 +534,39 @@ def cmd_report(args):
                     _stays_from(r, 0.99) is not None and r["iteration"][-1] == r["paper_iterations"]
                     for r in seeds
                 )
+                firsts = ", ".join(
+                    str(h) if (h := _first_reaching(r, 0.99)) is not None else "—" for r in seeds
+                )
+                walls = [r["elapsed"] / 60 for r in seeds if "elapsed" in r]
+                late = [
+                    float(np.mean([a for i, a in zip(r["iteration"], r["accuracy"])
+                                   if i > r["paper_iterations"] // 2]))
+                    for r in seeds if r["iteration"] and r["iteration"][-1] == r["paper_iterations"]
+                ]
                 summary.append(
-                    f"| {title} | {method} | {len(seeds)} | {min(ran)}–{max(ran)} / "
-                    f"{seeds[0]['paper_iterations']} | {reached} | {held} | "
+                    f"| {title} | {method} | {', '.join(str(r['seed']) for r in seeds)} | "
+                    f"{min(ran)}–{max(ran)} / "
+                    f"{seeds[0]['paper_iterations']} | {reached} | {firsts} | {held} | "
                     f"{_fmt(float(np.mean(finals)) if finals.size else None)} | "
                     f"{_fmt(float(np.min(finals)) if finals.size else None)}–"
-                    f"{_fmt(float(np.max(finals)) if finals.size else None)} |"
+                    f"{_fmt(float(np.max(finals)) if finals.size else None)} | "
+                    + (f"{np.mean(late):.3f} ({min(late):.3f}–{max(late):.3f}, {len(late)})"
+                       if late else "—")
+                    + f" | {_fmt(float(np.mean(walls)) if walls else None, '.1f')} |"
                 )
     lines += [
         "",
-        "Per curve: seeds run, iterations run (shortest–longest), seeds that reached 99 %, seeds "
-        "at ≥ 99 % at the end of the paper's full budget, mean and range of the final accuracy "
-        "(of each run's last evaluation, whatever its length).",
+        "Per curve: seeds run, iterations run (shortest–longest), seeds that reached 99 % and "
+        "the first evaluation ≥ 99 % of each seed, seeds at ≥ 99 % from some iteration to the "
+        "end of the paper's full budget, mean and range of the final accuracy (of each run's "
+        "last evaluation, whatever its length), the accuracy averaged over the second half "
+        "of the budget (mean over the seeds that ran the whole budget, their range and "
+        "number), mean wall time of a run.",
         "",
-        "| curve | method | seeds | iterations run / paper | reached 99 % | ≥ 99 % at the "
-        "paper's budget | final (mean) | final (range) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| curve | method | seeds | iterations run / paper | reached 99 % | first ≥ 99 % "
+        "(per seed) | ≥ 99 % at the paper's budget | final (mean) | final (range) | "
+        "second half, mean (range, seeds) | wall time (min, mean) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *summary,
     ]
     cost_path = RUNS / "cost.json"
@@ -579,6 +617,24 @@ def cmd_report(args):
         ]
         lines += _grid_table(grid, lambda c: "—" if c["diverged"] or c["final_accuracy"] is None
                              else f"{c['final_accuracy']:.2f}")
+    replays = sorted((RUNS / "diagnostics").glob("replay_*.json"))
+    if replays:
+        from benchmarks import rnn_collapse
+
+        figures = []
+        for path in replays:
+            name = "rnn_tp_collapse_" + path.stem.removeprefix("replay_") + ".png"
+            rnn_collapse.plot(path, HERE / name)
+            figures.append(f"`{name}`")
+        lines += [
+            "",
+            "## Collapses after reaching 99 %: measurements (" + ", ".join(figures) + ")",
+            "",
+            "Made by `python -m benchmarks.rnn_collapse` (replay of a run with diagnostics, "
+            "branch from a checkpoint, stability of the update); the figures show the whole "
+            "replayed run (top) and every update of the first diagnosed segment (bottom).",
+            *rnn_collapse.report_lines(),
+        ]
     notes = HERE / "RNN_TP_NOTES.md"
     if notes.exists():
         lines += ["", notes.read_text().rstrip()]

@@ -45,6 +45,8 @@ LONG_MODULES = {
                          " and the code that writes each of them",
     "brian/simulation.py": "simulate and the per-cycle collectors it drives, and the numpy"
                            " device that stands in for Brian2 with the same interface",
+    "rnn/experiment.py": "seed 002's experiment: the config schema (every key's check beside"
+                         " its default, as in study/scenario.py) and the run loop it drives",
     "rnn/network.py": "seed 002's RNN: forward, BPTT and the regularized-inversion targets"
                       " through time, which share the recurrence's conventions",
     "study/scenario.py": "the scenario file's schema: every key's check next to its default",

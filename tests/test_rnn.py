@@ -263,6 +263,8 @@ def test_task_argument_errors():
         ({"transition_gradient": "bptt"}, "'transition_gradient': 'bptt'; allowed: local"),
         ({"input_scale": 0.1}, "'input_scale': 0.1; allowed: omitted unless init = 'scaled'"),
         ({"paired_hidden_bias": 1}, "'paired_hidden_bias': 1; allowed: true or false"),
+        ({"clip_norm": 0.0}, "'clip_norm': 0.0; allowed: a finite number > 0, or omitted"),
+        ({"transition_step_after_99": -1.0}, "'transition_step_after_99': -1.0; allowed: a fin"),
     ],
 )
 def test_config_validation(changes, message):
@@ -493,20 +495,26 @@ def test_tp_learns_temporal_order_with_the_papers_settings():
 
 
 @pytest.mark.slow
-def test_tp_temporal_order_60_stays_above_99_percent_once_reached():
-    # Seed 002 Fig 3 (left), the paper's settings: once TP reaches 99 % it stays there. Measured
-    # (benchmarks/RNN_TP.md, seed 0, float64; the code has since changed only the summation
-    # order of the weight products, 3e-15 per update): 100 % from iteration 1 000 to 28 500
-    # (one transient drop to 0.81 at 29 000); here the first 10 000 iterations.
+@pytest.mark.parametrize("seed", [1, 2])
+def test_tp_temporal_order_60_stays_above_99_percent_once_reached(seed):
+    # Seed 002 Fig 3 (left), the paper's settings (γ_θ = 0.1, γ_h = 1e-2, r = 10, plain SGD,
+    # batch 20), float32, the first 10 000 of the 40 000 iterations of the benchmark runs
+    # temporal_order_60-tp-seed{1,2} (benchmarks/RNN_TP.md; the same training trajectory, the
+    # held-out sample here is smaller). Measured there: both ≥ 99 % at iteration 1 000; seed 2
+    # stays ≥ 99 % at every evaluation to 40 000; seed 1 drops to chance at 1 500, 2 500 and
+    # 4 000–5 000 (runaways of the transition update, RNN_TP.md) and is ≥ 99 % at every
+    # evaluation from 6 000 to 40 000. So "once reached it stays" holds from 6 000 on for both
+    # seeds, not from the first crossing; the test asserts that form.
+    # 1 000 held-out sequences: a 99 % run misclassifies ~10 of them, a collapse ~750.
     cfg = RNNExperimentConfig(
         task="temporal_order", method="tp", T=60, iterations=10000, eval_every=500,
-        eval_size=1000, gamma_theta=0.1, gamma_h=1e-2, r=10.0,
+        eval_size=1000, gamma_theta=0.1, gamma_h=1e-2, r=10.0, dtype="float32", seed=seed,
     )
     ds = run(cfg)
     acc = ds.accuracy.values
-    reached = np.flatnonzero(acc >= 0.99)
-    assert reached.size, acc
-    assert np.all(acc[reached[0]:] >= 0.99), acc
+    it = ds.iteration.values
+    assert acc[it == 1000][0] >= 0.99, acc
+    assert np.all(acc[it >= 6000] >= 0.99), acc
 
 
 def _plain_tp_reference(params, x, y, loss, gamma_h, r):
@@ -625,6 +633,28 @@ def test_sgd_transition_factor_scales_only_the_transition_step(rng):
         RNNExperimentConfig(transition_step_factor=0.0)
 
 
+def test_sgd_clip_norm_scales_all_directions_together(rng):
+    # A joint norm N above the clip c: every parameter moves by (c/N) of its unclipped step
+    # (PyTorch's clip_grad_norm_); below the clip: the plain step, to the bit.
+    params = rnn.init_params(3, 5, 2, rng)
+    directions = rnn.RNNParams(*(rng.standard_normal(getattr(params, n).shape)
+                                 for n in params.names))
+    total = np.sqrt(sum(np.sum(getattr(directions, n) ** 2) for n in params.names))
+    for clip, factor in ((total / 4, 0.25), (2 * total, 1.0)):
+        moved = params.copy()
+        rnn.SGD(0.5, clip_norm=clip).step(moved, directions)
+        for name in params.names:
+            step = getattr(params, name) - getattr(moved, name)
+            # 1e-12: the scale c/N is computed from a float64 sum of squares
+            np.testing.assert_allclose(step, 0.5 * factor * getattr(directions, name),
+                                       rtol=1e-12, atol=0)
+    unclipped = params.copy()
+    rnn.SGD(0.5).step(unclipped, directions)
+    rnn.SGD(0.5, clip_norm=2 * total).step(params, directions)
+    for name in params.names:
+        np.testing.assert_array_equal(getattr(params, name), getattr(unclipped, name))
+
+
 def test_tp_transition_direction_is_nearly_gamma_h_times_bptt_when_targets_vanish(rng):
     # The paper's T = 60 settings (r = 10, γ_h = 1e-2) at the orthogonal start: ‖g_θ‖ = 1/11, so
     # the propagated targets shrink ≈ 10× per step, and Eq 3 differentiated through time is
@@ -641,3 +671,78 @@ def test_tp_transition_direction_is_nearly_gamma_h_times_bptt_when_targets_vanis
     ratio = np.linalg.norm(tp.W_hh) / (1e-2 * np.linalg.norm(bp.W_hh))
     assert cosine > 0.99
     assert 1.0 < ratio < 1.3
+
+
+def test_monitor_sees_every_update_and_does_not_change_the_run():
+    # The diagnostics hook of run() (benchmarks/rnn_collapse.py): called once per update, before
+    # it, with the parameters it starts from and its directions; the curve with a monitor is
+    # the curve without one, to the bit (same seed, no extra random numbers drawn).
+    cfg = RNNExperimentConfig(
+        task="temporal_order", method="tp", T=12, hidden=8, iterations=40, eval_every=20,
+        eval_size=50, gamma_theta=0.1, gamma_h=1e-2, r=10.0,
+    )
+    seen = []
+
+    def monitor(it, params, x, y, value, directions, loss):
+        # the update starts from these parameters: redo the TP direction and compare
+        again, d = rnn.tp_directions(params, x, y, loss, gamma_h=1e-2, r=10.0,
+                                     transition_gradient="through_time")
+        assert again == value and np.array_equal(d.W_hh, directions.W_hh)
+        seen.append(it)
+
+    with_monitor = run(cfg, monitor=monitor)
+    without = run(cfg)
+    assert seen == list(range(1, 41))
+    for name in ("train_loss", "eval_loss", "accuracy"):
+        np.testing.assert_array_equal(with_monitor[name].values, without[name].values)
+
+
+def test_update_sharpness_matches_the_full_jacobian(rng):
+    # benchmarks/rnn_collapse.update_sharpness (power iteration on central differences of TP's
+    # transition direction) against the largest |eigenvalue| of the whole Jacobian built column
+    # by column with the same differences, on a small RNN (45 transition parameters). The
+    # Jacobian is close to γ_h times a symmetric Hessian, so power iteration converges
+    # geometrically; 200 iterations leave it at the rounding of the differences, hence 1e-4.
+    from benchmarks.rnn_collapse import (
+        TRANSITION,
+        _transition_vector,
+        _with_transition,
+        update_sharpness,
+    )
+
+    params = rnn.init_params(3, 5, 4, rng)
+    params.W_hh[...] *= 1.3
+    x = rng.standard_normal((6, 7, 3))
+    y = np.eye(4)[rng.integers(0, 4, size=6)]
+    loss = rnn.readout_loss("softmax")
+    kw = {"gamma_h": 0.1, "r": 1.0, "transition_gradient": "through_time"}
+    theta = _transition_vector(params)
+
+    def direction(vec):
+        return _transition_vector(rnn.tp_directions(_with_transition(params, vec), x, y, loss,
+                                                    **kw)[1])
+
+    eps = 1e-4
+    jac = np.column_stack([
+        (direction(theta + eps * e) - direction(theta - eps * e)) / (2 * eps)
+        for e in np.eye(theta.size)
+    ])
+    want = 0.5 * np.max(np.abs(np.linalg.eigvals(jac)))
+    got = update_sharpness(params, x, y, loss, step=0.5, iterations=200, **kw)
+    assert theta.size == sum(getattr(params, n).size for n in TRANSITION)
+    assert abs(got - want) <= 1e-4 * want, (got, want)
+
+
+def test_transition_step_after_99_changes_the_run_only_after_it_reaches_99_percent():
+    # The variant of benchmarks/RNN_TP.md: the transition step × 0.5 from the first evaluation
+    # ≥ 99 % on. T = 20 with the paper's T = 60 settings reaches 100 % by iteration 250
+    # (measured, test_tp_learns_temporal_order_with_the_papers_settings): up to there the two
+    # runs are the same to the bit, afterwards the halved step gives other numbers.
+    base = {"task": "temporal_order", "method": "tp", "T": 20, "iterations": 500,
+            "eval_every": 250, "eval_size": 500, "gamma_theta": 0.1, "gamma_h": 1e-2, "r": 10.0}
+    paper = run(RNNExperimentConfig(**base))
+    halved = run(RNNExperimentConfig(**base, transition_step_after_99=0.5))
+    assert paper.attrs["first_99_iteration"] == halved.attrs["first_99_iteration"] == 250
+    assert paper.accuracy.values[0] == halved.accuracy.values[0]
+    assert paper.train_loss.values[0] == halved.train_loss.values[0]
+    assert paper.train_loss.values[1] != halved.train_loss.values[1]

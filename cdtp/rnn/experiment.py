@@ -131,6 +131,10 @@ class RNNExperimentConfig:
         Set to γ_h for "step-matched BPTT": the step sizes that TP's direction effectively
         has when its targets vanish within a few steps (then TP's transition direction is
         about γ_h times the BPTT gradient; benchmarks/RNN_TP.md).
+    transition_step_after_99 : float
+        Not in the paper (1: off): from the first evaluation with held-out accuracy ≥ 0.99 on,
+        the transition step is multiplied by this (> 0). A variant for benchmarks/RNN_TP.md,
+        where the solved network's sharper loss makes the paper's step unstable.
     positions : {"code", "text"}
         Marker positions of the temporal order problem
         (:func:`cdtp.rnn.tasks.temporal_order_marker_range`).
@@ -139,6 +143,9 @@ class RNNExperimentConfig:
         (ŷ − y)² < 0.04 (text).
     regression_loss : {"mse", "half_squared"}
         Loss of the adding problem: (ŷ − y)² (PyTorch's ``MSELoss``, the code) or ½ (ŷ − y)².
+    clip_norm : float or None
+        Not in the paper: scale each update's directions together to a joint norm of at most
+        this (:class:`cdtp.rnn.network.SGD`); ``None`` (the paper) does not clip.
     stop_factor : float
         Stop when the held-out loss exceeds this multiple of its initial value (> 1; ``inf``
         disables the rule; NaN/Inf always stops).
@@ -174,9 +181,11 @@ class RNNExperimentConfig:
     input_scale: float | None = None
     paired_hidden_bias: bool = True
     transition_step_factor: float = 1.0
+    transition_step_after_99: float = 1.0
     positions: str = "code"
     adding_success: str = "absolute"
     regression_loss: str = "mse"
+    clip_norm: float | None = None
     stop_factor: float = 2.0
     seed: int = 0
     eval_every: int = 200
@@ -228,12 +237,13 @@ class RNNExperimentConfig:
             raise bad("r", "a finite number ≥ 0")
         if not _is_real(self.margin) or not 0.0 < self.margin < 1.0:
             raise bad("margin", "a number in (0, 1)")
-        if (
-            not _is_real(self.transition_step_factor)
-            or not math.isfinite(self.transition_step_factor)
-            or self.transition_step_factor <= 0
-        ):
-            raise bad("transition_step_factor", "a finite number > 0")
+        for key in ("transition_step_factor", "transition_step_after_99"):
+            v = getattr(self, key)
+            if not _is_real(v) or not math.isfinite(v) or v <= 0:
+                raise bad(key, "a finite number > 0")
+        c = self.clip_norm
+        if c is not None and not (_is_real(c) and math.isfinite(c) and c > 0):
+            raise bad("clip_norm", "a finite number > 0, or omitted")
         if not _is_real(self.momentum) or not 0.0 <= self.momentum < 1.0:
             raise bad("momentum", "a number in [0, 1)")
         if not _is_real(self.stop_factor) or not self.stop_factor > 1.0:
@@ -352,7 +362,7 @@ def _package_version() -> str:
         return "unknown"
 
 
-def run(config: RNNExperimentConfig, progress=None) -> xr.Dataset:
+def run(config: RNNExperimentConfig, progress=None, monitor=None) -> xr.Dataset:
     """Train one RNN as ``config`` says and return its learning curve.
 
     Parameters
@@ -362,6 +372,11 @@ def run(config: RNNExperimentConfig, progress=None) -> xr.Dataset:
         Called after every evaluation as ``progress(iteration, record)`` with ``record`` a dict
         of that evaluation's ``train_loss``, ``eval_loss``, ``accuracy`` and ``wall_time``
         (lets a long run report, or save, its curve so far).
+    monitor : callable, optional
+        Called before every update as ``monitor(iteration, params, x, y, loss_value,
+        directions, loss)``: the parameters it starts from, its mini-batch, loss and directions,
+        and the readout's loss. For diagnostics (benchmarks/rnn_collapse.py); it must not
+        modify its arguments; the run is unchanged (no random draws; its time not counted).
 
     Returns
     -------
@@ -371,8 +386,8 @@ def run(config: RNNExperimentConfig, progress=None) -> xr.Dataset:
         ``accuracy`` and ``wall_time`` (training time only, evaluation excluded). Global attrs:
         ``config`` (JSON), ``seed``, ``diverged`` (0/1, the stop rule included),
         ``diverged_iteration`` (−1 if none), ``stopped`` (why, or ""), ``initial_eval_loss``,
-        ``initial_accuracy`` (before training), ``cdtp_version``. After a stop every later
-        entry is NaN.
+        ``initial_accuracy`` (before training), ``first_99_iteration`` (first evaluation
+        ≥ 0.99, −1 if none), ``cdtp_version``. After a stop every later entry is NaN.
     """
     if not isinstance(config, RNNExperimentConfig):
         raise TypeError(f"config must be an RNNExperimentConfig, got {type(config).__name__}")
@@ -393,6 +408,7 @@ def run(config: RNNExperimentConfig, progress=None) -> xr.Dataset:
         momentum=config.momentum,
         hidden_bias_factor=2.0 if config.paired_hidden_bias else 1.0,
         transition_factor=config.transition_step_factor,
+        clip_norm=config.clip_norm,
     )
 
     n_eval = config.iterations // config.eval_every
@@ -401,6 +417,7 @@ def run(config: RNNExperimentConfig, progress=None) -> xr.Dataset:
     stopped = ""
     elapsed = 0.0
     window = 0.0
+    reduced_at = -1  # first evaluation ≥ 99 % (transition_step_after_99 applies from there)
     with np.errstate(all="ignore"):
         initial_loss, initial_score = task.evaluate(params, loss)
         for it in range(1, config.iterations + 1):
@@ -422,6 +439,10 @@ def run(config: RNNExperimentConfig, progress=None) -> xr.Dataset:
                     )
                 else:
                     value, directions = rnn.bptt_gradients(params, x, y, loss)
+                if monitor is not None:
+                    pause = time.perf_counter()
+                    monitor(it, params, x, y, value, directions, loss)
+                    start += time.perf_counter() - pause
                 optimizer.step(params, directions)
                 finite = math.isfinite(value) and params.is_finite()
             except np.linalg.LinAlgError:
@@ -447,6 +468,9 @@ def run(config: RNNExperimentConfig, progress=None) -> xr.Dataset:
                             "wall_time": elapsed,
                         },
                     )
+                if reduced_at < 0 and out["accuracy"][k] >= 0.99:
+                    reduced_at = it  # the variant's smaller step from here on (if ≠ 1)
+                    optimizer.transition_factor *= config.transition_step_after_99
                 if not math.isfinite(out["eval_loss"][k]):
                     diverged_at, stopped = it, "NaN/Inf held-out loss"
                     break
@@ -498,6 +522,7 @@ def run(config: RNNExperimentConfig, progress=None) -> xr.Dataset:
             "diverged": int(diverged_at > 0),
             "diverged_iteration": diverged_at,
             "stopped": stopped,
+            "first_99_iteration": reduced_at,
             "initial_eval_loss": initial_loss,
             "initial_accuracy": initial_score,
             "cdtp_version": _package_version(),

@@ -664,6 +664,11 @@ class SGD:
         With factor γ_h, BPTT takes the steps that TP's direction effectively has when its
         propagated targets vanish within a few steps (benchmarks/RNN_TP.md, "step-matched
         BPTT"): γ_θ on the readout and about γ_θγ_h on the transition.
+    clip_norm : float or None
+        If set, the directions of all parameters are first scaled together so that their
+        joint Euclidean norm is at most ``clip_norm`` (PyTorch's ``clip_grad_norm_``; b_h
+        counted once). Not in the paper (its TP and BPTT do not clip); a variant for
+        benchmarks/RNN_TP.md.
     """
 
     def __init__(
@@ -672,6 +677,7 @@ class SGD:
         momentum: float = 0.0,
         hidden_bias_factor: float = 1.0,
         transition_factor: float = 1.0,
+        clip_norm: float | None = None,
     ):
         if not np.isfinite(step_size) or step_size <= 0:
             raise ValueError(f"step_size must be finite and > 0, got {step_size!r}")
@@ -685,12 +691,25 @@ class SGD:
         if not np.isfinite(transition_factor) or transition_factor <= 0:
             raise ValueError(f"transition_factor must be > 0, got {transition_factor!r}")
         self.transition_factor = float(transition_factor)
+        if clip_norm is not None and not (np.isfinite(clip_norm) and clip_norm > 0):
+            raise ValueError(f"clip_norm must be finite and > 0, or None, got {clip_norm!r}")
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
         self._buffers: dict[str, np.ndarray] = {}
 
     def step(self, params: RNNParams, directions: RNNParams) -> None:
-        """In place: one update of ``params`` along ``directions``."""
+        """In place: one update of ``params`` along ``directions`` (not modified)."""
+        scale_all = 1.0
+        if self.clip_norm is not None:
+            total = float(np.sqrt(sum(
+                np.sum(np.square(getattr(directions, n), dtype=np.float64))
+                for n in params.names
+            )))
+            if total > self.clip_norm:
+                scale_all = self.clip_norm / total
         for name in params.names:
             d = getattr(directions, name)
+            if scale_all != 1.0:
+                d = d * d.dtype.type(scale_all)
             if self.momentum > 0:
                 buf = self._buffers.get(name)
                 if buf is None:
