@@ -157,10 +157,9 @@ def premise_samples(c: CircuitConfig, nets, x, y, n_train: int) -> list:
             break
         ds = simulate(c, SCHEDULE, x[lo:lo + PREMISE_CYCLES], y[lo:lo + PREMISE_CYCLES], dt=DT,
                       backend="map", record=RecordSpec(variables=("u",)), network=net)
-        res = check_all(ds, list(PREMISE_CHECKS))
-        out.append({k: {state: counts(v)[state] for state in
-                        ("cells", "holds", "violated", "premise_not_met", "na")}
-                    for k, v in res.items()})
+        states = ("cells", "holds", "violated", "premise_not_met", "na")
+        per_check = {k: counts(v) for k, v in check_all(ds, list(PREMISE_CHECKS)).items()}
+        out.append({k: {state: c[state] for state in states} for k, c in per_check.items()})
     return out
 
 
