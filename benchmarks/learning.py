@@ -248,7 +248,8 @@ DIAGNOSTIC_EXAMPLES = 200
 
 
 def diagnostics(net: Network, circuit: CircuitConfig, task: tasks.Task) -> dict:
-    """Decoder reconstruction errors and the update's angles to BP and Gauss-Newton, on the
+    """Decoder reconstruction errors, the loops' inversion residuals and the update's angles to
+    BP and Gauss-Newton, on the
     first :data:`DIAGNOSTIC_EXAMPLES` validation examples (lists indexed by layer; NaN where
     undefined)."""
     x = task.x_test[:DIAGNOSTIC_EXAMPLES]
@@ -256,7 +257,9 @@ def diagnostics(net: Network, circuit: CircuitConfig, task: tasks.Task) -> dict:
     rec = alignment.reconstruction_errors(net, x)
     ang = alignment.update_alignment(net, x, y, circuit.loss, circuit.beta, circuit.leak,
                                      rate=DT / circuit.tau_u, decoder=circuit.feedback_decoder)
-    out = {f"rec_{k}": v for k, v in rec.items()} | {f"angle_{k}": v for k, v in ang.items()}
+    out = ({f"rec_{k}": v for k, v in rec.items()}
+           | {("inversion_residual" if k == "inversion" else f"angle_{k}"): v
+              for k, v in ang.items()})
     return {k: [None if np.isnan(e) else float(e) for e in v] for k, v in out.items()}
 
 
@@ -481,6 +484,8 @@ def premises_table(results: list[dict]) -> str:
 def _diag_mean(res: dict, key: str) -> np.ndarray:
     """(epochs + 1, L + 1) mean over the seeds that did not diverge."""
     runs = [r["diagnostics"] for r in res["circuit"] if not r["diverged"] and "diagnostics" in r]
+    if runs and not any(key in d[0] for d in runs):  # stored before this diagnostic existed
+        return np.full((len(runs[0]), len(res["spec"].sizes)), np.nan)
     with warnings.catch_warnings():  # layers without a decoder or an angle are NaN throughout
         warnings.simplefilter("ignore", RuntimeWarning)
         return np.nanmean(np.array([[[np.nan if v is None else v for v in row[key]]
@@ -502,21 +507,29 @@ def diagnostics_table(results: list[dict]) -> str:
            " paper's decoder g_l = Ω_l σ̃(·) with the circuit's Ω_l, not the slope-gated"
            " feedback the recipe sends (which is not a decoder of a_{l−1}: it moves targets by"
            " σ′ ⊙ Ω Δu); the angles use the recipe's own loops. Mirrored feedback is not an"
-           " inverse, so the reconstruction errors stay near 1."]
+           " inverse, so the reconstruction errors stay near 1: the recipe's inverse is Ω"
+           " *and* the settling loop. Its reconstruction error is the *inversion residual*"
+           " ‖f_l(τ_{l−1}) − τ_l‖ / ‖τ_l − h_l‖ of the converged loop of layer l: how far the"
+           " target it hands down misses the target it was given (at the loop's fixed point,"
+           " the leak's share λ‖u − h_l‖ / ‖τ_l − h_l‖; 0 for an exact inverse)."]
     for res in results:
         if not any("diagnostics" in r for r in res["circuit"]):
             continue
         L = len(res["spec"].sizes) - 1
         rr, rd = _diag_mean(res, "rec_regular"), _diag_mean(res, "rec_difference")
         ab, ag, abg = (_diag_mean(res, k) for k in ("angle_bp", "angle_gn", "angle_bp_gn"))
+        inv = _diag_mean(res, "inversion_residual")
         n = len(rr) - 1
         epochs = sorted({0, 1, n // 2, n} & set(range(n + 1)))
         head = ("| epoch | " + " | ".join(f"rec. g_{l} regular / difference" for l in
                                           range(2, L + 1)) + " | "
+                + " | ".join(f"inversion residual, layer {l}" for l in range(2, L + 1)) + " | "
                 + " | ".join(f"∠ layer {l}: to BP / to GN (BP–GN)" for l in range(1, L)) + " |")
         out += [f"**{res['spec'].name}**", "\n".join([
-            head, "|" + "---|" * (1 + (L - 1) * 2)] + [
+            head, "|" + "---|" * (1 + (L - 1) * 3)] + [
             f"| {e} | " + " | ".join(f"{rr[e, l]:.2f} / {rd[e, l]:.2f}" for l in range(2, L + 1))
+            + " | " + " | ".join("—" if np.isnan(inv[e, l]) else f"{inv[e, l]:.2f}"
+                                 for l in range(2, L + 1))
             + " | " + " | ".join(f"{ab[e, l]:.0f}° / {ag[e, l]:.0f}° ({abg[e, l]:.0f}°)"
                                  for l in range(1, L)) + " |" for e in epochs])]
     return "\n\n".join(out) if len(out) > 1 else ""
@@ -535,13 +548,17 @@ def diagnostics_figure(results: list[dict], path: Path) -> None:
         rr, rd = _diag_mean(res, "rec_regular"), _diag_mean(res, "rec_difference")
         ab, ag = _diag_mean(res, "angle_bp"), _diag_mean(res, "angle_gn")
         ep = np.arange(len(rr))
+        inv = _diag_mean(res, "inversion_residual")
         for l in range(2, L + 1):
             (line,) = ax_r.plot(ep, rr[:, l], label=f"g_{l} regular")
             ax_r.plot(ep, rd[:, l], "--", color=line.get_color(), label=f"g_{l} difference")
+            if not np.isnan(inv[:, l]).all():
+                ax_r.plot(ep, inv[:, l], ":", color=line.get_color(),
+                          label=f"layer {l} loop inversion residual")
         for l in range(1, L):
             (line,) = ax_a.plot(ep, ab[:, l], label=f"layer {l} to BP")
             ax_a.plot(ep, ag[:, l], "--", color=line.get_color(), label=f"layer {l} to GN")
-        ax_r.set(title=f"{res['spec'].name}: decoder reconstruction error", xlabel="epoch",
+        ax_r.set(title=f"{res['spec'].name}: reconstruction error", xlabel="epoch",
                  ylabel="relative error")
         ax_a.set(title=f"{res['spec'].name}: angle of the update", xlabel="epoch",
                  ylabel="degrees")

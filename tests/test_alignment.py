@@ -43,3 +43,19 @@ def test_recipe_targets_follow_gauss_newton_as_the_output_step_vanishes():
     # …while backprop's step is another direction: the comparison can tell them apart
     ang = update_alignment(net, x, y, "squared_error", 1e-5, leak=0.0)
     assert np.all(ang["bp_gn"][1:3] > 10) and np.all(ang["bp"][1:3] > 10)
+
+
+def test_inversion_residual_is_the_damping_share_of_a_linear_loop():
+    # σ = identity, square layers, Ω_l = W_l⁻¹: the leaky loop's fixed point is
+    # u − h_l = (W_l Ω_l + λ)⁻¹ δ_l = δ_l / (1 + λ), so the target handed down misses by
+    # f_l(τ_{l−1}) − τ_l = −λ δ_l / (1 + λ): the residual is λ / (1 + λ) exactly, at every
+    # layer and example (the loops are iterated to 1e-10, hence rtol 1e-8); λ = 0 inverts
+    # exactly.
+    net = init_network((5, 5, 5, 5), np.random.default_rng(0), nonlinearity="identity",
+                       bias=False, feedback_init="pinv")
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((10, 5)), rng.standard_normal((10, 5))
+    for leak in (0.0, 0.2, 1.0):
+        res = update_alignment(net, x, y, "squared_error", 0.5, leak=leak)["inversion"]
+        assert np.isnan(res[:2]).all()
+        np.testing.assert_allclose(res[2:], leak / (1 + leak), rtol=1e-8, atol=1e-10)

@@ -10,7 +10,12 @@ Two diagnostics of a network with feedback weights, evaluated on a sample of exa
 - :func:`update_alignment` — the angle, per example and hidden layer, between the recipe's
   weight change and (a) the back-propagated gradient step, (b) the Gauss-Newton step of seed
   000 (Eq 22). The paper's claim is that target propagation with good inverses follows the
-  Gauss-Newton direction.
+  Gauss-Newton direction. It also returns the *inversion residual* of the recipe's feedback
+  path, ‖f_l(τ_{l−1}) − τ_l‖ / ‖τ_l − h_l‖: how far the target the loop of layer l hands
+  down misses the target it was given. With mirrored feedback Ω alone is no decoder (its
+  reconstruction error stays near 1); the inverse is computed by Ω *and* the settling loop,
+  and this residual is its reconstruction error (at the loop's fixed point it equals
+  λ‖u − h_l‖ / ‖τ_l − h_l‖: the damping's share).
 
 Every weight change compared here is rank one with the same presynaptic factor σ̃(h_{l−1})
 (normalized or not, a positive scale), so the angle between two weight changes of one example
@@ -88,12 +93,19 @@ def update_alignment(net: Network, x: np.ndarray, y: np.ndarray, loss, beta: flo
     dict
         ``"bp"`` and ``"gn"``: arrays of shape (L + 1,) of mean angles in degrees over the
         examples, entries 1..L−1 set; ``"bp_gn"``: the angle between backprop's and
-        Gauss-Newton's steps, the scale against which the other two are read.
+        Gauss-Newton's steps, the scale against which the other two are read;
+        ``"inversion"``: the inversion residual of layer l's feedback path, mean over the
+        examples, entries 2..L set.
     """
     x, y = np.atleast_2d(x), np.atleast_2d(y)
     h, taus, _ = recipe_targets(net, x, y, loss, beta, leak, rate=rate, decoder=decoder)
     L = net.depth
-    out = {k: np.full(L + 1, np.nan) for k in ("bp", "gn", "bp_gn")}
+    out = {k: np.full(L + 1, np.nan) for k in ("bp", "gn", "bp_gn", "inversion")}
+    for l in range(2, L + 1):
+        given = np.linalg.norm(taus[l] - h[l], axis=1)
+        missed = np.linalg.norm(net.f(l, taus[l - 1]) - taus[l], axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["inversion"][l] = np.nanmean(np.where(given > 0, missed / given, np.nan))
     for l in range(1, L):
         recipe = taus[l] - h[l]
         bp = sgd_direction(net, h, y, loss, beta, l)
