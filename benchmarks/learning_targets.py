@@ -21,7 +21,9 @@ Per example (online, one example per update, the splits, initial weights and exa
     (the recipe; c_l = gain / ‖W_l(0)‖₂², fixed, as the mirror rule keeps it) or, with
     ``dgate=1``, g_l(u) = σ′(h_{l−1}) ⊙ c_l W_lᵀ (u − h_l) (feedback gated by the slope of the
     receiving neuron, backprop's placement of σ′; linearized, its fixed point is ``gn`` with
-    λ′ = λ / c_l);
+    λ′ = λ / c_l); ``renorm=1`` recomputes c_l = gain / ‖W_l‖₂² before every example (a
+    diagnostic, not a circuit: it keeps the loop gain, and λ relative to it, at their initial
+    values while W grows);
 
 then every layer moves by η δ_l σ̃(h_{l−1})ᵀ / ‖σ̃(h_{l−1})‖² (``upd=nlms``, the circuit's
 normalized update) or η δ_l σ̃(h_{l−1})ᵀ (``upd=sgd``). All configurations and seeds run as one
@@ -30,7 +32,10 @@ batch. Example::
     python -m benchmarks.learning_targets --task mnist1d --epochs 10 --seeds 0 1 \\
         "bp upd=sgd eta=0.01 beta=1" "gn lam=0.1" "loop lam=0.5 k=0.5 iters=30"
 
-prints the validation accuracy after every epoch, one column per configuration and seed.
+prints the validation accuracy after every epoch, one column per configuration and seed; with
+``--folds 1 2 3`` it trains on three other fit/validation splits of the training set and prints
+the last epoch's mean ± sd over folds × seeds (settings are chosen on that, not on one draw of
+the validation examples).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from cdtp.model.layers import with_bias
 
 RULES = ("bp", "gn", "loop")
 DEFAULTS = {"eta": 0.1, "beta": 2.0, "lam": 0.5, "k": 0.5, "iters": 30, "gain": 0.5,
-            "dgate": 0, "upd": "nlms"}
+            "dgate": 0, "upd": "nlms", "renorm": 0}
 
 
 def parse_rule(text: str) -> dict:
@@ -72,11 +77,12 @@ def _mv(m, v):
 
 
 def run(task: str, cfgs: list[dict], seeds, epochs: int, nonlinearity: str = "tanh",
-        on: str = "val", verbose: bool = True) -> np.ndarray:
+        on: str = "val", verbose: bool = True, fold: int = 0) -> np.ndarray:
     """Train every (configuration, seed) pair; accuracy on ``on`` ("val" or "test") after each
-    epoch, shape (epochs, configurations × seeds), configuration-major."""
+    epoch, shape (epochs, configurations × seeds), configuration-major. ``fold`` seeds the
+    fit/validation split (0: the split of the reported rows)."""
     spec = {s.name: s for s in specs()}[task]
-    fit, val, test = spec.make()
+    fit, val, test = spec.make(fold)
     evalset = val if on == "val" else test
     sizes, depth = spec.sizes, len(spec.sizes) - 1
     runs = [(c, s) for c in cfgs for s in seeds]
@@ -104,6 +110,7 @@ def run(task: str, cfgs: list[dict], seeds, epochs: int, nonlinearity: str = "ta
                          for l in range(2, depth + 1)]
     rules = np.array([c["rule"] for c, _ in runs])
     dgate = col("dgate").astype(bool)[:, None]
+    renorm = col("renorm").astype(bool)
     nlms = np.array([c["upd"] == "nlms" for c, _ in runs])
     loop = np.flatnonzero(rules == "loop")
 
@@ -137,7 +144,9 @@ def run(task: str, cfgs: list[dict], seeds, epochs: int, nonlinearity: str = "ta
                 m = jac[b] @ jac[b].T + lam[b] * np.eye(sizes[l])
                 out[b] = jac[b].T @ np.linalg.solve(m, delta[l][b])
             if len(loop):
-                out[loop] = _loop(weights[l][loop], c0[l][loop], h[l][loop], h[l - 1][loop],
+                c_now = np.where(renorm[loop], col("gain")[loop] / np.linalg.norm(
+                    w[loop], 2, axis=(1, 2)) ** 2, c0[l][loop]) if renorm.any() else c0[l][loop]
+                out[loop] = _loop(weights[l][loop], c_now, h[l][loop], h[l - 1][loop],
                                   slope[l][loop], delta[l][loop], lam[loop], k[loop],
                                   iters[loop], dgate[loop], sigma)
             delta[l - 1] = out
@@ -176,9 +185,22 @@ def main(argv=None) -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--nonlinearity", default="tanh", choices=("tanh", "leaky_relu", "softplus"))
+    ap.add_argument("--folds", type=int, nargs="+",
+                    help="validation folds (seeds of the fit/validation split; 0 is the reported"
+                         " rows' split): print the last epoch's mean ± sd over folds × seeds")
     args = ap.parse_args(argv)
     cfgs = [parse_rule(c) for c in args.configs]
     t0 = time.perf_counter()
+    if args.folds:
+        last = np.stack([run(args.task, cfgs, args.seeds, args.epochs, args.nonlinearity,
+                             verbose=False, fold=f)[-1] for f in args.folds])
+        last = last.reshape(len(args.folds), len(cfgs), len(args.seeds))
+        print(f"({time.perf_counter() - t0:.0f} s) validation after epoch {args.epochs},"
+              f" folds {args.folds} × seeds {args.seeds}")
+        for j, text in enumerate(args.configs):
+            print(f"{text}: {last[:, j].mean():.3f} ± {last[:, j].std(ddof=1):.3f}"
+                  f" (per fold {', '.join(f'{v:.3f}' for v in last[:, j].mean(1))})")
+        return
     curves = run(args.task, cfgs, args.seeds, args.epochs, args.nonlinearity)
     labels = [f"{c} / seed {s}" for c in args.configs for s in args.seeds]
     print(f"({time.perf_counter() - t0:.0f} s)")
