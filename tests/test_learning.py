@@ -13,6 +13,7 @@ from cdtp.data.tasks import mnist1d, teacher_classes
 from cdtp.model.circuit import load_circuit
 from cdtp.model.gating import GammaSchedule, PlasticityGate, Schedule
 from cdtp.reference import cdtp_map
+from cdtp.reference.alignment import update_alignment
 from cdtp.reference.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,8 +89,9 @@ def test_mirror_rule_keeps_feedback_the_scaled_transpose(small_task):
 @pytest.mark.brian2
 def test_recipe_learns_a_task_it_was_not_tuned_on(small_task):
     """One pass over 1 500 examples of a generated 3-class task: the circuit (Brian2) reaches
-    at least 0.8 test accuracy and is within 0.06 of online backprop at its best step on the
-    same examples in the same order (chance is 1/3)."""
+    at least 0.8 test accuracy and is within 0.03 of online backprop at its best step on the
+    same examples in the same order (chance is 1/3); and its feedback path's reconstruction
+    error (the inversion residual) falls while W learns."""
     circuit = _recipe((8, 16, 16, 3))
     rng = np.random.default_rng(100)
     order = rng.permutation(small_task.n_train)
@@ -116,6 +118,24 @@ def test_recipe_learns_a_task_it_was_not_tuned_on(small_task):
     # chance (1/3) or diverges — not for noise: the stream and the initial weights are fixed
     assert circuit_acc >= 0.8
     assert circuit_acc >= max(bp) - 0.03
+    # the feedback inverts better as W learns: with mirrored Ω the inverse is Ω *and* the
+    # settling loop, and its reconstruction error is the inversion residual
+    # ‖f_l(τ_{l−1}) − τ_l‖ / ‖τ_l − h_l‖ (cdtp.reference.alignment; the regular decoder error
+    # of Ω alone stays near 1, LEARNING.md). The mirror keeps c_l while ‖W_l‖ grows, so the
+    # leak's share λ / (c_l ‖J_l‖² + λ) of the fixed point shrinks.
+    trained = initial_network(circuit)
+    trained.weights = net.weights
+    trained.feedback = [None, None] + [run.feedback_weights(l) for l in (2, 3)]
+    x, y = small_task.x_test[:200], small_task.y_test[:200]
+    before, after = (update_alignment(n, x, y, circuit.loss, circuit.beta, circuit.leak,
+                                      rate=DT / circuit.tau_u,
+                                      decoder=circuit.feedback_decoder)["inversion"][2:]
+                     for n in (initial_network(circuit), trained))
+    print(f"inversion residual before {before}, after {after}")
+    # measured: layer 2 0.85 → 0.41, layer 3 0.56 → 0.18 (ratios 0.48 and 0.32). The bar, a
+    # fall by at least a quarter, holds with margin; a feedback path that stopped following W
+    # (Ω frozen while W grows, or a broken mirror) keeps or raises the residual
+    assert np.all(after < 0.75 * before), (before, after)
 
 
 def test_circuit_update_converges_to_the_reference_recipe():
