@@ -524,17 +524,18 @@ def diagnostics_table(results: list[dict]) -> str:
         inv = _diag_mean(res, "inversion_residual")
         n = len(rr) - 1
         epochs = sorted({0, 1, n // 2, n} & set(range(n + 1)))
+        has_inv = not np.isnan(inv).all()  # rows stored before it was recorded lack it
+        inv_layers = list(range(2, L + 1)) if has_inv else []
         head = ("| epoch | " + " | ".join(f"rec. g_{l} regular / difference" for l in
                                           range(2, L + 1)) + " | "
-                + " | ".join(f"inversion residual, layer {l}" for l in range(2, L + 1)) + " | "
+                + "".join(f"inversion residual, layer {l} | " for l in inv_layers)
                 + " | ".join(f"∠ layer {l}: to BP / to GN (BP–GN)" for l in range(1, L)) + " |")
         out += [f"**{res['spec'].name}**", "\n".join([
-            head, "|" + "---|" * (1 + (L - 1) * 3)] + [
+            head, "|" + "---|" * (1 + (L - 1) * 2 + len(inv_layers))] + [
             f"| {e} | " + " | ".join(f"{rr[e, l]:.2f} / {rd[e, l]:.2f}" for l in range(2, L + 1))
-            + " | " + " | ".join("—" if np.isnan(inv[e, l]) else f"{inv[e, l]:.2f}"
-                                 for l in range(2, L + 1))
-            + " | " + " | ".join(f"{ab[e, l]:.0f}° / {ag[e, l]:.0f}° ({abg[e, l]:.0f}°)"
-                                 for l in range(1, L)) + " |" for e in epochs])]
+            + " | " + "".join(f"{inv[e, l]:.2f} | " for l in inv_layers)
+            + " | ".join(f"{ab[e, l]:.0f}° / {ag[e, l]:.0f}° ({abg[e, l]:.0f}°)"
+                         for l in range(1, L)) + " |" for e in epochs])]
     return "\n\n".join(out) if len(out) > 1 else ""
 
 
