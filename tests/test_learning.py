@@ -338,3 +338,23 @@ def test_simulate_starts_from_given_weights(small_task):
     small = initial_network(dataclasses.replace(circuit, sizes=(8, 16, 3)))
     with pytest.raises(ValueError, match="sizes"):
         simulate(circuit, schedule, x[:5], y[:5], backend="map", network=small, **kw)
+
+
+def test_validation_folds_partition_the_training_set_and_keep_the_test_split():
+    # benchmarks.learning's Spec.make(fold): fold 0 is the split of the reported rows; other
+    # folds hold out other examples of the same training set and never touch the test split
+    from benchmarks.learning import specs
+
+    spec = {s.name: s for s in specs()}["digits"]
+    folds = [spec.make(f) for f in (0, 1)]
+    default = spec.make()
+    np.testing.assert_array_equal(default[1].x_test, folds[0][1].x_test)
+    rows = []
+    for fit, val, test in folds:
+        np.testing.assert_array_equal(test.x_test, default[2].x_test)
+        assert len(val.x_test) == 288 and len(fit.x_train) + len(val.x_test) == 1438
+        # fit ∪ validation is the whole training set in every fold (compared as sorted rows)
+        together = np.concatenate([fit.x_train, val.x_test])
+        rows.append(together[np.lexsort(together.T[::-1])])
+    np.testing.assert_array_equal(rows[0], rows[1])
+    assert not np.array_equal(folds[0][1].x_test, folds[1][1].x_test)
