@@ -104,9 +104,9 @@ def run(task: str, cfgs: list[dict], seeds, epochs: int, nonlinearity: str = "ta
         return np.array([c[key] for c, _ in runs], dtype=float)
 
     eta, beta, lam, k, iters = col("eta"), col("beta"), col("lam"), col("k"), col("iters")
+    gain = col("gain")
     # the mirror rule keeps Ω_l = c_l W_lᵀ with c_l fixed at its transpose start
-    c0 = [None, None] + [col("gain") / np.array([np.linalg.norm(w[:, :-1], 2) ** 2
-                                                  for w in weights[l]])
+    c0 = [None, None] + [gain / np.array([np.linalg.norm(w[:, :-1], 2) ** 2 for w in weights[l]])
                          for l in range(2, depth + 1)]
     rules = np.array([c["rule"] for c, _ in runs])
     dgate = col("dgate").astype(bool)[:, None]
@@ -144,7 +144,7 @@ def run(task: str, cfgs: list[dict], seeds, epochs: int, nonlinearity: str = "ta
                 m = jac[b] @ jac[b].T + lam[b] * np.eye(sizes[l])
                 out[b] = jac[b].T @ np.linalg.solve(m, delta[l][b])
             if len(loop):
-                c_now = np.where(renorm[loop], col("gain")[loop] / np.linalg.norm(
+                c_now = np.where(renorm[loop], gain[loop] / np.linalg.norm(
                     w[loop], 2, axis=(1, 2)) ** 2, c0[l][loop]) if renorm.any() else c0[l][loop]
                 out[loop] = _loop(weights[l][loop], c_now, h[l][loop], h[l - 1][loop],
                                   slope[l][loop], delta[l][loop], lam[loop], k[loop],
