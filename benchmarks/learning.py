@@ -310,7 +310,8 @@ def run_reference(circuit: CircuitConfig, test, epochs: int, seed: int) -> dict:
     c = dataclasses.replace(circuit, seed=seed)
     t0 = time.perf_counter()
     ds = train(initial_network(c), test, "cdtp_recipe", epochs=epochs, batch_size=1,
-               lr=c.eta_w, beta=c.beta, regularization=c.leak, inversion_iterations=1000,
+               lr=c.eta_w, hidden_lr=c.eta_w_hidden, beta=c.beta, regularization=c.leak,
+               inversion_iterations=1000,
                inversion_step=DT / c.tau_u, seed=100 + seed,
                recipe_decoder=c.feedback_decoder)
     return {"test": [float(v) for v in ds.test_accuracy.values[1:]],

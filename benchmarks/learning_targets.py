@@ -26,8 +26,9 @@ Per example (online, one example per update, the splits, initial weights and exa
     values while W grows);
 
 then every layer moves by η δ_l σ̃(h_{l−1})ᵀ / ‖σ̃(h_{l−1})‖² (``upd=nlms``, the circuit's
-normalized update) or η δ_l σ̃(h_{l−1})ᵀ (``upd=sgd``). All configurations and seeds run as one
-batch. Example::
+normalized update) or η δ_l σ̃(h_{l−1})ᵀ (``upd=sgd``); ``hid`` multiplies η of the hidden
+layers (l < L), so that the output step (η β) and the hidden steps can be set apart. All
+configurations and seeds run as one batch. Example::
 
     python -m benchmarks.learning_targets --task mnist1d --epochs 10 --seeds 0 1 \\
         "bp upd=sgd eta=0.01 beta=1" "gn lam=0.1" "loop lam=0.5 k=0.5 iters=30"
@@ -52,7 +53,7 @@ from cdtp.model.layers import with_bias
 
 RULES = ("bp", "gn", "loop")
 DEFAULTS = {"eta": 0.1, "beta": 2.0, "lam": 0.5, "k": 0.5, "iters": 30, "gain": 0.5,
-            "dgate": 0, "upd": "nlms", "renorm": 0}
+            "dgate": 0, "upd": "nlms", "renorm": 0, "hid": 1.0}
 
 
 def parse_rule(text: str) -> dict:
@@ -104,7 +105,7 @@ def run(task: str, cfgs: list[dict], seeds, epochs: int, nonlinearity: str = "ta
         return np.array([c[key] for c, _ in runs], dtype=float)
 
     eta, beta, lam, k, iters = col("eta"), col("beta"), col("lam"), col("k"), col("iters")
-    gain = col("gain")
+    gain, hid = col("gain"), col("hid")
     # the mirror rule keeps Ω_l = c_l W_lᵀ with c_l fixed at its transpose start
     c0 = [None, None] + [gain / np.array([np.linalg.norm(w[:, :-1], 2) ** 2 for w in weights[l]])
                          for l in range(2, depth + 1)]
@@ -152,7 +153,8 @@ def run(task: str, cfgs: list[dict], seeds, epochs: int, nonlinearity: str = "ta
             delta[l - 1] = out
         for l in range(1, depth + 1):
             norm = np.where(nlms, np.sum(pre[l] ** 2, 1), 1.0)
-            weights[l] += (eta / norm)[:, None, None] * delta[l][:, :, None] * pre[l][:, None, :]
+            step = eta if l == depth else eta * hid
+            weights[l] += (step / norm)[:, None, None] * delta[l][:, :, None] * pre[l][:, None, :]
         if (t + 1) % fit.n_train == 0:
             curves.append(accuracy())
             if verbose:

@@ -26,6 +26,18 @@ def test_units_are_parsed_to_seconds(tmp_path):
     assert c.tau_u == 250e-6 and c.tau_a == 2e-3 and c.eta_omega == 5.0
 
 
+def test_hidden_learning_rate_is_read_and_recorded_only_when_set(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('sizes = [3, 3, 2]\n[plasticity]\neta_w = 0.05\neta_w_hidden = 0.2\n')
+    c = load_circuit(f)
+    assert (c.eta_w_at(1), c.eta_w_at(2)) == (0.2, 0.05)
+    assert c.to_dict()["eta_w_hidden"] == 0.2
+    # a file without it records what it recorded before the key existed
+    assert "eta_w_hidden" not in CircuitConfig(sizes=(3, 3, 2)).to_dict()
+    with pytest.raises(ValueError, match="not one of 1 … 2"):
+        c.eta_w_at(3)
+
+
 def _write(tmp_path, text):
     f = tmp_path / "bad.toml"
     f.write_text(text)
@@ -61,6 +73,8 @@ BAD = {
         'sizes = [3, 3, 3]\nneurons = "spiking"\n[feedback]\ndecoder = "slope_gated"\n'
         'difference = true\n', "feedback.decoder", "use decoder = 'sigma'"),
     "toml_syntax": ('sizes = [3, 3\n', "<syntax>", "not valid TOML"),
+    "negative_hidden_rate": ('sizes = [3, 3, 3]\n[plasticity]\neta_w_hidden = -0.1\n',
+                             "plasticity.eta_w_hidden", "or left out"),
 }
 
 

@@ -64,7 +64,7 @@ def weight_change_terms(ds: xr.Dataset):
             top = np.sum((a_top - tau_top) ** 2, axis=1)
             own = np.sum(err ** 2, axis=1)
             err = err * (top / (own + circuit.influence_eps))[:, None]
-        predicted.append(circuit.eta_w * err[:, :, None] * n_prev[:, None, :])
+        predicted.append(circuit.eta_w_at(l) * err[:, :, None] * n_prev[:, None, :])
         recorded.append(np.stack([w1[c].weights[l] - w0[c].weights[l] for c in range(len(w0))]))
     return layers, recorded, predicted
 

@@ -373,9 +373,10 @@ def _feedforward_synapses(circuit, layers, nets, dynamics, nb, clock, dt, plasti
             clock=clock, name=f"feedforward_{l}",
         )
         ff.W = _connect_blocks(ff, nb, l - 1, l, sizes[l], [net.weights[l] for net in nets])
-        ff.eta_w = circuit.eta_w
+        eta = circuit.eta_w_at(l)
+        ff.eta_w = eta
         ff.summed_updaters[f"{dynamics[l].h_sum}_post"].order = ORDER["feedforward_sum"]
-        if circuit.eta_w != 0 and slow:
+        if eta != 0 and slow:
             every = plasticity_every * dt * b2.second
             post = layers[l]
             ff.run_regularly("W += eta_w*w_drive_post*sa_pre*inv_norm_pre", dt=every,
@@ -386,7 +387,7 @@ def _feedforward_synapses(circuit, layers, nets, dynamics, nb, clock, dt, plasti
             post.run_regularly(f"w_drive += plasticity*{drive}", when="groups",
                                order=ORDER["drive_accumulate"],
                                name=f"layer_{l}_drive_accumulate")
-        elif circuit.eta_w != 0:
+        elif eta != 0:
             ff.run_regularly(f"W += eta_w*plasticity_post*{drive}_post*sa_pre*inv_norm_pre",
                              when="groups", order=ORDER["feedforward_plasticity"],
                              name=f"feedforward_{l}_plasticity")
@@ -413,7 +414,7 @@ def _feedback_synapses(circuit, layers, nets, nb, clock, dt, plasticity_every, b
         fbs.Omega = _connect_blocks(fbs, nb, l, l - 1, sizes[l - 1],
                                     [net.feedback[l] for net in nets])
         fbs.eta_omega = circuit.eta_omega * b2.Hz
-        fbs.eta_w_fb = circuit.eta_w
+        fbs.eta_w_fb = circuit.eta_w_at(l)  # Ω_l mirrors W_l's update
         fbs.summed_updaters["fb_post"].order = ORDER["feedback_sum"]
         if circuit.feedback_rule in ("delta1", "delta2") and circuit.eta_omega != 0:
             err = {"delta1": "(m_post - fb_post)", "delta2": "(a_post - fb_post)"}[
@@ -424,7 +425,7 @@ def _feedback_synapses(circuit, layers, nets, nb, clock, dt, plasticity_every, b
                 f"Omega += eta_omega*{omega_dt}*{err}*su_pre",
                 when="groups", order=ORDER["feedback_plasticity"], name=f"feedback_{l}_plasticity",
             )
-        elif circuit.feedback_rule == "mirror" and circuit.eta_w != 0:
+        elif circuit.feedback_rule == "mirror" and circuit.eta_w_at(l) != 0:
             # Ω_l follows the transpose of W_l's update (cdtp_map, ``mirror``): the same local
             # factors, with pre and post exchanged
             gains = [cdtp_map.mirror_gains(net.weights, sizes, circuit.feedback_gain)[l].item()

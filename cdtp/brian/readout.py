@@ -34,12 +34,13 @@ def feedforward_matrix(run, l: int, k: int) -> np.ndarray:
     sizes, bias = run.circuit.sizes, int(run.circuit.bias)
     nb_pre, nb_post = sizes[l - 1] + bias, sizes[l] + bias
     w = block_matrix(run.feedforward[l], "W", nb_post, nb_pre, sizes[l], nb_pre, k)
-    if run.plasticity_every > 1 and run.circuit.eta_w != 0:
+    eta = run.circuit.eta_w_at(l)
+    if run.plasticity_every > 1 and eta != 0:
         pre, post = run.layers[l - 1], run.layers[l]
         sl_pre = slice(k * nb_pre, (k + 1) * nb_pre)
         sa = np.asarray(pre.sa[sl_pre]) * np.asarray(pre.inv_norm[sl_pre])
         drive = np.asarray(post.w_drive[k * nb_post: k * nb_post + sizes[l]])
-        w += run.circuit.eta_w * np.outer(drive, sa)
+        w += eta * np.outer(drive, sa)
     return w
 
 
@@ -50,13 +51,14 @@ def feedback_matrix(run, l: int, k: int) -> np.ndarray:
     sizes, bias = circuit.sizes, int(circuit.bias)
     nb_pre, nb_post = sizes[l] + bias, sizes[l - 1] + bias
     om = block_matrix(run.feedback[l], "Omega", nb_post, nb_pre, sizes[l - 1], nb_pre, k)
-    if run.plasticity_every > 1 and circuit.feedback_rule == "mirror" and circuit.eta_w != 0:
+    eta = circuit.eta_w_at(l)
+    if run.plasticity_every > 1 and circuit.feedback_rule == "mirror" and eta != 0:
         below, above = run.layers[l - 1], run.layers[l]
         sl = slice(k * nb_post, k * nb_post + sizes[l - 1])
         sa = np.asarray(below.sa[sl]) * np.asarray(below.inv_norm[sl])
         drive = np.asarray(above.w_drive[k * nb_pre: k * nb_pre + sizes[l]])
         gain = float(np.asarray(run.feedback[l].mirror_gain[:])[k * nb_pre * sizes[l - 1]])
-        om[:, : sizes[l]] += gain * circuit.eta_w * np.outer(sa, drive)
+        om[:, : sizes[l]] += gain * eta * np.outer(sa, drive)
     return om
 
 

@@ -126,6 +126,11 @@ class CircuitConfig:
         σ′(a_{l−1}) (backprop's placement of σ′; needs ``difference``; docs/model.md §2.3).
     eta_w : float
         η_W (dimensionless; ΔW = η_W p s Δτ nᵀ).
+    eta_w_hidden : float or None
+        η_W of the hidden layers' feedforward synapses (W_l, l < L) when it differs from the
+        output layer's ``eta_w``; ``None`` (the default): every layer learns at ``eta_w``.
+        The output step is η_W β and a hidden layer's is η_W β times its loop's gain, so one
+        rate cannot set both (benchmarks/LEARNING.md, seventh round).
     eta_omega : float
         η_Ω in 1/s.
     beta : float
@@ -168,6 +173,7 @@ class CircuitConfig:
     difference: bool = False
     feedback_decoder: str = "sigma"
     eta_w: float = 0.01
+    eta_w_hidden: float | None = None
     eta_omega: float = 0.0
     beta: float = 0.1
     influence: bool = False
@@ -231,6 +237,11 @@ class CircuitConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v) or v < 0:
                 raise ConfigError(src, name, f"{v!r} must be a finite number ≥ 0")
+        v = self.eta_w_hidden
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)
+                              or not np.isfinite(v) or v < 0):
+            raise ConfigError(src, "plasticity.eta_w_hidden", f"{v!r} must be a finite number"
+                              " ≥ 0 (or left out: the hidden layers then learn at eta_w)")
         if self.loss == "softmax_cross_entropy" and self.sizes[-1] < 2:
             raise ConfigError(src, "loss", "softmax cross-entropy needs at least 2 output units")
         if not self.activity_bound > 0:
@@ -243,6 +254,10 @@ class CircuitConfig:
         """L, the number of computed layers."""
         return len(self.sizes) - 1
 
+    def eta_w_at(self, l: int) -> float:
+        """η_W of the feedforward synapses W_l (l = 1 … L)."""
+        return eta_w_of_layer(self.eta_w, self.eta_w_hidden, l, self.depth)
+
     def to_dict(self) -> dict:
         """A JSON-able dictionary (for Dataset attributes)."""
         d = asdict(self)
@@ -250,7 +265,17 @@ class CircuitConfig:
         d.pop("source")
         if self.neurons == "rate":
             d.pop("spiking")  # unused: a rate circuit's record stays as it was
+        if self.eta_w_hidden is None:
+            d.pop("eta_w_hidden")  # likewise: one η_W for every layer
         return d
+
+
+def eta_w_of_layer(eta_w: float, eta_w_hidden: float | None, l: int, depth: int) -> float:
+    """η_W of W_l: ``eta_w`` for the output layer (l = L) and when ``eta_w_hidden`` is None,
+    ``eta_w_hidden`` for the hidden layers."""
+    if not 1 <= l <= depth:
+        raise ValueError(f"layer {l} is not one of 1 … {depth}")
+    return float(eta_w if eta_w_hidden is None or l == depth else eta_w_hidden)
 
 
 def _check_spiking(source, sp: SpikingParameters) -> None:
@@ -324,7 +349,7 @@ _SECTIONS = {
     "hold_gate": {"kind": "str", "epsilon": "float", "width": "float"},
     "feedback": {"rule": "str", "init": "str", "regularization": "float", "gain": "float",
                  "leak": "float", "difference": "bool", "decoder": "str"},
-    "plasticity": {"eta_w": "float", "eta_omega": "rate", "beta": "float", "influence": "bool",
+    "plasticity": {"eta_w": "float", "eta_w_hidden": "float", "eta_omega": "rate", "beta": "float", "influence": "bool",
                    "influence_eps": "float"},
     "init": {"weight_scale": "float", "feedback_scale": "float", "seed": "seed"},
     "divergence": {"activity_bound": "float"},

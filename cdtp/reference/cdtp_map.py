@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cdtp.model.circuit import FEEDBACK_DECODERS
+from cdtp.model.circuit import FEEDBACK_DECODERS, eta_w_of_layer
 from cdtp.model.gating import HoldGate, Schedule
 from cdtp.model.layers import Network, with_bias
 from cdtp.model.losses import Loss, get_loss
@@ -72,6 +72,8 @@ class CDTPParameters:
         Time constants (s); 0 means algebraic (instantaneous). Nonzero values must be ≥ dt.
     eta_w : float
         Feedforward learning rate η_W (dimensionless: ΔW = η_W Δτ nᵀ).
+    eta_w_hidden : float or None
+        η_W of the hidden layers (l < L); None: ``eta_w`` for every layer.
     eta_omega : float
         Feedback learning rate η_Ω (1/s: Ω̇ = η_Ω (…)).
     beta : float
@@ -114,6 +116,7 @@ class CDTPParameters:
     tau_u: float = 1e-4
     tau_tau: float = 0.0
     eta_w: float = 0.1
+    eta_w_hidden: float | None = None
     eta_omega: float = 0.0
     beta: float = 0.1
     feedback_rule: str = "delta1"
@@ -208,7 +211,8 @@ def parameters_of(circuit, dt: float) -> CDTPParameters:
     """The map's parameters for a :class:`cdtp.model.circuit.CircuitConfig` run at step ``dt``."""
     return CDTPParameters(
         dt=dt, tau_h=circuit.tau_h, tau_a=circuit.tau_a, tau_u=circuit.tau_u,
-        tau_tau=circuit.tau_tau, eta_w=circuit.eta_w, eta_omega=circuit.eta_omega,
+        tau_tau=circuit.tau_tau, eta_w=circuit.eta_w, eta_w_hidden=circuit.eta_w_hidden,
+        eta_omega=circuit.eta_omega,
         beta=circuit.beta, feedback_rule=circuit.feedback_rule, influence=circuit.influence,
         influence_eps=circuit.influence_eps, loss=circuit.loss, hold=circuit.hold,
         feedback_gain=circuit.feedback_gain, leak=circuit.leak, difference=circuit.difference,
@@ -328,12 +332,13 @@ def step(
             e = err_top / (err_l + params.influence_eps) * (tau[l] - a[l])
             state.de[l] = e - state.e[l]
             state.e[l] = e
-    if params.eta_w != 0.0:
-        for l in range(1, L + 1):
+    for l in range(1, L + 1):
+        eta = eta_w_of_layer(params.eta_w, params.eta_w_hidden, l, L)
+        if eta != 0.0:
             sa = with_bias(sigma(a[l - 1]), bias)
             n_prev = sa / (np.sum(sa * sa, axis=1, keepdims=True) + params.norm_eps)
             drive = state.de[l] if params.influence else dtau[l]
-            coef = params.eta_w * gate("plasticity", l) * drive
+            coef = eta * gate("plasticity", l) * drive
             delta = coef[:, :, None] * n_prev[:, None, :]
             state.weights[l] += delta
             if params.feedback_rule == "mirror" and l >= 2:

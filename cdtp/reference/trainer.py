@@ -150,6 +150,7 @@ class TrainingConfig:
     seed: int | None
     eval_every: int
     recipe_decoder: str = "sigma"
+    hidden_lr: float | None = None
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -166,6 +167,13 @@ class TrainingConfig:
             raise ValueError(
                 f"decoder_noise must be a finite number >= 0, got {self.decoder_noise}"
             )
+        if self.hidden_lr is not None:
+            if self.method != "cdtp_recipe":
+                raise ValueError(f"hidden_lr is a setting of cdtp_recipe (the circuit's"
+                                 f" eta_w_hidden), not of {self.method!r}")
+            if not np.isfinite(self.hidden_lr) or self.hidden_lr < 0:
+                raise ValueError(f"hidden_lr must be a finite number >= 0, got"
+                                 f" {self.hidden_lr!r}")
         if self.recipe_decoder not in FEEDBACK_DECODERS:
             raise ValueError(f"unknown recipe_decoder {self.recipe_decoder!r};"
                              f" allowed: {', '.join(FEEDBACK_DECODERS)}")
@@ -362,7 +370,8 @@ def _recipe_step(net: Network, x, y, loss, cfg: TrainingConfig, counters: dict) 
     factor), and Ω_l by the transpose of that change times c_l, the ratio Ω_l / W_lᵀ of the
     transpose start (the ``mirror`` rule). This is what the circuit computes per γ cycle when
     its loops settle within the feedback phase, so it is the circuit's reference at
-    convergence.
+    convergence. With ``hidden_lr`` the hidden layers (l < L) move by that step instead of lr
+    (the circuit's ``eta_w_hidden``).
     """
     L = net.depth
     if "mirror" not in counters:
@@ -379,7 +388,8 @@ def _recipe_step(net: Network, x, y, loss, cfg: TrainingConfig, counters: dict) 
     for l in range(1, L + 1):
         pre = with_bias(net.sigma(h[l - 1]), net.bias)
         pre = pre / np.sum(pre * pre, axis=1, keepdims=True)
-        dw.append(cfg.lr * (taus[l] - h[l]).T @ pre / len(x))
+        lr = cfg.lr if cfg.hidden_lr is None or l == L else cfg.hidden_lr
+        dw.append(lr * (taus[l] - h[l]).T @ pre / len(x))
     for l in range(2, L + 1):
         n_pre, n_post = net.sizes[l - 1], net.sizes[l]
         net.feedback[l][:, :n_post] += counters["mirror"][l] * dw[l][:, :n_pre].T
@@ -422,6 +432,7 @@ def train(
     seed: int | np.random.Generator = 0,
     eval_every: int = 1,
     recipe_decoder: str = "sigma",
+    hidden_lr: float | None = None,
 ) -> xr.Dataset:
     """Train ``net`` in place on ``task`` by ``method`` and return its learning curves.
 
@@ -458,6 +469,9 @@ def train(
     recipe_decoder : {"sigma", "slope_gated"}
         The decoder of ``cdtp_recipe`` (the circuit's ``feedback.decoder``;
         :func:`recipe_targets`).
+    hidden_lr : float or None
+        ``cdtp_recipe`` only: the step of the hidden layers (l < L), the circuit's
+        ``eta_w_hidden``; None: ``lr`` for every layer.
 
     Returns
     -------
@@ -492,6 +506,7 @@ def train(
         seed=_seed_attr(seed),
         eval_every=eval_every,
         recipe_decoder=recipe_decoder,
+        hidden_lr=None if hidden_lr is None else float(hidden_lr),
     )
     if net.sizes[0] != task.n_in or net.sizes[-1] != task.n_out:
         raise ValueError(

@@ -94,6 +94,10 @@ KEY_DOCS: dict[str, dict[str, dict[str, str]]] = {
                              "allowed": "sigma, slope_gated"},
         "plasticity.eta_w": {"text": "η_W, the feedforward learning rate (dimensionless: "
                              "ΔW = η_W p s Δτ nᵀ).", "allowed": "≥ 0"},
+        "plasticity.eta_w_hidden": {"text": "η_W of the hidden layers' feedforward synapses "
+                                    "(W_l, l < L), when it should differ from the output "
+                                    "layer's ``eta_w`` (model §2.3).", "allowed": "≥ 0",
+                                    "default": "``eta_w``"},
         "plasticity.eta_omega": {"text": "η_Ω, the rate of Δ1 / Δ2.", "allowed": "≥ 0"},
         "integration.method": {"text": "How Brian2 integrates the layers' differential "
                                "equations (docs/model.md §2.4): ``euler`` reproduces the "
