@@ -294,13 +294,33 @@ def run_map(circuit: CircuitConfig, fit, evals, epochs: int, seeds, chunk: int =
     return [_evaluate(n, c, evals, diverged=None, sim=sim / len(cs)) for n, c in zip(nets, cs)]
 
 
-def run_bp(circuit: CircuitConfig, task, epochs: int, seed: int, lr: float) -> list:
+def run_bp(circuit: CircuitConfig, task, epochs: int, seed: int, lr: float,
+           hidden_lr: float | None = None) -> list:
     """Online BP from the circuit's initial weights, in the circuit's example order; accuracy
-    on ``task``'s test split after each epoch (index 0: before training)."""
+    on ``task``'s test split after each epoch (index 0: before training). ``hidden_lr``: the
+    hidden layers' step, if not ``lr``."""
     c = dataclasses.replace(circuit, seed=seed)
     ds = train(initial_network(c), task, "bp", epochs=epochs, batch_size=1, lr=lr,
-               seed=100 + seed)
+               hidden_lr=hidden_lr, seed=100 + seed)
     return [float(v) for v in ds.test_accuracy.values]
+
+
+def run_bp_layered(circuit: CircuitConfig, val, test, epochs: int, seeds) -> dict | None:
+    """BP with the circuit's per-layer steps: the hidden layers at ``eta_w_hidden / eta_w``
+    times the output layer's step, which is chosen on validation from :data:`BP_STEPS` — the
+    same freedom the recipe has, given to BP (None when the recipe has one η_W)."""
+    if circuit.eta_w_hidden is None:
+        return None
+    ratio = circuit.eta_w_hidden / circuit.eta_w
+    t0 = time.perf_counter()
+    val_runs = {lr: [run_bp(circuit, val, epochs, s, lr, ratio * lr)[-1] for s in seeds]
+                for lr in BP_STEPS}
+    best = max(val_runs, key=lambda lr: np.mean(val_runs[lr]))
+    out = {"ratio": ratio, "lr": best, "val": val_runs[best], "all_val": val_runs,
+           "test": [run_bp(circuit, test, epochs, s, best, ratio * best)[-1] for s in seeds]}
+    out["time"] = (time.perf_counter() - t0) / len(seeds) / (len(BP_STEPS) + 1)
+    print(f"BP with hidden steps × {ratio:g}: val {val_runs}, test {out['test']}", flush=True)
+    return out
 
 
 def run_reference(circuit: CircuitConfig, test, epochs: int, seed: int) -> dict:
@@ -364,6 +384,7 @@ def run_task(spec: Spec, seeds, device: str = "cython", with_map: bool = False,
                         for seed in seeds[:reference_seeds]]
     print(f"{spec.name} reference recipe: test {[r['test'][-1] for r in res['reference']]}",
           flush=True)
+    res["bp_layered"] = run_bp_layered(circuit, val, test, spec.epochs, seeds)
     if stored_bp is not None:
         # BP and the reference difference TP do not depend on the recipe (the same initial W,
         # examples and order), so stored runs of them are reused; the caller checked sizes,
@@ -434,6 +455,13 @@ def table(results: list[dict]) -> str:
             spec, f"BP, online SGD, {len(bp)} seeds, step {best} (best on validation of"
             f" {', '.join(map(str, BP_STEPS))})", [r["val"][-1] for r in bp],
             [r["test"][-1] for r in bp], f"{res['bp_time'][best]:.0f} s"))
+        if res.get("bp_layered"):
+            b = res["bp_layered"]
+            lines.append(_row(
+                spec, f"BP, online SGD, {len(b['test'])} seeds, hidden layers at {b['ratio']:g}"
+                f" × the output's step (the recipe's η_W ratio), step {b['lr']} (best on"
+                f" validation of {', '.join(map(str, BP_STEPS))})", b["val"], b["test"],
+                f"{b['time']:.0f} s"))
         if len(ok) < len(cir):
             lines.append(f"| {spec.name} | | circuit runs that diverged: {len(cir) - len(ok)} |"
                          " | | | | |")
@@ -625,7 +653,8 @@ def render(results: list[dict]) -> str:
         " cycle. The recipe (`circuits/digits.toml`): tanh, softmax"
         f" cross-entropy, feedback rule {c.feedback_rule} (init {c.feedback_init}, gain"
         f" {c.feedback_gain}), leak λ = {c.leak}, difference = {c.difference},"
-        f" decoder = {c.feedback_decoder}, τ_u = {c.tau_u * 1e3:g} ms, η_W = {c.eta_w},"
+        f" decoder = {c.feedback_decoder}, τ_u = {c.tau_u * 1e3:g} ms, η_W = {c.eta_w}"
+        + ("" if c.eta_w_hidden is None else f" (hidden layers {c.eta_w_hidden})") + ","
         f" β = {c.beta}; other tasks change only `sizes`.",
         "\n".join(f"- {s.name}: {s.note}" for s in (r["spec"] for r in results)),
         "Wall times were measured while other jobs shared the machine's 2 cores: they bound the"

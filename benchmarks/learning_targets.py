@@ -23,7 +23,9 @@ Per example (online, one example per update, the splits, initial weights and exa
     receiving neuron, backprop's placement of σ′; linearized, its fixed point is ``gn`` with
     λ′ = λ / c_l); ``renorm=1`` recomputes c_l = gain / ‖W_l‖₂² before every example (a
     diagnostic, not a circuit: it keeps the loop gain, and λ relative to it, at their initial
-    values while W grows);
+    values while W grows); ``sim=1`` runs the loops of all layers at once, as the circuit does
+    (each Euler step, every layer's loop reads the current feedback of the layer above as its
+    target), instead of one after another from the top, each to its own fixed point;
 
 then every layer moves by η δ_l σ̃(h_{l−1})ᵀ / ‖σ̃(h_{l−1})‖² (``upd=nlms``, the circuit's
 normalized update) or η δ_l σ̃(h_{l−1})ᵀ (``upd=sgd``); ``hid`` multiplies η of the hidden
@@ -53,7 +55,7 @@ from cdtp.model.layers import with_bias
 
 RULES = ("bp", "gn", "loop")
 DEFAULTS = {"eta": 0.1, "beta": 2.0, "lam": 0.5, "k": 0.5, "iters": 30, "gain": 0.5,
-            "dgate": 0, "upd": "nlms", "renorm": 0, "hid": 1.0}
+            "dgate": 0, "upd": "nlms", "renorm": 0, "hid": 1.0, "sim": 0}
 
 
 def parse_rule(text: str) -> dict:
@@ -113,7 +115,9 @@ def run(task: str, cfgs: list[dict], seeds, epochs: int, nonlinearity: str = "ta
     dgate = col("dgate").astype(bool)[:, None]
     renorm = col("renorm").astype(bool)
     nlms = np.array([c["upd"] == "nlms" for c, _ in runs])
-    loop = np.flatnonzero(rules == "loop")
+    sim = col("sim").astype(bool)
+    loop = np.flatnonzero((rules == "loop") & ~sim)
+    joint = np.flatnonzero((rules == "loop") & sim)
 
     def accuracy():
         out = []
@@ -135,6 +139,13 @@ def run(task: str, cfgs: list[dict], seeds, epochs: int, nonlinearity: str = "ta
         p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
         delta = [None] * (depth + 1)
         delta[depth] = -beta[:, None] * (p - y_all[t])
+        if len(joint):
+            joint_deltas = _joint_loops([None] + [w[joint] for w in weights[1:]],
+                                        [None, None] + [cl[joint] for cl in c0[2:]],
+                                        [v[joint] for v in h], [None] + [v[joint] for v in
+                                                                         slope[1:]],
+                                        delta[depth][joint], lam[joint], k[joint],
+                                        iters[joint], dgate[joint], sigma)
         for l in range(depth, 1, -1):
             w = weights[l][:, :, :-1]
             jac = w * slope[l][:, None, :]
@@ -150,6 +161,8 @@ def run(task: str, cfgs: list[dict], seeds, epochs: int, nonlinearity: str = "ta
                 out[loop] = _loop(weights[l][loop], c_now, h[l][loop], h[l - 1][loop],
                                   slope[l][loop], delta[l][loop], lam[loop], k[loop],
                                   iters[loop], dgate[loop], sigma)
+            if len(joint):
+                out[joint] = joint_deltas[l - 1]
             delta[l - 1] = out
         for l in range(1, depth + 1):
             norm = np.where(nlms, np.sum(pre[l] ** 2, 1), 1.0)
@@ -178,6 +191,32 @@ def _loop(w, c, h_l, h_below, slope_below, delta, lam, k, iters, dgate, sigma):
         du = k[:, None] * (tau - f - lam[:, None] * (u - h_l))
         u = u + du * (it < iters)[:, None]
     return g(u) - ref
+
+
+def _joint_loops(w, c, h, slope, delta_top, lam, k, iters, dgate, sigma):
+    """All layers' leaky loops at once (``sim=1``): per Euler step, layer l's target is h_l plus
+    the current feedback displacement from layer l + 1 (δ_L at the top). Returns
+    [None, δ_1, …, δ_{L−1}]."""
+    depth = len(w) - 1
+    omega = [None, None] + [c[l][:, None, None] * np.transpose(w[l][:, :, :-1], (0, 2, 1))
+                            for l in range(2, depth + 1)]
+
+    def g(l, u):
+        gated = slope[l] * _mv(omega[l], u - h[l])
+        return np.where(dgate, gated, _mv(omega[l], sigma(u)))
+
+    ref = [None, None] + [g(l, h[l]) for l in range(2, depth + 1)]
+    u = [None, None] + [h[l].copy() for l in range(2, depth + 1)]
+    for it in range(int(iters.max())):
+        disp = [None] + [g(l + 1, u[l + 1]) - ref[l + 1] for l in range(1, depth)]
+        new = list(u)
+        for l in range(2, depth + 1):
+            tau = h[l] + (delta_top if l == depth else disp[l])
+            f = _mv(w[l], with_bias(sigma(h[l - 1] + disp[l - 1]), True))
+            du = k[:, None] * (tau - f - lam[:, None] * (u[l] - h[l]))
+            new[l] = u[l] + du * (it < iters)[:, None]
+        u = new
+    return [None] + [g(l + 1, u[l + 1]) - ref[l + 1] for l in range(1, depth)]
 
 
 def main(argv=None) -> None:

@@ -168,8 +168,8 @@ class TrainingConfig:
                 f"decoder_noise must be a finite number >= 0, got {self.decoder_noise}"
             )
         if self.hidden_lr is not None:
-            if self.method != "cdtp_recipe":
-                raise ValueError(f"hidden_lr is a setting of cdtp_recipe (the circuit's"
+            if self.method not in ("bp", "cdtp_recipe"):
+                raise ValueError(f"hidden_lr is a setting of bp and cdtp_recipe (the circuit's"
                                  f" eta_w_hidden), not of {self.method!r}")
             if not np.isfinite(self.hidden_lr) or self.hidden_lr < 0:
                 raise ValueError(f"hidden_lr must be a finite number >= 0, got"
@@ -269,7 +269,7 @@ def _step(net: Network, x, y, loss, cfg: TrainingConfig, rng, counters: dict) ->
     L = net.depth
     if cfg.method == "bp":
         grads = backprop_gradients(net, x, y, loss)
-        return [None] + [-cfg.lr * g for g in grads[1:]]
+        return [None] + [-_layer_lr(cfg, l, L) * grads[l] for l in range(1, L + 1)]
     if cfg.method == "cdtp_recipe":
         return _recipe_step(net, x, y, loss, cfg, counters)
     h = net.forward(x)
@@ -360,6 +360,11 @@ def recipe_targets(net: Network, x, y, loss, beta: float, leak: float,
     return h, taus, unconverged
 
 
+def _layer_lr(cfg: TrainingConfig, l: int, L: int) -> float:
+    """The step of layer l: ``hidden_lr`` below the output layer when it is set, else lr."""
+    return cfg.lr if cfg.hidden_lr is None or l == L else cfg.hidden_lr
+
+
 def _recipe_step(net: Network, x, y, loss, cfg: TrainingConfig, counters: dict) -> list:
     """The circuit's learning recipe (docs/model.md §2.3) with its loops run to convergence.
 
@@ -388,8 +393,7 @@ def _recipe_step(net: Network, x, y, loss, cfg: TrainingConfig, counters: dict) 
     for l in range(1, L + 1):
         pre = with_bias(net.sigma(h[l - 1]), net.bias)
         pre = pre / np.sum(pre * pre, axis=1, keepdims=True)
-        lr = cfg.lr if cfg.hidden_lr is None or l == L else cfg.hidden_lr
-        dw.append(lr * (taus[l] - h[l]).T @ pre / len(x))
+        dw.append(_layer_lr(cfg, l, L) * (taus[l] - h[l]).T @ pre / len(x))
     for l in range(2, L + 1):
         n_pre, n_post = net.sizes[l - 1], net.sizes[l]
         net.feedback[l][:, :n_post] += counters["mirror"][l] * dw[l][:, :n_pre].T
@@ -470,8 +474,8 @@ def train(
         The decoder of ``cdtp_recipe`` (the circuit's ``feedback.decoder``;
         :func:`recipe_targets`).
     hidden_lr : float or None
-        ``cdtp_recipe`` only: the step of the hidden layers (l < L), the circuit's
-        ``eta_w_hidden``; None: ``lr`` for every layer.
+        ``bp`` and ``cdtp_recipe`` only: the step of the hidden layers (l < L; for
+        ``cdtp_recipe`` the circuit's ``eta_w_hidden``); None: ``lr`` for every layer.
 
     Returns
     -------
