@@ -176,13 +176,22 @@ def run(task: str, cfgs: list[dict], seeds, epochs: int, nonlinearity: str = "ta
     return np.array(curves)
 
 
+def _mirrored(w, c):
+    """Ω_l = c_l W_lᵀ (without the bias column) for a batch of runs."""
+    return c[:, None, None] * np.transpose(w[:, :, :-1], (0, 2, 1))
+
+
+def _feedback(omega, u, h_l, slope_below, dgate, sigma):
+    """g_l(u): slope-gated, σ′(h_{l−1}) ⊙ Ω_l (u − h_l), where ``dgate``; else Ω_l σ(u)."""
+    return np.where(dgate, slope_below * _mv(omega, u - h_l), _mv(omega, sigma(u)))
+
+
 def _loop(w, c, h_l, h_below, slope_below, delta, lam, k, iters, dgate, sigma):
     """The leaky inversion loop of one layer for a batch of runs (see the module docstring)."""
-    omega = c[:, None, None] * np.transpose(w[:, :, :-1], (0, 2, 1))
+    omega = _mirrored(w, c)
 
     def g(u):
-        gated = slope_below * _mv(omega, u - h_l)
-        return np.where(dgate, gated, _mv(omega, sigma(u)))
+        return _feedback(omega, u, h_l, slope_below, dgate, sigma)
 
     ref = g(h_l)
     u, tau = h_l.copy(), h_l + delta
@@ -198,12 +207,10 @@ def _joint_loops(w, c, h, slope, delta_top, lam, k, iters, dgate, sigma):
     the current feedback displacement from layer l + 1 (δ_L at the top). Returns
     [None, δ_1, …, δ_{L−1}]."""
     depth = len(w) - 1
-    omega = [None, None] + [c[l][:, None, None] * np.transpose(w[l][:, :, :-1], (0, 2, 1))
-                            for l in range(2, depth + 1)]
+    omega = [None, None] + [_mirrored(w[l], c[l]) for l in range(2, depth + 1)]
 
     def g(l, u):
-        gated = slope[l] * _mv(omega[l], u - h[l])
-        return np.where(dgate, gated, _mv(omega[l], sigma(u)))
+        return _feedback(omega[l], u, h[l], slope[l], dgate, sigma)
 
     ref = [None, None] + [g(l, h[l]) for l in range(2, depth + 1)]
     u = [None, None] + [h[l].copy() for l in range(2, depth + 1)]

@@ -79,7 +79,7 @@ import xarray as xr
 
 import cdtp
 from cdtp.data.tasks import Task
-from cdtp.model.circuit import FEEDBACK_DECODERS
+from cdtp.model.circuit import FEEDBACK_DECODERS, eta_w_of_layer
 from cdtp.model.layers import Network, with_bias
 from cdtp.model.losses import get_loss
 from cdtp.reference.backprop import activation_gradients, backprop_gradients
@@ -269,7 +269,8 @@ def _step(net: Network, x, y, loss, cfg: TrainingConfig, rng, counters: dict) ->
     L = net.depth
     if cfg.method == "bp":
         grads = backprop_gradients(net, x, y, loss)
-        return [None] + [-_layer_lr(cfg, l, L) * grads[l] for l in range(1, L + 1)]
+        return [None] + [-eta_w_of_layer(cfg.lr, cfg.hidden_lr, l, L) * grads[l]
+                         for l in range(1, L + 1)]
     if cfg.method == "cdtp_recipe":
         return _recipe_step(net, x, y, loss, cfg, counters)
     h = net.forward(x)
@@ -360,11 +361,6 @@ def recipe_targets(net: Network, x, y, loss, beta: float, leak: float,
     return h, taus, unconverged
 
 
-def _layer_lr(cfg: TrainingConfig, l: int, L: int) -> float:
-    """The step of layer l: ``hidden_lr`` below the output layer when it is set, else lr."""
-    return cfg.lr if cfg.hidden_lr is None or l == L else cfg.hidden_lr
-
-
 def _recipe_step(net: Network, x, y, loss, cfg: TrainingConfig, counters: dict) -> list:
     """The circuit's learning recipe (docs/model.md §2.3) with its loops run to convergence.
 
@@ -393,7 +389,8 @@ def _recipe_step(net: Network, x, y, loss, cfg: TrainingConfig, counters: dict) 
     for l in range(1, L + 1):
         pre = with_bias(net.sigma(h[l - 1]), net.bias)
         pre = pre / np.sum(pre * pre, axis=1, keepdims=True)
-        dw.append(_layer_lr(cfg, l, L) * (taus[l] - h[l]).T @ pre / len(x))
+        dw.append(eta_w_of_layer(cfg.lr, cfg.hidden_lr, l, L) * (taus[l] - h[l]).T @ pre
+                  / len(x))
     for l in range(2, L + 1):
         n_pre, n_post = net.sizes[l - 1], net.sizes[l]
         net.feedback[l][:, :n_post] += counters["mirror"][l] * dw[l][:, :n_pre].T
