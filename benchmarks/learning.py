@@ -257,6 +257,8 @@ def diagnostics(net: Network, circuit: CircuitConfig, task: tasks.Task) -> dict:
     undefined)."""
     x = task.x_test[:DIAGNOSTIC_EXAMPLES]
     y = task.y_test[:DIAGNOSTIC_EXAMPLES]
+    if circuit.normalize_feedback:  # the feedback the loops receive: Ω_l times the units' gain
+        net = cdtp_map.normalized_feedback(net)
     rec = alignment.reconstruction_errors(net, x)
     ang = alignment.update_alignment(net, x, y, circuit.loss, circuit.beta, circuit.leak,
                                      rate=DT / circuit.tau_u, decoder=circuit.feedback_decoder)
@@ -276,6 +278,10 @@ def run_map(circuit: CircuitConfig, fit, evals, epochs: int, seeds, chunk: int =
         state.weights[l] = np.stack([n.weights[l] for n in inits])
         if l >= 2:
             state.feedback[l] = np.stack([n.feedback[l] for n in inits])
+    if circuit.normalize_feedback:  # each seed's own reference ‖W_l(0)‖_F²
+        refs = [cdtp_map.feedback_norm_reference(n) for n in inits]
+        state.fro0 = [None, None] + [np.array([[r[l]] for r in refs])
+                                     for l in range(2, circuit.depth + 1)]
     streams = [stream(fit, epochs, s) for s in seeds]
     x = np.stack([x for x, _ in streams], axis=1)  # (cycles, seeds, n_0)
     y = np.stack([y for _, y in streams], axis=1)
@@ -333,7 +339,7 @@ def run_reference(circuit: CircuitConfig, test, epochs: int, seed: int) -> dict:
                lr=c.eta_w, hidden_lr=c.eta_w_hidden, beta=c.beta, regularization=c.leak,
                inversion_iterations=1000,
                inversion_step=DT / c.tau_u, seed=100 + seed,
-               recipe_decoder=c.feedback_decoder)
+               recipe_decoder=c.feedback_decoder, recipe_normalize=c.normalize_feedback)
     return {"test": [float(v) for v in ds.test_accuracy.values[1:]],
             "time": time.perf_counter() - t0}
 

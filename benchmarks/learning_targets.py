@@ -23,7 +23,9 @@ Per example (online, one example per update, the splits, initial weights and exa
     receiving neuron, backprop's placement of σ′; linearized, its fixed point is ``gn`` with
     λ′ = λ / c_l); ``renorm=1`` recomputes c_l = gain / ‖W_l‖₂² before every example (a
     diagnostic, not a circuit: it keeps the loop gain, and λ relative to it, at their initial
-    values while W grows); ``sim=1`` runs the loops of all layers at once, as the circuit does
+    values while W grows); ``renorm=2`` scales c_l by ‖W_l(0)‖_F² / ‖W_l‖_F² instead (the sum
+    of the squared feedforward weights, a quantity one normalization unit per layer can sum
+    from its synapses); ``sim=1`` runs the loops of all layers at once, as the circuit does
     (each Euler step, every layer's loop reads the current feedback of the layer above as its
     target), instead of one after another from the top, each to its own fixed point;
 
@@ -113,7 +115,10 @@ def run(task: str, cfgs: list[dict], seeds, epochs: int, nonlinearity: str = "ta
                          for l in range(2, depth + 1)]
     rules = np.array([c["rule"] for c, _ in runs])
     dgate = col("dgate").astype(bool)[:, None]
-    renorm = col("renorm").astype(bool)
+    renorm = col("renorm").astype(int)
+    # ‖W_l(0)‖_F² (without the bias column), the reference of ``renorm=2``
+    fro0 = [None, None] + [np.array([np.sum(w[:, :-1] ** 2) for w in weights[l]])
+                           for l in range(2, depth + 1)]
     nlms = np.array([c["upd"] == "nlms" for c, _ in runs])
     sim = col("sim").astype(bool)
     loop = np.flatnonzero((rules == "loop") & ~sim)
@@ -156,8 +161,12 @@ def run(task: str, cfgs: list[dict], seeds, epochs: int, nonlinearity: str = "ta
                 m = jac[b] @ jac[b].T + lam[b] * np.eye(sizes[l])
                 out[b] = jac[b].T @ np.linalg.solve(m, delta[l][b])
             if len(loop):
-                c_now = np.where(renorm[loop], gain[loop] / np.linalg.norm(
-                    w[loop], 2, axis=(1, 2)) ** 2, c0[l][loop]) if renorm.any() else c0[l][loop]
+                c_now = c0[l][loop]
+                if renorm.any():
+                    spectral = gain[loop] / np.linalg.norm(w[loop], 2, axis=(1, 2)) ** 2
+                    frob = c0[l][loop] * fro0[l][loop] / np.sum(w[loop] ** 2, axis=(1, 2))
+                    c_now = np.select([renorm[loop] == 1, renorm[loop] == 2],
+                                      [spectral, frob], c_now)
                 out[loop] = _loop(weights[l][loop], c_now, h[l][loop], h[l - 1][loop],
                                   slope[l][loop], delta[l][loop], lam[loop], k[loop],
                                   iters[loop], dgate[loop], sigma)

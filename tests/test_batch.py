@@ -136,6 +136,26 @@ def test_batch_with_own_weights_and_streams_and_softmax():
         assert max(diffs.values()) < TOL, (k, diffs)
 
 
+def test_batch_normalized_feedback_keeps_each_circuits_reference():
+    """``feedback.normalize``: each block's normalization neuron divides by its own circuit's
+    ‖W_l‖_F² relative to that circuit's start (per-circuit initial weights)."""
+    circuit = _circuit(loss="softmax_cross_entropy", influence=False, feedback_rule="mirror",
+                       feedback_init="transpose", feedback_decoder="slope_gated",
+                       difference=True, leak=0.2, eta_w=0.3, normalize_feedback=True)
+    nets = [initial_network(dataclasses.replace(circuit, seed=s)) for s in (4, 5)]
+    refs = [cdtp_map.feedback_norm_reference(n)[2] for n in nets]
+    assert abs(refs[0] - refs[1]) > 0.1  # the two circuits' references differ
+    streams = [_stream(circuit, 5, seed=s) for s in (1, 2)]
+    streams = [(x, np.eye(3)[np.argmax(y, axis=1)]) for x, y in streams]
+    schedules = [_schedule(50, 0.5), _schedule(50, 0.5, 2e-3)]
+    batch = build_batch(circuit, schedules, [s[0] for s in streams], [s[1] for s in streams],
+                        5, dt=DT, device="numpy", networks=nets).run()
+    for k in range(2):
+        separate = _separate(circuit, schedules[k], *streams[k], 5, network=nets[k])
+        diffs = _differences(circuit, batch, k, separate)
+        assert max(diffs.values()) < TOL, (k, diffs)
+
+
 def test_batch_discrete_limit_matches_reference_map():
     """A batch of discrete-limit circuits against the reference map directly."""
     circuit = _circuit(tau_h=0.0, tau_tau=0.0, tau_u=DT, influence=False)

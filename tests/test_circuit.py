@@ -38,6 +38,15 @@ def test_hidden_learning_rate_is_read_and_recorded_only_when_set(tmp_path):
         c.eta_w_at(3)
 
 
+def test_feedback_normalization_is_read_and_recorded_only_when_set(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('sizes = [3, 3, 2]\n[feedback]\nrule = "mirror"\ninit = "transpose"\n'
+                 'normalize = true\n')
+    c = load_circuit(f)
+    assert c.normalize_feedback and c.to_dict()["normalize_feedback"] is True
+    assert "normalize_feedback" not in CircuitConfig(sizes=(3, 3, 2)).to_dict()
+
+
 def _write(tmp_path, text):
     f = tmp_path / "bad.toml"
     f.write_text(text)
@@ -75,6 +84,11 @@ BAD = {
     "toml_syntax": ('sizes = [3, 3\n', "<syntax>", "not valid TOML"),
     "negative_hidden_rate": ('sizes = [3, 3, 3]\n[plasticity]\neta_w_hidden = -0.1\n',
                              "plasticity.eta_w_hidden", "or left out"),
+    "normalize_without_mirror": ('sizes = [3, 3, 3]\n[feedback]\nrule = "delta1"\n'
+                                 'normalize = true\n', "feedback.normalize",
+                                 "needs feedback.rule = 'mirror'"),
+    "normalize_not_bool": ('sizes = [3, 3, 3]\n[feedback]\nnormalize = 1\n',
+                           "feedback.normalize", "expected bool"),
 }
 
 

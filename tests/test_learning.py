@@ -42,16 +42,18 @@ def small_task():
 
 
 @pytest.mark.brian2
-@pytest.mark.parametrize("rule,init,decoder,eta_hidden", [
-    ("mirror", "transpose", "slope_gated", None),
-    ("mirror", "transpose", "slope_gated", 0.5),  # the hidden layers at their own η_W
-    ("mirror", "transpose", "sigma", None),
-    ("delta1", "random", "sigma", None)])
-def test_recipe_options_match_the_reference_map(rule, init, decoder, eta_hidden):
-    """Leak, difference feedback, the mirror rule, both decoders and a hidden-layer η_W of its
-    own: the Brian2 circuit equals the map."""
+@pytest.mark.parametrize("rule,init,decoder,eta_hidden,normalize", [
+    ("mirror", "transpose", "slope_gated", None, False),
+    ("mirror", "transpose", "slope_gated", 0.5, False),  # the hidden layers at their own η_W
+    ("mirror", "transpose", "slope_gated", 0.5, True),  # feedback.normalize
+    ("mirror", "transpose", "sigma", None, False),
+    ("delta1", "random", "sigma", None, False)])
+def test_recipe_options_match_the_reference_map(rule, init, decoder, eta_hidden, normalize):
+    """Leak, difference feedback, the mirror rule, both decoders, a hidden-layer η_W of its
+    own and the normalization units' feedback gain: the Brian2 circuit equals the map."""
     circuit = _recipe((5, 6, 5, 3), feedback_rule=rule, feedback_init=init, eta_omega=20.0,
-                      eta_w=0.2, feedback_decoder=decoder, eta_w_hidden=eta_hidden)
+                      eta_w=0.2, feedback_decoder=decoder, eta_w_hidden=eta_hidden,
+                      normalize_feedback=normalize)
     rng = np.random.default_rng(4)
     x = rng.normal(size=(6, 5))
     y = np.eye(3)[rng.integers(0, 3, 6)]
@@ -171,14 +173,17 @@ def test_recipe_learns_a_task_it_was_not_tuned_on(small_task):
     assert np.all(after < 0.75 * before), (before, after)
 
 
-@pytest.mark.parametrize("hidden", [None, 0.3])
-def test_circuit_update_converges_to_the_reference_recipe(hidden):
+@pytest.mark.parametrize("hidden,normalize", [(None, False), (0.3, False), (0.3, True)])
+def test_circuit_update_converges_to_the_reference_recipe(hidden, normalize):
     """With long phases (30 feedforward steps, so u has relaxed to a when the feedback baseline
     is held; 170 feedback steps) the map's weight change over one γ cycle equals
     the reference recipe's (``cdtp_recipe``: loops solved to 1e-10) up to the drift of W inside
     the window, which is first order in η_W: the relative error must fall 10× when η_W does.
     ``hidden``: the hidden layers at their own rate, that factor times the output's (the
-    circuit's ``eta_w_hidden``, the reference's ``hidden_lr``)."""
+    circuit's ``eta_w_hidden``, the reference's ``hidden_lr``). ``normalize``: the circuit's
+    ``feedback.normalize`` against the reference's ``recipe_normalize``, from a network whose
+    reference ‖W_l(0)‖_F² is 2 and 0.5 times its current ‖W_l‖_F² (as after learning), so
+    the normalization units scale the loops' feedback by 2 and 0.5."""
     from cdtp.model.losses import get_loss
     from cdtp.reference.trainer import TrainingConfig, _recipe_step
 
@@ -189,23 +194,33 @@ def test_circuit_update_converges_to_the_reference_recipe(hidden):
     errors = {}
     for eta in (1e-3, 1e-4):
         eta_hidden = None if hidden is None else hidden * eta
-        circuit = _recipe((5, 6, 5, 3), eta_w=eta, eta_w_hidden=eta_hidden)
+        circuit = _recipe((5, 6, 5, 3), eta_w=eta, eta_w_hidden=eta_hidden,
+                          normalize_feedback=normalize)
         net = initial_network(circuit)
+        if normalize:
+            ref0 = net.meta[cdtp_map.FEEDBACK_NORM_REFERENCE]
+            net.meta[cdtp_map.FEEDBACK_NORM_REFERENCE] = [None, None, 2 * ref0[2], ref0[3] / 2]
         state = cdtp_map.run(net, cdtp_map.parameters_of(circuit, DT), long_feedback, x, y,
                              record_every=0)["state"]
         cfg = TrainingConfig("cdtp_recipe", 1, 1, eta, circuit.beta, 0.5, 0.0, "normalized",
                              "differential", 1000, 0.5, circuit.leak, 0, 1,
-                             recipe_decoder=circuit.feedback_decoder, hidden_lr=eta_hidden)
-        ref = _recipe_step(initial_network(circuit), x, y, get_loss(circuit.loss), cfg,
-                           {"unconverged": 0})
+                             recipe_decoder=circuit.feedback_decoder, hidden_lr=eta_hidden,
+                             recipe_normalize=normalize)
+        ref = _recipe_step(net.copy(), x, y, get_loss(circuit.loss), cfg, {"unconverged": 0})
+        if normalize:
+            plain = _recipe_step(net.copy(), x, y, get_loss(circuit.loss),
+                                 dataclasses.replace(cfg, recipe_normalize=False),
+                                 {"unconverged": 0})
+            # not vacuous: the scaled loops hand down other targets (first layer off by > 10 %)
+            assert np.linalg.norm(plain[1] - ref[1]) > 0.1 * np.linalg.norm(ref[1])
         errors[eta] = [np.linalg.norm(state.weights[l][0] - net.weights[l] - ref[l])
                        / np.linalg.norm(ref[l]) for l in (1, 2, 3)]
     # the top layer's target does not depend on the loops: equal to rounding
     assert errors[1e-4][2] < 1e-9
     for l in (0, 1):
         # measured 3.2e-3 and 2.0e-3 at η_W = 1e-3 (2.5e-3 and 2.0e-3 with the hidden layers at
-        # 0.3 η_W; a rate that one side ignored would be off by 0.7): the drift of W within
-        # the window
+        # 0.3 η_W, 2.2e-3 and 1.6e-3 with the normalized feedback; a rate that one side
+        # ignored would be off by 0.7): the drift of W within the window
         assert errors[1e-3][l] < 5e-3
         # first order in η_W (measured ratios 9.3 and 10.0)
         assert 8 < errors[1e-3][l] / errors[1e-4][l] < 12

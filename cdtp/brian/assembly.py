@@ -18,6 +18,7 @@ import numpy as np
 from cdtp.brian.equations import (
     FB_REF_DRIVE,
     NORM_EQS,
+    NORM_FEEDBACK_EQS,
     check_method,
     integrate,
     layer_dynamics,
@@ -38,6 +39,9 @@ ORDER = {
     "input": 2,
     "input_pool": 3,
     "input_broadcast": 4,
+    "weight_norm": 6,
+    "weight_norm_pool": 7,
+    "weight_norm_broadcast": 8,
     "feedback_sum": 10,
     "gates": 15,
     "targets": 20,
@@ -155,7 +159,7 @@ def assemble(circuit, schedules, nets, *, dt, plasticity_every, batched, timed_s
     _layer_operations(circuit, layers, dynamics, gate_code(schedules[0], circuit, batched),
                       batched, timed_stream, cycle_time)
     pools, broadcasts = _normalization(circuit, layers, norms, nb, len(schedules), clock)
-    feedforward = _feedforward_synapses(circuit, layers, nets, dynamics, nb, clock, dt,
+    feedforward = _feedforward_synapses(circuit, layers, norms, nets, dynamics, nb, clock, dt,
                                         plasticity_every)
     feedback = _feedback_synapses(circuit, layers, nets, nb, clock, dt, plasticity_every,
                                   batched)
@@ -212,7 +216,8 @@ def _layer_groups(circuit, dynamics, K, nb, clock, namespace, dt, batched, slow)
     layers, norms = [], []
     for l in range(circuit.depth + 1):
         is_bias = np.tile(np.r_[np.zeros(sizes[l]), np.ones(bias)], K)
-        eqs = layer_equations(dynamics[l].equations, batched, slow, circuit.neurons == "spiking")
+        eqs = layer_equations(dynamics[l].equations, batched, slow, circuit.neurons == "spiking",
+                              normalized=circuit.normalize_feedback and l >= 2)
         group = b2.NeuronGroup(K * nb[l], eqs,
                                method=circuit.integration_method, clock=clock,
                                name=f"layer_{l}", namespace=namespace)
@@ -234,7 +239,9 @@ def _layer_groups(circuit, dynamics, K, nb, clock, namespace, dt, batched, slow)
         if batched:
             group.running = 1.0
         layers.append(group)
-        norms.append(b2.NeuronGroup(K, NORM_EQS, clock=clock, name=f"norm_{l}"))
+        norm_eqs = NORM_EQS + (NORM_FEEDBACK_EQS if circuit.normalize_feedback and l >= 2
+                               else "")
+        norms.append(b2.NeuronGroup(K, norm_eqs, clock=clock, name=f"norm_{l}"))
     return layers, norms
 
 
@@ -303,7 +310,8 @@ def _layer_operations(circuit, layers, dynamics, gates, batched, timed_stream, c
 
 def _normalization(circuit, layers, norms, nb, K, clock):
     """The normalization neurons' summed synapses: ``pool_l`` (layer → its block's neuron:
-    ‖σ̃(a)‖², Σ(a − τ)², Σe^a) and ``broadcast_l`` back (and, with the influence factor,
+    ‖σ̃(a)‖², Σ(a − τ)², Σe^a, and with ``feedback.normalize`` ‖W_l‖_F²) and ``broadcast_l``
+    back (1/‖σ̃(a)‖², …, the feedback's gain; and, with the influence factor,
     ``broadcast_top_l`` of the output layer's error to every layer)."""
     L = circuit.depth
     softmax = circuit.loss == "softmax_cross_entropy"
@@ -316,6 +324,9 @@ def _normalization(circuit, layers, norms, nb, K, clock):
             pool_model.append("err_post = (a_pre - target_pre)**2 : 1 (summed)")
         if l == L and softmax:
             pool_model.append("exp_total_post = exp(a_pre)*(1 - is_bias_pre) : 1 (summed)")
+        weight_norm = circuit.normalize_feedback and l >= 2
+        if weight_norm:
+            pool_model.append("wsq_total_post = wsq_pre : 1 (summed)")
         pool = b2.Synapses(layers[l], norms[l], model="\n".join(pool_model), clock=clock,
                            name=f"pool_{l}")
         pool.connect(i=members, j=block_of)
@@ -324,6 +335,8 @@ def _normalization(circuit, layers, norms, nb, K, clock):
             back_model.append("err_self_post = err_pre : 1 (summed)")
         if l == L and softmax:
             back_model.append("exp_sum_post = exp_total_pre : 1 (summed)")
+        if weight_norm:
+            back_model.append("fb_scale_post = wsq_reference_pre/wsq_total_pre : 1 (summed)")
         back = b2.Synapses(norms[l], layers[l], model="\n".join(back_model), clock=clock,
                            name=f"broadcast_{l}")
         back.connect(i=block_of, j=members)
@@ -335,6 +348,9 @@ def _normalization(circuit, layers, norms, nb, K, clock):
         if "err_post" in pool.summed_updaters:
             pool.summed_updaters["err_post"].order = ORDER["error_pool"]
             back.summed_updaters["err_self_post"].order = ORDER["error_broadcast"]
+        if weight_norm:
+            pool.summed_updaters["wsq_total_post"].order = ORDER["weight_norm_pool"]
+            back.summed_updaters["fb_scale_post"].order = ORDER["weight_norm_broadcast"]
         if "exp_total_post" in pool.summed_updaters:
             pool.summed_updaters["exp_total_post"].order = ORDER["norm_pool"]
             back.summed_updaters["exp_sum_post"].order = ORDER["norm_broadcast"]
@@ -358,7 +374,8 @@ def _connect_blocks(syn, nb, l_pre, l_post, n_post, matrices):
     return values
 
 
-def _feedforward_synapses(circuit, layers, nets, dynamics, nb, clock, dt, plasticity_every):
+def _feedforward_synapses(circuit, layers, norms, nets, dynamics, nb, clock, dt,
+                          plasticity_every):
     """Synapses ``feedforward_l`` (W_l, Eq 46's sum) and their plasticity (Eq 50), directly
     or, with ``plasticity_every`` > 1, through a drive each neuron sums between updates."""
     sizes = circuit.sizes
@@ -366,16 +383,23 @@ def _feedforward_synapses(circuit, layers, nets, dynamics, nb, clock, dt, plasti
     drive = "d_scaled_error" if circuit.influence else "dtau"
     feedforward = [None]
     for l in range(1, circuit.depth + 1):
+        weight_norm = circuit.normalize_feedback and l >= 2
         ff = b2.Synapses(
             layers[l - 1], layers[l],
             model=f"W : 1\n{dynamics[l].h_sum}_post = W*sm_pre : 1 (summed)\n"
-                  "eta_w : 1 (shared, constant)",
+                  "eta_w : 1 (shared, constant)"
+                  # each unit of layer l sums the squares of its incoming weights (no bias)
+                  + ("\nwsq_post = W**2*(1 - is_bias_pre) : 1 (summed)" if weight_norm else ""),
             clock=clock, name=f"feedforward_{l}",
         )
         ff.W = _connect_blocks(ff, nb, l - 1, l, sizes[l], [net.weights[l] for net in nets])
         eta = circuit.eta_w_at(l)
         ff.eta_w = eta
         ff.summed_updaters[f"{dynamics[l].h_sum}_post"].order = ORDER["feedforward_sum"]
+        if weight_norm:
+            ff.summed_updaters["wsq_post"].order = ORDER["weight_norm"]
+            # the reference ‖W_l(0)‖_F² of each circuit (cdtp_map.squared_norms)
+            norms[l].wsq_reference = [cdtp_map.feedback_norm_reference(net)[l] for net in nets]
         if eta != 0 and slow:
             every = plasticity_every * dt * b2.second
             post = layers[l]
@@ -403,10 +427,12 @@ def _feedback_synapses(circuit, layers, nets, nb, clock, dt, plasticity_every, b
     drive = "d_scaled_error" if circuit.influence else "dtau"
     omega_dt = "dt*running_post" if batched else "dt"
     feedback = [None, None]
+    gain = "*fb_scale_pre" if circuit.normalize_feedback else ""
     for l in range(2, circuit.depth + 1):
         fbs = b2.Synapses(
             layers[l], layers[l - 1],
-            model="Omega : 1\nfb_post = Omega*su_pre : 1 (summed)\n"
+            # with feedback.normalize the sum carries the sending layer's gain fb_scale
+            model=f"Omega : 1\nfb_post = Omega*su_pre{gain} : 1 (summed)\n"
                   "eta_omega : Hz (shared, constant)\nmirror_gain : 1 (constant)\n"
                   "eta_w_fb : 1 (shared, constant)",
             clock=clock, name=f"feedback_{l}",

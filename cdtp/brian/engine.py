@@ -115,6 +115,10 @@ def initial_network(circuit: CircuitConfig) -> Network:
 
         for l in range(2, net.depth + 1):
             net.feedback[l] = regularized_decoder(net, l, circuit.regularization)
+    if circuit.normalize_feedback:
+        from cdtp.reference import cdtp_map
+
+        net.meta[cdtp_map.FEEDBACK_NORM_REFERENCE] = cdtp_map.feedback_norm_reference(net)
     return net
 
 

@@ -46,7 +46,8 @@ from cdtp.brian.spiking import LAYER_SPIKING_EQS
 from cdtp.model.circuit import CircuitConfig
 from cdtp.model.nonlinearities import get_nonlinearity
 
-__all__ = ["BATCH_EQS", "FB_REF_DRIVE", "LAYER_EQS", "METHODS", "NORM_EQS", "LayerDynamics",
+__all__ = ["BATCH_EQS", "FB_REF_DRIVE", "FEEDBACK_NORM_EQS", "LAYER_EQS", "METHODS",
+           "NORM_EQS", "NORM_FEEDBACK_EQS", "LayerDynamics",
            "check_method", "describe", "integrate", "layer_dynamics", "layer_equations",
            "sigma_expression", "slope_expression", "target_code"]
 
@@ -272,10 +273,12 @@ t_last : second (constant)
 """
 
 
-def layer_equations(dynamics: str, batched: bool, slow: bool, spiking: bool = False) -> str:
+def layer_equations(dynamics: str, batched: bool, slow: bool, spiking: bool = False,
+                    normalized: bool = False) -> str:
     """The NeuronGroup equations of a layer: its Eqs 46–48 (``dynamics``, from
-    :func:`cdtp.brian.equations.layer_dynamics`), the parameters every layer has and, in a
-    spiking circuit, the read-out variables of :mod:`cdtp.brian.spiking`."""
+    :func:`cdtp.brian.equations.layer_dynamics`), the parameters every layer has, in a
+    spiking circuit the read-out variables of :mod:`cdtp.brian.spiking`, and with
+    ``normalized`` (``feedback.normalize``, layers l ≥ 2) those of the feedback's gain."""
     gate_flag = "" if batched else " (shared)"
     const_flag = " (constant)" if batched else " (shared, constant)"
     lines = [dynamics, LAYER_EQS]
@@ -287,7 +290,22 @@ def layer_equations(dynamics: str, batched: bool, slow: bool, spiking: bool = Fa
         lines.append("w_drive : 1")
     if spiking:
         lines.append(LAYER_SPIKING_EQS)
+    if normalized:
+        lines.append(FEEDBACK_NORM_EQS)
     return "\n".join(lines) + "\n"
+
+
+# feedback.normalize (docs/model.md §2.3): a layer l ≥ 2's units sum the squares of their
+# incoming weights (wsq), its normalization neuron sums those (wsq_total) and sends back
+# fb_scale = ‖W_l(0)‖_F² / ‖W_l‖_F², the gain of what its feedback synapses send down
+FEEDBACK_NORM_EQS = """
+wsq : 1
+fb_scale : 1
+"""
+NORM_FEEDBACK_EQS = """
+wsq_total : 1
+wsq_reference : 1 (constant)
+"""
 
 
 NORM_EQS = """

@@ -114,6 +114,11 @@ class CircuitConfig:
     feedback_gain : float
         Gain of transpose-type feedback: the ``transpose`` init is Ω_l = gain · W_lᵀ / ‖W_l‖₂²
         and the ``mirror`` rule adds the transpose of W_l's update times that same factor.
+    normalize_feedback : bool
+        ``feedback.normalize``: one normalization unit per layer l ≥ 2 sums the squares of W_l's
+        weights and divides the feedback input Ω_l sends down by ‖W_l‖_F² / ‖W_l(0)‖_F², so the
+        inversion loop's gain does not grow with ‖W_l‖ while the circuit learns (needs the
+        ``mirror`` rule; docs/model.md §2.3).
     leak : float
         λ of the leaky inversion loop (u relaxes by τ − h − λ(u − a) in the feedback phase;
         0 is the paper's Eq 48).
@@ -169,6 +174,7 @@ class CircuitConfig:
     feedback_init: str = "pinv"
     regularization: float = 1e-3
     feedback_gain: float = 0.5
+    normalize_feedback: bool = False
     leak: float = 0.0
     difference: bool = False
     feedback_decoder: str = "sigma"
@@ -221,6 +227,13 @@ class CircuitConfig:
             raise ConfigError(src, "feedback.decoder", "'slope_gated' sends u itself, which"
                               " can be negative, down the feedback synapses; spiking populations"
                               " send rates: use decoder = 'sigma' with neurons = 'spiking'")
+        if self.normalize_feedback and self.feedback_rule != "mirror":
+            raise ConfigError(src, "feedback.normalize", "true needs feedback.rule = 'mirror'"
+                              f" (got {self.feedback_rule!r}): the unit divides the feedback by"
+                              " the growth of ‖W_l‖², which only mirrored Ω_l follows")
+        if self.normalize_feedback and self.neurons == "spiking":
+            raise ConfigError(src, "feedback.normalize", "not built for neurons = 'spiking';"
+                              " allowed with neurons = 'rate'")
         _choice(src, "integration.method", self.integration_method, INTEGRATION_METHODS)
         _choice(src, "neurons", self.neurons, NEURON_MODELS)
         _check_spiking(src, self.spiking)
@@ -267,6 +280,8 @@ class CircuitConfig:
             d.pop("spiking")  # unused: a rate circuit's record stays as it was
         if self.eta_w_hidden is None:
             d.pop("eta_w_hidden")  # likewise: one η_W for every layer
+        if not self.normalize_feedback:
+            d.pop("normalize_feedback")  # likewise
         return d
 
 
@@ -348,7 +363,7 @@ _SECTIONS = {
     "time_constants": {"tau_h": "time", "tau_a": "time", "tau_u": "time", "tau_tau": "time"},
     "hold_gate": {"kind": "str", "epsilon": "float", "width": "float"},
     "feedback": {"rule": "str", "init": "str", "regularization": "float", "gain": "float",
-                 "leak": "float", "difference": "bool", "decoder": "str"},
+                 "leak": "float", "difference": "bool", "decoder": "str", "normalize": "bool"},
     "plasticity": {"eta_w": "float", "eta_w_hidden": "float", "eta_omega": "rate",
                    "beta": "float", "influence": "bool", "influence_eps": "float"},
     "init": {"weight_scale": "float", "feedback_scale": "float", "seed": "seed"},
@@ -359,6 +374,7 @@ _SECTIONS = {
 }
 _RENAME = {("feedback", "rule"): "feedback_rule", ("feedback", "init"): "feedback_init",
            ("feedback", "gain"): "feedback_gain", ("feedback", "decoder"): "feedback_decoder",
+           ("feedback", "normalize"): "normalize_feedback",
            ("integration", "method"): "integration_method"}
 
 

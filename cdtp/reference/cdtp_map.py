@@ -54,7 +54,8 @@ from cdtp.model.gating import HoldGate, Schedule
 from cdtp.model.layers import Network, with_bias
 from cdtp.model.losses import Loss, get_loss
 
-__all__ = ["CDTPParameters", "CDTPState", "decoder_input", "mirror_gains", "parameters_of", "run",
+__all__ = ["CDTPParameters", "CDTPState", "decoder_input", "feedback_norm_reference",
+           "mirror_gains", "normalized_feedback", "parameters_of", "run", "squared_norms",
            "step"]
 
 FEEDBACK_RULES = ("delta1", "delta2", "fixed", "mirror")
@@ -84,6 +85,11 @@ class CDTPParameters:
         keeps its initial value (zero from the ``transpose`` init).
     feedback_gain : float
         The gain of transpose-type feedback (``mirror``).
+    normalize_feedback : bool
+        Divide the feedback input of layer l − 1 by ‖W_l‖_F² / ‖W_l(0)‖_F², the summed squares
+        of layer l's feedforward weights (no bias column) relative to the run's start: one
+        normalization unit per layer keeps the loop's gain c_l ‖W_l D‖² from growing with
+        ‖W_l‖ (docs/model.md §2.3). Needs the ``mirror`` rule.
     leak : float
         λ of the leaky inversion loop: in the feedback phase u_l relaxes by
         τ_l − h_l − λ (u_l − a_l) (Eq 48 with λ = 0). Its fixed point is the damped
@@ -129,6 +135,7 @@ class CDTPParameters:
     leak: float = 0.0
     difference: bool = False
     decoder: str = "sigma"
+    normalize_feedback: bool = False
 
     def __post_init__(self):
         if not self.dt > 0:
@@ -147,6 +154,8 @@ class CDTPParameters:
                              f" {', '.join(FEEDBACK_DECODERS)}")
         if self.decoder == "slope_gated" and not self.difference:
             raise ValueError("decoder 'slope_gated' needs difference = True")
+        if self.normalize_feedback and self.feedback_rule != "mirror":
+            raise ValueError("normalize_feedback needs feedback_rule 'mirror'")
 
     def rate(self, name: str) -> float:
         """k = dt/τ for a time constant, 1 for an algebraic variable."""
@@ -174,6 +183,7 @@ class CDTPState:
     feedback: list = field(default_factory=list)
     fb_ref: list = field(default_factory=list)
     mirror: list = field(default_factory=list)
+    fro0: list = field(default_factory=list)
 
     @classmethod
     def initial(cls, net: Network, batch: int = 1) -> CDTPState:
@@ -216,7 +226,7 @@ def parameters_of(circuit, dt: float) -> CDTPParameters:
         beta=circuit.beta, feedback_rule=circuit.feedback_rule, influence=circuit.influence,
         influence_eps=circuit.influence_eps, loss=circuit.loss, hold=circuit.hold,
         feedback_gain=circuit.feedback_gain, leak=circuit.leak, difference=circuit.difference,
-        decoder=circuit.feedback_decoder,
+        decoder=circuit.feedback_decoder, normalize_feedback=circuit.normalize_feedback,
     )
 
 
@@ -239,6 +249,44 @@ def mirror_gains(weights: list, sizes, gain: float) -> list:
         w = w[None] if w.ndim == 2 else w
         norms = np.array([np.linalg.norm(m[:, : sizes[l - 1]], 2) for m in w])
         out.append((gain / norms**2)[:, None, None])
+    return out
+
+
+FEEDBACK_NORM_REFERENCE = "feedback_norm_reference"
+
+
+def feedback_norm_reference(net: Network) -> list:
+    """‖W_l(0)‖_F² (l ≥ 2) of ``feedback.normalize``, the reference its normalization units
+    divide by: kept in ``net.meta`` by :func:`cdtp.brian.engine.initial_network`, so that a run
+    restarted from later weights of the same circuit keeps its start's reference; else the
+    squared norms of ``net``'s own weights."""
+    ref = net.meta.get(FEEDBACK_NORM_REFERENCE)
+    if ref is not None:
+        return list(ref)
+    return [None, None] + [float(v[0, 0]) for v in squared_norms(net.weights, net.sizes)[2:]]
+
+
+def normalized_feedback(net: Network, reference: list | None = None) -> Network:
+    """A copy of ``net`` whose Ω_l are what ``feedback.normalize`` sends down at its current
+    weights: Ω_l ‖W_l(0)‖_F² / ‖W_l‖_F² (``reference``: the ‖W_l(0)‖_F² list; default
+    :func:`feedback_norm_reference`). For the analyses that read Ω_l as the circuit's feedback
+    (alignment, the solved-loop reference)."""
+    ref = feedback_norm_reference(net) if reference is None else reference
+    now = squared_norms(net.weights, net.sizes)
+    out = net.copy()
+    for l in range(2, net.depth + 1):
+        out.feedback[l] = net.feedback[l] * (ref[l] / float(now[l][0, 0]))
+    return out
+
+
+def squared_norms(weights: list, sizes) -> list:
+    """‖W_l‖_F² of each projection's linear part (no bias column), for l ≥ 2, shaped (batch, 1)
+    like :func:`mirror_gains`' values: what the normalization unit of layer l sums."""
+    out = [None, None]
+    for l in range(2, len(sizes)):
+        w = np.asarray(weights[l])
+        w = w[None] if w.ndim == 2 else w
+        out.append(np.sum(w[:, :, : sizes[l - 1]] ** 2, axis=(1, 2))[:, None])
     return out
 
 
@@ -280,6 +328,13 @@ def step(
     if params.feedback_rule == "mirror" and not state.mirror:
         # the mirror gains are fixed by the weights the run starts from
         state.mirror = mirror_gains(state.weights, net.sizes, params.feedback_gain)
+    if params.normalize_feedback and not state.fro0:
+        # the reference of the normalization units: the run's starting weights, or the one
+        # its network carries (feedback_norm_reference)
+        ref = net.meta.get(FEEDBACK_NORM_REFERENCE)
+        state.fro0 = (squared_norms(state.weights, net.sizes) if ref is None else
+                      [None, None] + [np.full((state.batch, 1), ref[l])
+                                      for l in range(2, L + 1)])
     a[0] = np.asarray(x, dtype=float).reshape(state.batch, -1)
 
     # -- stage 1: feedback synapses, fb_{l-1} = g_l(u_l) ------------------------------------
@@ -287,6 +342,9 @@ def step(
     su = [None, None] + [decoder_input(sigma, u[l], bias, params.decoder)
                          for l in range(2, L + 1)]
     fb = [None] + [_matvec(state.feedback[l + 1], su[l + 1]) for l in range(1, L)] + [None]
+    if params.normalize_feedback:  # the normalization units' divisive gain
+        sq = squared_norms(state.weights, net.sizes)
+        fb = [None] + [fb[l] * (state.fro0[l + 1] / sq[l + 1]) for l in range(1, L)] + [None]
 
     # -- stage 2: targets (Eq 49 + output nudge) and feedback plasticity ----------------------
     m = [a[0]] + [None] * L

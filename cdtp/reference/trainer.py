@@ -83,6 +83,7 @@ from cdtp.model.circuit import FEEDBACK_DECODERS, eta_w_of_layer
 from cdtp.model.layers import Network, with_bias
 from cdtp.model.losses import get_loss
 from cdtp.reference.backprop import activation_gradients, backprop_gradients
+from cdtp.reference.cdtp_map import feedback_norm_reference, normalized_feedback
 from cdtp.reference.regularized import linearized_targets
 from cdtp.reference.targets import (
     difference_targets,
@@ -151,6 +152,7 @@ class TrainingConfig:
     eval_every: int
     recipe_decoder: str = "sigma"
     hidden_lr: float | None = None
+    recipe_normalize: bool = False
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -174,6 +176,9 @@ class TrainingConfig:
             if not np.isfinite(self.hidden_lr) or self.hidden_lr < 0:
                 raise ValueError(f"hidden_lr must be a finite number >= 0, got"
                                  f" {self.hidden_lr!r}")
+        if self.recipe_normalize and self.method != "cdtp_recipe":
+            raise ValueError(f"recipe_normalize is a setting of cdtp_recipe (the circuit's"
+                             f" feedback.normalize), not of {self.method!r}")
         if self.recipe_decoder not in FEEDBACK_DECODERS:
             raise ValueError(f"unknown recipe_decoder {self.recipe_decoder!r};"
                              f" allowed: {', '.join(FEEDBACK_DECODERS)}")
@@ -372,16 +377,24 @@ def _recipe_step(net: Network, x, y, loss, cfg: TrainingConfig, counters: dict) 
     transpose start (the ``mirror`` rule). This is what the circuit computes per γ cycle when
     its loops settle within the feedback phase, so it is the circuit's reference at
     convergence. With ``hidden_lr`` the hidden layers (l < L) move by that step instead of lr
-    (the circuit's ``eta_w_hidden``).
+    (the circuit's ``eta_w_hidden``). With ``recipe_normalize`` the loops use Ω_l scaled by
+    ‖W_l(0)‖_F² / ‖W_l‖_F² (the circuit's ``feedback.normalize``; W_l(0): the weights of the
+    first step, or the reference ``net.meta`` carries).
     """
     L = net.depth
+    if cfg.recipe_normalize and "norm_reference" not in counters:
+        counters["norm_reference"] = feedback_norm_reference(net)
     if "mirror" not in counters:
         ratios = [None, None]
         for l in range(2, L + 1):
             w = net.weights[l][:, : net.sizes[l - 1]]
             ratios.append(float(np.sum(net.feedback[l][:, : net.sizes[l]] * w.T) / np.sum(w**2)))
         counters["mirror"] = ratios
-    h, taus, unconverged = recipe_targets(net, x, y, loss, cfg.beta, cfg.regularization,
+    if cfg.recipe_normalize:
+        loops = normalized_feedback(net, counters["norm_reference"])
+    else:
+        loops = net
+    h, taus, unconverged = recipe_targets(loops, x, y, loss, cfg.beta, cfg.regularization,
                                           cfg.inversion_iterations, cfg.inversion_step,
                                           cfg.recipe_decoder)
     counters["unconverged"] += unconverged
@@ -434,6 +447,7 @@ def train(
     eval_every: int = 1,
     recipe_decoder: str = "sigma",
     hidden_lr: float | None = None,
+    recipe_normalize: bool = False,
 ) -> xr.Dataset:
     """Train ``net`` in place on ``task`` by ``method`` and return its learning curves.
 
@@ -473,6 +487,9 @@ def train(
     hidden_lr : float or None
         ``bp`` and ``cdtp_recipe`` only: the step of the hidden layers (l < L; for
         ``cdtp_recipe`` the circuit's ``eta_w_hidden``); None: ``lr`` for every layer.
+    recipe_normalize : bool
+        ``cdtp_recipe`` only: the loops' feedback divided by ‖W_l‖_F² / ‖W_l(0)‖_F² (the
+        circuit's ``feedback.normalize``).
 
     Returns
     -------
@@ -508,6 +525,7 @@ def train(
         eval_every=eval_every,
         recipe_decoder=recipe_decoder,
         hidden_lr=None if hidden_lr is None else float(hidden_lr),
+        recipe_normalize=bool(recipe_normalize),
     )
     if net.sizes[0] != task.n_in or net.sizes[-1] != task.n_out:
         raise ValueError(
