@@ -111,6 +111,13 @@ class CDTPParameters:
         ε in s_l = ‖a_L − τ_L‖² / (‖a_l − τ_l‖² + ε).
     hold : HoldGate
         c(γ), the paper's 1_{γ=1} (hard) or a smooth version.
+    plasticity_every : int
+        Apply the feedforward (and mirrored) weight changes every this many steps: each
+        neuron sums its drive p_l·Δτ_l between updates, and the update adds η_W · (that sum)
+        · n_{l−1} with n_{l−1} read when it fires (the Brian2 circuit's ``plasticity_every``,
+        :func:`cdtp.brian.engine.build`). 1: every step. With the steps of a γ cycle, the
+        cycle's change is applied at the start of the next one, so W does not move while the
+        loops settle (consolidation at the cycle boundary).
     norm_eps : float
         ε in n_{l−1} = σ̃(a_{l−1}) / (‖σ̃(a_{l−1})‖² + ε), so a silent layer gives n = 0.
     loss : str or Loss
@@ -129,6 +136,7 @@ class CDTPParameters:
     influence: bool = False
     influence_eps: float = 1e-12
     norm_eps: float = 1e-12
+    plasticity_every: int = 1
     hold: HoldGate = field(default_factory=HoldGate)
     loss: str | Loss = "squared_error"
     feedback_gain: float = 0.5
@@ -182,6 +190,7 @@ class CDTPState:
     weights: list = field(default_factory=list)
     feedback: list = field(default_factory=list)
     fb_ref: list = field(default_factory=list)
+    w_drive: list = field(default_factory=list)
     mirror: list = field(default_factory=list)
     fro0: list = field(default_factory=list)
 
@@ -214,6 +223,7 @@ class CDTPState:
         state.e = [None] + [zeros(l) for l in range(1, L + 1)]
         state.de = [None] + [zeros(l) for l in range(1, L + 1)]
         state.fb_ref = [None] + [zeros(l) for l in range(1, L + 1)]
+        state.w_drive = [None] + [zeros(l) for l in range(1, L + 1)]
         return state
 
 
@@ -396,8 +406,14 @@ def step(
             sa = with_bias(sigma(a[l - 1]), bias)
             n_prev = sa / (np.sum(sa * sa, axis=1, keepdims=True) + params.norm_eps)
             drive = state.de[l] if params.influence else dtau[l]
-            coef = eta * gate("plasticity", l) * drive
-            delta = coef[:, :, None] * n_prev[:, None, :]
+            if params.plasticity_every == 1:
+                delta = (eta * gate("plasticity", l) * drive)[:, :, None] * n_prev[:, None, :]
+            else:  # the drive summed since the last update, applied now; then a new sum
+                apply = state.step_index % params.plasticity_every == 0
+                delta = (eta * state.w_drive[l])[:, :, None] * n_prev[:, None, :] * apply
+                if apply:
+                    state.w_drive[l] = np.zeros_like(state.w_drive[l])
+                state.w_drive[l] = state.w_drive[l] + gate("plasticity", l) * drive
             state.weights[l] += delta
             if params.feedback_rule == "mirror" and l >= 2:
                 n_pre, n_post = net.sizes[l - 1], net.sizes[l]
