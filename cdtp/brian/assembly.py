@@ -36,6 +36,11 @@ __all__ = ["ORDER", "Assembly", "assemble", "block_synapses", "check_stream", "s
 
 # Execution order within a time step (all in the 'groups' slot).
 ORDER = {
+    # the slower plasticity clock (plasticity_every > 1) applies the summed drive first, with
+    # the presynaptic activities of the step before, so that an update at a cycle boundary
+    # reads the cycle's own input, not the next example's (cdtp_map, ``plasticity_every``)
+    "slow_plasticity": 0,
+    "drive_reset": 1,
     "input": 2,
     "input_pool": 3,
     "input_broadcast": 4,
@@ -51,7 +56,6 @@ ORDER = {
     "feedforward_sum": 40,
     "influence": 45,
     "feedforward_plasticity": 50,
-    "drive_reset": 52,
     "drive_accumulate": 55,
     "dynamics": 60,
     "norm_pool": 70,
@@ -404,7 +408,7 @@ def _feedforward_synapses(circuit, layers, norms, nets, dynamics, nb, clock, dt,
             every = plasticity_every * dt * b2.second
             post = layers[l]
             ff.run_regularly("W += eta_w*w_drive_post*sa_pre*inv_norm_pre", dt=every,
-                             when="groups", order=ORDER["feedforward_plasticity"],
+                             when="groups", order=ORDER["slow_plasticity"],
                              name=f"feedforward_{l}_plasticity")
             post.run_regularly("w_drive = 0", dt=every, when="groups",
                                order=ORDER["drive_reset"], name=f"layer_{l}_drive_reset")
@@ -461,7 +465,8 @@ def _feedback_synapses(circuit, layers, nets, nb, clock, dt, plasticity_every, b
             fbs.run_regularly(
                 f"Omega += mirror_gain*eta_w_fb*{drive_pre}*sa_post*inv_norm_post",
                 dt=(plasticity_every * dt * b2.second) if slow else None,
-                when="groups", order=ORDER["feedforward_plasticity"],
+                when="groups",
+                order=ORDER["slow_plasticity" if slow else "feedforward_plasticity"],
                 name=f"feedback_{l}_plasticity",
             )
         feedback.append(fbs)

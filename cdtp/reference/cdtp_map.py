@@ -300,6 +300,15 @@ def squared_norms(weights: list, sizes) -> list:
     return out
 
 
+def _change_weights(state: CDTPState, params: CDTPParameters, l: int, delta: np.ndarray) -> None:
+    """W_l += delta, and with the ``mirror`` rule Ω_l += c_l deltaᵀ (the linear part)."""
+    state.weights[l] += delta
+    if params.feedback_rule == "mirror" and l >= 2:
+        n_pre, n_post = state.net.sizes[l - 1], state.net.sizes[l]
+        state.feedback[l][:, :n_pre, :n_post] += state.mirror[l] * np.swapaxes(
+            delta[:, :, :n_pre], 1, 2)
+
+
 def _matvec(w: np.ndarray, s: np.ndarray) -> np.ndarray:
     """Per-circuit W s for a batch: (B, n, m) × (B, m) → (B, n)."""
     return np.einsum("bij,bj->bi", w, s)
@@ -345,6 +354,18 @@ def step(
         state.fro0 = (squared_norms(state.weights, net.sizes) if ref is None else
                       [None, None] + [np.full((state.batch, 1), ref[l])
                                       for l in range(2, L + 1)])
+    if params.plasticity_every > 1 and state.step_index % params.plasticity_every == 0:
+        # the slower plasticity clock: the drive summed since its last update, with the
+        # presynaptic activities of the step before (still this cycle's input at a cycle
+        # boundary), then a new sum
+        for l in range(1, L + 1):
+            eta = eta_w_of_layer(params.eta_w, params.eta_w_hidden, l, L)
+            if eta != 0.0:
+                sa = with_bias(sigma(a[l - 1]), bias)
+                n_prev = sa / (np.sum(sa * sa, axis=1, keepdims=True) + params.norm_eps)
+                _change_weights(state, params, l,
+                                (eta * state.w_drive[l])[:, :, None] * n_prev[:, None, :])
+            state.w_drive[l] = np.zeros_like(state.w_drive[l])
     a[0] = np.asarray(x, dtype=float).reshape(state.batch, -1)
 
     # -- stage 1: feedback synapses, fb_{l-1} = g_l(u_l) ------------------------------------
@@ -406,19 +427,11 @@ def step(
             sa = with_bias(sigma(a[l - 1]), bias)
             n_prev = sa / (np.sum(sa * sa, axis=1, keepdims=True) + params.norm_eps)
             drive = state.de[l] if params.influence else dtau[l]
-            if params.plasticity_every == 1:
-                delta = (eta * gate("plasticity", l) * drive)[:, :, None] * n_prev[:, None, :]
-            else:  # the drive summed since the last update, applied now; then a new sum
-                apply = state.step_index % params.plasticity_every == 0
-                delta = (eta * state.w_drive[l])[:, :, None] * n_prev[:, None, :] * apply
-                if apply:
-                    state.w_drive[l] = np.zeros_like(state.w_drive[l])
+            if params.plasticity_every > 1:  # summed; applied at the start of a step
                 state.w_drive[l] = state.w_drive[l] + gate("plasticity", l) * drive
-            state.weights[l] += delta
-            if params.feedback_rule == "mirror" and l >= 2:
-                n_pre, n_post = net.sizes[l - 1], net.sizes[l]
-                state.feedback[l][:, :n_pre, :n_post] += state.mirror[l] * np.swapaxes(
-                    delta[:, :, :n_pre], 1, 2)
+                continue
+            delta = (eta * gate("plasticity", l) * drive)[:, :, None] * n_prev[:, None, :]
+            _change_weights(state, params, l, delta)
 
     # -- stage 5: state updates (Eqs 46–48 as Euler steps) -------------------------------------
     for l in range(1, L + 1):
