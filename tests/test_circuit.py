@@ -38,6 +38,14 @@ def test_hidden_learning_rate_is_read_and_recorded_only_when_set(tmp_path):
         c.eta_w_at(3)
 
 
+def test_consolidation_is_read_and_recorded_only_when_not_every_step(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('sizes = [3, 3, 2]\n[plasticity]\nconsolidation = "cycle"\n')
+    c = load_circuit(f)
+    assert c.consolidation == "cycle" and c.to_dict()["consolidation"] == "cycle"
+    assert "consolidation" not in CircuitConfig(sizes=(3, 3, 2)).to_dict()
+
+
 def test_feedback_normalization_is_read_and_recorded_only_when_set(tmp_path):
     f = tmp_path / "c.toml"
     f.write_text('sizes = [3, 3, 2]\n[feedback]\nrule = "mirror"\ninit = "transpose"\n'
@@ -87,6 +95,8 @@ BAD = {
     "normalize_without_mirror": ('sizes = [3, 3, 3]\n[feedback]\nrule = "delta1"\n'
                                  'normalize = true\n', "feedback.normalize",
                                  "needs feedback.rule = 'mirror'"),
+    "unknown_consolidation": ('sizes = [3, 3, 3]\n[plasticity]\nconsolidation = "epoch"\n',
+                              "plasticity.consolidation", "allowed: step, cycle"),
     "normalize_not_bool": ('sizes = [3, 3, 3]\n[feedback]\nnormalize = 1\n',
                            "feedback.normalize", "expected bool"),
 }

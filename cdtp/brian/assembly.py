@@ -29,10 +29,11 @@ from cdtp.brian.equations import (
 )
 from cdtp.brian.gates import gate_code, set_schedule_constants
 from cdtp.model.circuit import CircuitConfig
+from cdtp.model.gating import consolidation_period
 from cdtp.reference import cdtp_map
 
-__all__ = ["ORDER", "Assembly", "assemble", "block_synapses", "check_stream", "stream_arrays",
-           "validate_build"]
+__all__ = ["ORDER", "Assembly", "assemble", "block_synapses", "check_stream",
+           "plasticity_every_of", "stream_arrays", "validate_build"]
 
 # Execution order within a time step (all in the 'groups' slot).
 ORDER = {
@@ -63,6 +64,21 @@ ORDER = {
 }
 
 
+def plasticity_every_of(circuit: CircuitConfig, schedules, dt: float,
+                        plasticity_every: int = 1) -> int:
+    """The steps between weight updates: ``plasticity_every`` as given, or, with
+    ``plasticity.consolidation = "cycle"``, the steps of one γ cycle (the summed change is
+    applied at each cycle's first step, before its input is clamped)."""
+    if circuit.consolidation != "cycle":
+        return plasticity_every
+    spc = consolidation_period(schedules, dt, circuit.source)
+    if plasticity_every not in (1, spc):
+        raise ValueError(f"plasticity_every = {plasticity_every!r} conflicts with"
+                         f" plasticity.consolidation = 'cycle' of {circuit.source} ({spc}"
+                         " steps per γ cycle)")
+    return spc
+
+
 def validate_build(circuit: CircuitConfig, schedules, dt: float, plasticity_every: int,
               threads: int) -> list[int]:
     """Checks shared by :func:`build` and :func:`cdtp.brian.batch.build_batch`; the steps per γ
@@ -88,6 +104,11 @@ def validate_build(circuit: CircuitConfig, schedules, dt: float, plasticity_ever
             f"plasticity_every = {plasticity_every!r}: a positive integer dividing the"
             f" steps per γ cycle ({periods}; 1 when that is not a whole number)"
         )
+    if circuit.consolidation == "cycle" and plasticity_every_of(
+            circuit, schedules, dt, plasticity_every) != plasticity_every:
+        raise ValueError(f"{circuit.source}: plasticity.consolidation = 'cycle' was built for"
+                         f" {plasticity_every} steps per γ cycle, the schedule has"
+                         f" {spcs[0]}: rebuild to change the period")
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads = {threads!r}: a positive integer")
     return spcs

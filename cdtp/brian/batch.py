@@ -43,6 +43,7 @@ from cdtp.brian.assembly import (
     assemble,
     block_synapses,
     check_stream,
+    plasticity_every_of,
     stream_arrays,
     validate_build,
 )
@@ -329,6 +330,7 @@ def build_batch(
             "the schedules of a batch must agree on γ shape, array values and whether the"
             f" plasticity gate is the paper's; got {sorted(map(str, kinds))}"
         )
+    plasticity_every = plasticity_every_of(circuit, schedules, dt, plasticity_every)
     spcs = validate_build(circuit, schedules, dt, plasticity_every, threads)
     n_cycles = _per_circuit(n_cycles, K)
     steps = _steps(schedules, dt, n_cycles)

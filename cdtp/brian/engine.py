@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 import brian2 as b2
 import numpy as np
 
-from cdtp.brian.assembly import assemble, check_stream, validate_build
+from cdtp.brian.assembly import assemble, check_stream, plasticity_every_of, validate_build
 from cdtp.brian.devices import DEVICES, configure_device
 from cdtp.brian.equations import describe
 from cdtp.brian.gates import compiled_kind, set_schedule_constants, start_step
@@ -340,6 +340,7 @@ def build(
     """
     inputs, labels = check_stream(circuit, inputs, labels)
     sizes, L = circuit.sizes, circuit.depth
+    plasticity_every = plasticity_every_of(circuit, [schedule], dt, plasticity_every)
     (spc,) = validate_build(circuit, [schedule], dt, plasticity_every, threads)
     net0 = initial_network(circuit) if network is None else network
     standalone = device == "cpp_standalone"

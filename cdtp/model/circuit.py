@@ -41,12 +41,14 @@ from cdtp.model.losses import LOSSES
 from cdtp.model.nonlinearities import NONLINEARITIES
 from cdtp.model.units import UnitError, parse_quantity
 
-__all__ = ["NEURON_MODELS", "CircuitConfig", "ConfigError", "SpikingParameters",
+__all__ = ["CONSOLIDATIONS", "NEURON_MODELS", "CircuitConfig", "ConfigError", "SpikingParameters",
            "circuit_from_dict", "load_circuit"]
 
 FEEDBACK_RULES = ("delta1", "delta2", "fixed", "mirror")
 FEEDBACK_INITS = ("random", "pinv", "regularized_inverse", "transpose", "zeros")
 FEEDBACK_DECODERS = ("sigma", "slope_gated")
+# when the feedforward weights change (docs/model.md §2.3): every step, or once per γ cycle
+CONSOLIDATIONS = ("step", "cycle")
 # Brian2 state-update methods of the layer ODEs (docs/model.md §2.4)
 INTEGRATION_METHODS = ("euler", "exact", "exponential_euler", "rk4")
 # what a unit is: a rate variable, or populations of Poisson neurons (docs/model.md §2.5)
@@ -136,6 +138,12 @@ class CircuitConfig:
         output layer's ``eta_w``; ``None`` (the default): every layer learns at ``eta_w``.
         The output step is η_W β and a hidden layer's is η_W β times its loop's gain, so one
         rate cannot set both (benchmarks/LEARNING.md, seventh round).
+    consolidation : str
+        ``plasticity.consolidation``: ``step`` (default), W changes on every step of the
+        plasticity window, as the loops settle (the paper's on-the-fly Eq 50); ``cycle``, each
+        neuron sums its drive p_l Δτ_l over the cycle and the synapses apply the sum once, at
+        the start of the next cycle (an eligibility trace consolidated at the γ boundary), so
+        the loops invert the weights the cycle started with (docs/model.md §2.3).
     eta_omega : float
         η_Ω in 1/s.
     beta : float
@@ -180,6 +188,7 @@ class CircuitConfig:
     feedback_decoder: str = "sigma"
     eta_w: float = 0.01
     eta_w_hidden: float | None = None
+    consolidation: str = "step"
     eta_omega: float = 0.0
     beta: float = 0.1
     influence: bool = False
@@ -231,9 +240,13 @@ class CircuitConfig:
             raise ConfigError(src, "feedback.normalize", "true needs feedback.rule = 'mirror'"
                               f" (got {self.feedback_rule!r}): the unit divides the feedback by"
                               " the growth of ‖W_l‖², which only mirrored Ω_l follows")
+        if self.consolidation == "cycle" and self.neurons == "spiking":
+            raise ConfigError(src, "plasticity.consolidation", "'cycle' is not built for"
+                              " neurons = 'spiking'; allowed there: 'step'")
         if self.normalize_feedback and self.neurons == "spiking":
             raise ConfigError(src, "feedback.normalize", "not built for neurons = 'spiking';"
                               " allowed with neurons = 'rate'")
+        _choice(src, "plasticity.consolidation", self.consolidation, CONSOLIDATIONS)
         _choice(src, "integration.method", self.integration_method, INTEGRATION_METHODS)
         _choice(src, "neurons", self.neurons, NEURON_MODELS)
         _check_spiking(src, self.spiking)
@@ -282,6 +295,8 @@ class CircuitConfig:
             d.pop("eta_w_hidden")  # likewise: one η_W for every layer
         if not self.normalize_feedback:
             d.pop("normalize_feedback")  # likewise
+        if self.consolidation == "step":
+            d.pop("consolidation")  # likewise
         return d
 
 
@@ -364,7 +379,8 @@ _SECTIONS = {
     "hold_gate": {"kind": "str", "epsilon": "float", "width": "float"},
     "feedback": {"rule": "str", "init": "str", "regularization": "float", "gain": "float",
                  "leak": "float", "difference": "bool", "decoder": "str", "normalize": "bool"},
-    "plasticity": {"eta_w": "float", "eta_w_hidden": "float", "eta_omega": "rate",
+    "plasticity": {"eta_w": "float", "eta_w_hidden": "float", "consolidation": "str",
+                   "eta_omega": "rate",
                    "beta": "float", "influence": "bool", "influence_eps": "float"},
     "init": {"weight_scale": "float", "feedback_scale": "float", "seed": "seed"},
     "divergence": {"activity_bound": "float"},

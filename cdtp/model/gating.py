@@ -39,6 +39,7 @@ __all__ = [
     "HoldGate",
     "PlasticityGate",
     "Schedule",
+    "consolidation_period",
     "cycle_position",
     "phase",
 ]
@@ -422,3 +423,23 @@ class Schedule:
             out["hold"][:, l] = hold(g)
             out["plasticity"][:, l] = self.plasticity(phi, g, self.gamma)
         return out
+
+
+def consolidation_period(schedules, dt: float, source: str = "the circuit") -> int:
+    """The steps of one γ cycle, the interval of ``plasticity.consolidation = "cycle"`` (the
+    summed weight change applied at each cycle boundary), for schedules that allow it: a
+    period of a whole number of steps, the same for all (a batch), and no travelling-wave lag
+    (a lagged layer's plasticity window would cross the boundary)."""
+    spcs = {s.whole_period(dt) for s in schedules}
+    periods = " / ".join(f"{s.gamma.period / dt:g}" for s in schedules)
+    if None in spcs or len(spcs) > 1:
+        raise ValueError(f"{source}: plasticity.consolidation = 'cycle' applies the weight"
+                         " changes at the γ cycle boundary: the period must be a whole number"
+                         f" of steps, the same for every circuit of a batch (got {periods}"
+                         " steps); allowed otherwise: consolidation = 'step'")
+    if any(s.gamma.lag for s in schedules):
+        raise ValueError(f"{source}: plasticity.consolidation = 'cycle' needs γ lag = 0 (a"
+                         " lagged layer's plasticity window crosses the cycle boundary);"
+                         " allowed with a lag: consolidation = 'step'")
+    (spc,) = spcs
+    return spc

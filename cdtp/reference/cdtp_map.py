@@ -45,12 +45,12 @@ The state is batched along the first axis: a batch of independent circuits run i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from cdtp.model.circuit import FEEDBACK_DECODERS, eta_w_of_layer
-from cdtp.model.gating import HoldGate, Schedule
+from cdtp.model.gating import HoldGate, Schedule, consolidation_period
 from cdtp.model.layers import Network, with_bias
 from cdtp.model.losses import Loss, get_loss
 
@@ -111,6 +111,9 @@ class CDTPParameters:
         ε in s_l = ‖a_L − τ_L‖² / (‖a_l − τ_l‖² + ε).
     hold : HoldGate
         c(γ), the paper's 1_{γ=1} (hard) or a smooth version.
+    consolidation : {"step", "cycle"}
+        ``cycle`` (the circuit's ``plasticity.consolidation``): :func:`run` sets
+        ``plasticity_every`` to the steps of one γ cycle.
     plasticity_every : int
         Apply the feedforward (and mirrored) weight changes every this many steps: each
         neuron sums its drive p_l·Δτ_l between updates, and the update adds η_W · (that sum)
@@ -137,6 +140,7 @@ class CDTPParameters:
     influence_eps: float = 1e-12
     norm_eps: float = 1e-12
     plasticity_every: int = 1
+    consolidation: str = "step"
     hold: HoldGate = field(default_factory=HoldGate)
     loss: str | Loss = "squared_error"
     feedback_gain: float = 0.5
@@ -237,6 +241,7 @@ def parameters_of(circuit, dt: float) -> CDTPParameters:
         influence_eps=circuit.influence_eps, loss=circuit.loss, hold=circuit.hold,
         feedback_gain=circuit.feedback_gain, leak=circuit.leak, difference=circuit.difference,
         decoder=circuit.feedback_decoder, normalize_feedback=circuit.normalize_feedback,
+        consolidation=circuit.consolidation,
     )
 
 
@@ -481,6 +486,12 @@ def run(
     L = net.depth
     starts = schedule.cycle_starts(params.dt, n_cycles)
     spc = schedule.whole_period(params.dt)
+    if params.consolidation == "cycle":  # the checks of the Brian2 build
+        every = consolidation_period([schedule], params.dt)
+        if params.plasticity_every not in (1, every):
+            raise ValueError(f"plasticity_every = {params.plasticity_every} conflicts with"
+                             f" consolidation 'cycle' ({every} steps per γ cycle)")
+        params = replace(params, plasticity_every=every)
     n_steps = int(starts[-1])
     cycle_of = np.searchsorted(starts, np.arange(n_steps), side="right") - 1
     ends = set((starts[1:] - 1).tolist())
