@@ -661,7 +661,11 @@ def render(results: list[dict]) -> str:
         f" {c.feedback_gain}), leak λ = {c.leak}, difference = {c.difference},"
         f" decoder = {c.feedback_decoder}, τ_u = {c.tau_u * 1e3:g} ms, η_W = {c.eta_w}"
         + ("" if c.eta_w_hidden is None else f" (hidden layers {c.eta_w_hidden})") + ","
-        f" β = {c.beta}; other tasks change only `sizes`.",
+        f" β = {c.beta}"
+        + ("" if c.consolidation == "step" else
+           f", weight changes consolidated once per {c.consolidation}")
+        + (", feedback normalized by ‖W_l‖_F²" if c.normalize_feedback else "")
+        + "; other tasks change only `sizes`.",
         "\n".join(f"- {s.name}: {s.note}" for s in (r["spec"] for r in results)),
         "Wall times were measured while other jobs shared the machine's 2 cores: they bound the"
         " cost of a row, they are not a speed measurement (see RESULTS.md for the engine's"

@@ -628,8 +628,10 @@ class _MapReader:
     """The reference map's state with the accessor names of
     :class:`cdtp.brian.engine.CircuitRun`."""
 
-    def __init__(self, state):
-        self.s = state
+    def __init__(self, state, params):
+        from cdtp.reference import cdtp_map
+
+        self.s, self.params, self.map = state, params, cdtp_map
 
     def state(self, var, l):
         s = self.s
@@ -644,10 +646,11 @@ class _MapReader:
         return np.zeros(n) if v is None else np.asarray(v[0], dtype=float)
 
     def weights(self, l):
-        return self.s.weights[l][0].copy()
+        # with consolidation, the drive not yet applied is added, as the Brian2 read-out does
+        return self.map.pending_weights(self.s, self.params, l)[0]
 
     def feedback_weights(self, l):
-        return self.s.feedback[l][0].copy()
+        return self.map.pending_weights(self.s, self.params, l)[1]
 
 
 class _MapRunner:
@@ -660,10 +663,11 @@ class _MapRunner:
         self.circuit, self.dt, self.spec, self.snaps = circuit, dt, spec, snaps
         self.schedule = schedule
         self.inputs, self.labels = inputs, labels
-        self.params = cdtp_map.parameters_of(circuit, dt)
+        self.params = cdtp_map.resolve_consolidation(cdtp_map.parameters_of(circuit, dt),
+                                                     schedule)
         self.state = cdtp_map.CDTPState.initial(
             initial_network(circuit) if network is None else network)
-        self.reader = _MapReader(self.state)
+        self.reader = _MapReader(self.state, self.params)
         self.traced = spec.traced(circuit.sizes)
         self.step_index = 0
         self.cycles_done = 0

@@ -55,7 +55,8 @@ from cdtp.model.layers import Network, with_bias
 from cdtp.model.losses import Loss, get_loss
 
 __all__ = ["CDTPParameters", "CDTPState", "decoder_input", "feedback_norm_reference",
-           "mirror_gains", "normalized_feedback", "parameters_of", "run", "squared_norms",
+           "mirror_gains", "normalized_feedback", "parameters_of", "pending_weights",
+           "resolve_consolidation", "run", "squared_norms",
            "step"]
 
 FEEDBACK_RULES = ("delta1", "delta2", "fixed", "mirror")
@@ -305,6 +306,37 @@ def squared_norms(weights: list, sizes) -> list:
     return out
 
 
+def resolve_consolidation(params: CDTPParameters, schedule: Schedule) -> CDTPParameters:
+    """``params`` with ``plasticity_every`` set to the steps of one γ cycle of ``schedule`` when
+    ``consolidation`` is ``cycle`` (the checks of the Brian2 build); unchanged otherwise.
+    :func:`step` refuses unresolved parameters."""
+    if params.consolidation != "cycle":
+        return params
+    every = consolidation_period([schedule], params.dt)
+    if params.plasticity_every not in (1, every):
+        raise ValueError(f"plasticity_every = {params.plasticity_every} conflicts with"
+                         f" consolidation 'cycle' ({every} steps per γ cycle)")
+    return replace(params, plasticity_every=every)
+
+
+def pending_weights(state: CDTPState, params: CDTPParameters, l: int, k: int = 0) -> tuple:
+    """W_l and Ω_l (None for l = 1) of circuit ``k`` with the drive summed since the last
+    update of a slower plasticity clock added as that update will apply it (what the Brian2
+    read-out reports; :func:`cdtp.brian.readout.feedforward_matrix`)."""
+    net = state.net
+    w = state.weights[l][k].copy()
+    om = None if l < 2 else state.feedback[l][k].copy()
+    eta = eta_w_of_layer(params.eta_w, params.eta_w_hidden, l, net.depth)
+    if params.plasticity_every > 1 and eta != 0.0 and state.step_index > 0:
+        sa = with_bias(net.sigma(state.a[l - 1][k]), net.bias)
+        delta = eta * np.outer(state.w_drive[l][k], sa / (sa @ sa + params.norm_eps))
+        w += delta
+        if om is not None and params.feedback_rule == "mirror":
+            n_pre, n_post = net.sizes[l - 1], net.sizes[l]
+            om[:n_pre, :n_post] += state.mirror[l][k].ravel()[0] * delta[:, :n_pre].T
+    return w, om
+
+
 def _change_weights(state: CDTPState, params: CDTPParameters, l: int, delta: np.ndarray) -> None:
     """W_l += delta, and with the ``mirror`` rule Ω_l += c_l deltaᵀ (the linear part)."""
     state.weights[l] += delta
@@ -349,6 +381,9 @@ def step(
         return g[..., l][..., None] if g.ndim == 2 else g[l]
 
     a, h, u, tau = state.a, state.h, state.u, state.tau
+    if params.consolidation == "cycle" and params.plasticity_every == 1:
+        raise ValueError("consolidation 'cycle' needs plasticity_every = the steps of a γ cycle:"
+                         " pass the parameters through resolve_consolidation (run does)")
     if params.feedback_rule == "mirror" and not state.mirror:
         # the mirror gains are fixed by the weights the run starts from
         state.mirror = mirror_gains(state.weights, net.sizes, params.feedback_gain)
@@ -486,12 +521,7 @@ def run(
     L = net.depth
     starts = schedule.cycle_starts(params.dt, n_cycles)
     spc = schedule.whole_period(params.dt)
-    if params.consolidation == "cycle":  # the checks of the Brian2 build
-        every = consolidation_period([schedule], params.dt)
-        if params.plasticity_every not in (1, every):
-            raise ValueError(f"plasticity_every = {params.plasticity_every} conflicts with"
-                             f" consolidation 'cycle' ({every} steps per γ cycle)")
-        params = replace(params, plasticity_every=every)
+    params = resolve_consolidation(params, schedule)
     n_steps = int(starts[-1])
     cycle_of = np.searchsorted(starts, np.arange(n_steps), side="right") - 1
     ends = set((starts[1:] - 1).tolist())
