@@ -30,12 +30,14 @@ def block_matrix(syn, var, n_post_block, n_pre_block, n_rows, n_cols, k=0, value
 def feedforward_matrix(run, l: int, k: int) -> np.ndarray:
     """W_l of circuit k of a built run (a :class:`CircuitRun` or a batch), with the drive a
     slow plasticity clock has summed but not yet applied added as that update will apply it
-    (σ(a_pre) and its norm as they are now, which the next update reads)."""
+    (σ(a_pre) and its norm as they are now, which the next update reads). With
+    ``plasticity.consolidation = "cycle"`` the drive is the model's own state (what the
+    neurons hold until the cycle boundary): W_l is the synapses' weight, without it."""
     sizes, bias = run.circuit.sizes, int(run.circuit.bias)
     nb_pre, nb_post = sizes[l - 1] + bias, sizes[l] + bias
     w = block_matrix(run.feedforward[l], "W", nb_post, nb_pre, sizes[l], nb_pre, k)
     eta = run.circuit.eta_w_at(l)
-    if run.plasticity_every > 1 and eta != 0:
+    if run.plasticity_every > 1 and eta != 0 and run.circuit.consolidation == "step":
         pre, post = run.layers[l - 1], run.layers[l]
         sl_pre = slice(k * nb_pre, (k + 1) * nb_pre)
         sa = np.asarray(pre.sa[sl_pre]) * np.asarray(pre.inv_norm[sl_pre])
@@ -52,7 +54,8 @@ def feedback_matrix(run, l: int, k: int) -> np.ndarray:
     nb_pre, nb_post = sizes[l] + bias, sizes[l - 1] + bias
     om = block_matrix(run.feedback[l], "Omega", nb_post, nb_pre, sizes[l - 1], nb_pre, k)
     eta = circuit.eta_w_at(l)
-    if run.plasticity_every > 1 and circuit.feedback_rule == "mirror" and eta != 0:
+    if (run.plasticity_every > 1 and circuit.feedback_rule == "mirror" and eta != 0
+            and circuit.consolidation == "step"):
         below, above = run.layers[l - 1], run.layers[l]
         sl = slice(k * nb_post, k * nb_post + sizes[l - 1])
         sa = np.asarray(below.sa[sl]) * np.asarray(below.inv_norm[sl])

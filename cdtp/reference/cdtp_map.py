@@ -322,12 +322,15 @@ def resolve_consolidation(params: CDTPParameters, schedule: Schedule) -> CDTPPar
 def pending_weights(state: CDTPState, params: CDTPParameters, l: int, k: int = 0) -> tuple:
     """W_l and Ω_l (None for l = 1) of circuit ``k`` with the drive summed since the last
     update of a slower plasticity clock added as that update will apply it (what the Brian2
-    read-out reports; :func:`cdtp.brian.readout.feedforward_matrix`)."""
+    read-out reports; :func:`cdtp.brian.readout.feedforward_matrix`). With consolidation
+    ``cycle`` the summed drive is the model's state, not a deferred update: the weights are
+    returned as they are."""
     net = state.net
     w = state.weights[l][k].copy()
     om = None if l < 2 else state.feedback[l][k].copy()
     eta = eta_w_of_layer(params.eta_w, params.eta_w_hidden, l, net.depth)
-    if params.plasticity_every > 1 and eta != 0.0 and state.step_index > 0:
+    if (params.plasticity_every > 1 and eta != 0.0 and state.step_index > 0
+            and params.consolidation == "step"):
         sa = with_bias(net.sigma(state.a[l - 1][k]), net.bias)
         delta = eta * np.outer(state.w_drive[l][k], sa / (sa @ sa + params.norm_eps))
         w += delta
