@@ -41,6 +41,11 @@ __all__ = ["check_p5", "check_p6", "check_p7", "check_p8", "weight_change_terms"
 def weight_change_terms(ds: xr.Dataset):
     """Recorded ΔW_l over the plasticity window and the DTP prediction of P5, per layer.
 
+    With ``plasticity.consolidation = "cycle"`` the window's change is applied at the next
+    cycle's first step: the recorded change of cycle c is then W at the next cycle's window
+    start minus W at this one's (NaN for the last recorded cycle, or when the next cycle was
+    not recorded).
+
     Returns
     -------
     layers : list of int
@@ -65,7 +70,16 @@ def weight_change_terms(ds: xr.Dataset):
             own = np.sum(err ** 2, axis=1)
             err = err * (top / (own + circuit.influence_eps))[:, None]
         predicted.append(circuit.eta_w_at(l) * err[:, :, None] * n_prev[:, None, :])
-        recorded.append(np.stack([w1[c].weights[l] - w0[c].weights[l] for c in range(len(w0))]))
+        if circuit.consolidation == "cycle":
+            cycles = ds.cycle.values
+            nan = np.full_like(w0[0].weights[l], np.nan)
+            recorded.append(np.stack([
+                w0[c + 1].weights[l] - w0[c].weights[l]
+                if c + 1 < len(w0) and cycles[c + 1] == cycles[c] + 1 else nan
+                for c in range(len(w0))]))
+        else:
+            recorded.append(np.stack([w1[c].weights[l] - w0[c].weights[l]
+                                      for c in range(len(w0))]))
     return layers, recorded, predicted
 
 
@@ -119,7 +133,11 @@ def check_p5(ds: xr.Dataset, tolerance: float = 0.01, premise_tolerance: float =
                  np.where(np.isnan(_per_layer(gate)), "the plasticity window never opens", "")),
     ]
     res = _per_layer(cols)
-    na = np.where(np.isnan(res), "no predicted change (τ_l = a_l or η_W = 0)", "")
+    why = "no predicted change (τ_l = a_l or η_W = 0)"
+    if circuit.consolidation == "cycle":
+        why += ("; or, consolidated at the cycle boundary, the change is applied in a cycle"
+                " not recorded")
+    na = np.where(np.isnan(res), why, "")
     return _result("P5", "a held, τ starts at a ⇒ ΔW_l = η_W (τ_l − a_l) n_{l−1}ᵀ",
                    res, tolerance, check_p5.__doc__, layers, ds.cycle.values, premises, na)
 
