@@ -221,7 +221,10 @@ def test_a_rhythm_of_no_whole_number_of_steps_runs_and_checks(tmp_path, frequenc
     proc = subprocess.run(
         [sys.executable, "-m", "cdtp.study.cli", "run", str(QUICKSTART), "-o", str(out),
          "--set", "cycles=3", "--set", f'gamma.frequency="{frequency}"',
-         "--set", "record.trace_cycles=[0, 3]"],
+         "--set", "record.trace_cycles=[0, 3]",
+         # consolidation once per cycle needs a whole number of steps per cycle (refused
+         # otherwise: test_consolidation_rejects_schedules_without_a_cycle_boundary)
+         "--set", 'circuit.plasticity.consolidation="step"'],
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
