@@ -51,7 +51,7 @@ from cdtp.data import tasks
 from cdtp.model.circuit import CircuitConfig, load_circuit
 from cdtp.model.layers import Network
 from cdtp.reference import alignment, cdtp_map
-from cdtp.reference.trainer import train
+from cdtp.reference.trainer import TrainingDiverged, train
 from cdtp.study.scenario import load_scenario
 
 HERE = Path(__file__).resolve().parent
@@ -314,13 +314,20 @@ def run_bp(circuit: CircuitConfig, task, epochs: int, seed: int, lr: float,
 def run_bp_layered(circuit: CircuitConfig, val, test, epochs: int, seeds) -> dict | None:
     """BP with the circuit's per-layer steps: the hidden layers at ``eta_w_hidden / eta_w``
     times the output layer's step, which is chosen on validation from :data:`BP_STEPS` — the
-    same freedom the recipe has, given to BP (None when the recipe has one η_W)."""
+    same freedom the recipe has, given to BP (None when the recipe has one η_W). A step whose
+    run diverges scores 0 (it is not chosen)."""
     if circuit.eta_w_hidden is None:
         return None
     ratio = circuit.eta_w_hidden / circuit.eta_w
+
+    def last(lr, s):
+        try:
+            return run_bp(circuit, val, epochs, s, lr, ratio * lr)[-1]
+        except TrainingDiverged:
+            return 0.0
+
     t0 = time.perf_counter()
-    val_runs = {lr: [run_bp(circuit, val, epochs, s, lr, ratio * lr)[-1] for s in seeds]
-                for lr in BP_STEPS}
+    val_runs = {lr: [last(lr, s) for s in seeds] for lr in BP_STEPS}
     best = max(val_runs, key=lambda lr: np.mean(val_runs[lr]))
     out = {"ratio": ratio, "lr": best, "val": val_runs[best], "all_val": val_runs,
            "test": [run_bp(circuit, test, epochs, s, best, ratio * best)[-1] for s in seeds]}

@@ -35,6 +35,10 @@ BRIAN2 = {"brian", "study"}
 # that are kept whole, each with its reason. A new entry needs a reason; an entry that no longer
 # applies must be removed (the tests fail both ways).
 LONG_MODULES = {
+    "reference/cdtp_map.py": "the circuit's numpy oracle: the parameters, state and the one"
+                             " step function whose stages mirror the Brian2 objects' order;"
+                             " its helpers (mirror gains, normalization, pending weights)"
+                             " read that state",
     "reference/trainer.py": "one training loop per method of the reference table; split with"
                             " the learning work in flight on it",
     "reference/targets.py": "the target rules of seed 000 side by side, each next to its"

@@ -261,13 +261,15 @@ def test_test_accuracy_equals_a_numpy_forward_pass_on_the_recorded_weights(npz_r
         loss = np.mean(0.5 * np.sum((h - np.eye(4)[lt]) ** 2, axis=1))
         np.testing.assert_allclose(float(ds.test_loss[k]), loss, rtol=1e-12)
     # this map is the circuit's: the output it held in each cycle is the map of that cycle's
-    # input with the weights the cycle started with (τ_a = dt: a follows h within a step;
-    # the products are the same up to summation order, ~1e-15)
+    # input with the weights of its feedforward phase (τ_a = dt: a follows h within a step;
+    # the products are the same up to summation order, ~1e-15). With consolidation "cycle"
+    # (the quickstart circuit's) the previous cycle's change lands at the cycle's first step,
+    # after the cycle_start record: those weights are the ones at plasticity_start
     from cdtp.record.dataset import layer_snapshot
 
     x = layer_snapshot(ds, "a", 0).sel(boundary="cycle_start").values
     for c in (0, 9, 19):
-        np.testing.assert_allclose(_forward(ds, x[c:c + 1], c, "cycle_start")[0],
+        np.testing.assert_allclose(_forward(ds, x[c:c + 1], c, "plasticity_start")[0],
                                    ds.output.sel(cycle=c).values, rtol=1e-12, atol=1e-12)
 
 

@@ -292,7 +292,10 @@ def test_a_unit_of_another_dimension_says_wrong_dimension(text, dim):
 
 
 # -- divergence --------------------------------------------------------------------------------
-@pytest.mark.parametrize("overrides", [["circuit.plasticity.eta_w=1000"],
+# (the shipped circuit consolidates W once per cycle, so a huge η_W would first act in cycle 1:
+# the first row changes W on every step)
+@pytest.mark.parametrize("overrides", [["circuit.plasticity.eta_w=1000",
+                                        'circuit.plasticity.consolidation="step"'],
                                        ["circuit.plasticity.beta=1e6"],
                                        # η_Ω drives Δ1 (the shipped circuit mirrors W instead)
                                        ['circuit.feedback.rule="delta1"',

@@ -211,7 +211,8 @@ BATCHED_SECTIONS = ("gamma", "plasticity_gate")
 def batch_groups(scenario_path: str | Path, points: list, max_size: int | None = None) -> list:
     """Split grid points into batches: points whose scenarios differ only in γ and
     plasticity-gate parameters (and agree on :func:`cdtp.brian.engine.compiled_kind`) go together,
-    at most ``max_size`` per batch."""
+    at most ``max_size`` per batch. With ``plasticity.consolidation = "cycle"`` they must also
+    share the steps per cycle and the lag (one plasticity clock per network)."""
     from cdtp.brian.engine import compiled_kind
     from cdtp.study.scenario import load_scenario
 
@@ -220,7 +221,9 @@ def batch_groups(scenario_path: str | Path, points: list, max_size: int | None =
         sc = load_scenario(scenario_path, p["overrides"])
         rest = {k: v for k, v in sc.raw.items()
                 if k not in (*BATCHED_SECTIONS, "sweep", "record", "name")}
-        key = (json.dumps(rest, sort_keys=True, default=str), compiled_kind(sc.schedule))
+        cycle = ((sc.schedule.whole_period(sc.dt), sc.schedule.gamma.lag)
+                 if sc.circuit.consolidation == "cycle" else None)
+        key = (json.dumps(rest, sort_keys=True, default=str), compiled_kind(sc.schedule), cycle)
         groups.setdefault(key, []).append(p)
     out = []
     for members in groups.values():

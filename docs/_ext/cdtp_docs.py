@@ -87,6 +87,10 @@ KEY_DOCS: dict[str, dict[str, dict[str, str]]] = {
                           "paper's Eq 48.", "allowed": "≥ 0"},
         "feedback.difference": {"text": "Feed back the change of g_l(u_l) since the "
                                 "feedforward phase (model §2.3)."},
+        "feedback.normalize": {"text": "Divide the feedback Ω_l sends down by "
+                               "‖W_l‖_F² / ‖W_l(0)‖_F², summed by one normalization unit per "
+                               "layer (model §2.3 item 7; needs the ``mirror`` rule).",
+                               "default": "``false``"},
         "feedback.decoder": {"text": "What the feedback synapses send: ``sigma``, Ω σ̃(u) (the "
                              "paper's decoder), or ``slope_gated``, Ω ũ with each receiving "
                              "neuron gating the change of its feedback input by its own σ′(a) "
@@ -98,6 +102,12 @@ KEY_DOCS: dict[str, dict[str, dict[str, str]]] = {
                                     "(W_l, l < L), when it should differ from the output "
                                     "layer's ``eta_w`` (model §2.3).", "allowed": "≥ 0",
                                     "default": "``eta_w``"},
+        "plasticity.consolidation": {"text": "When W changes: ``step``, on every step of the "
+                                     "plasticity window (Eq 50); ``cycle``, each neuron sums "
+                                     "its drive over the γ cycle and the synapses apply the "
+                                     "sum at the next cycle's start (model §2.3 item 6; needs "
+                                     "a whole number of steps per cycle and no lag).",
+                                     "allowed": "step, cycle", "default": "``step``"},
         "plasticity.eta_omega": {"text": "η_Ω, the rate of Δ1 / Δ2.", "allowed": "≥ 0"},
         "integration.method": {"text": "How Brian2 integrates the layers' differential "
                                "equations (docs/model.md §2.4): ``euler`` reproduces the "
