@@ -104,11 +104,11 @@ def validate_build(circuit: CircuitConfig, schedules, dt: float, plasticity_ever
             f"plasticity_every = {plasticity_every!r}: a positive integer dividing the"
             f" steps per γ cycle ({periods}; 1 when that is not a whole number)"
         )
-    if circuit.consolidation == "cycle" and plasticity_every_of(
-            circuit, schedules, dt, plasticity_every) != plasticity_every:
+    if circuit.consolidation == "cycle" and (
+            spc := consolidation_period(schedules, dt, circuit.source)) != plasticity_every:
         raise ValueError(f"{circuit.source}: plasticity.consolidation = 'cycle' was built for"
-                         f" {plasticity_every} steps per γ cycle, the schedule has"
-                         f" {spcs[0]}: rebuild to change the period")
+                         f" {plasticity_every} steps per γ cycle, the schedule has {spc}:"
+                         " rebuild to change the period")
     if not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads = {threads!r}: a positive integer")
     return spcs

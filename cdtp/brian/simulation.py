@@ -646,7 +646,8 @@ class _MapReader:
         return np.zeros(n) if v is None else np.asarray(v[0], dtype=float)
 
     def weights(self, l):
-        # with consolidation, the drive not yet applied is added, as the Brian2 read-out does
+        # a slower plasticity clock's drive not yet applied is added, as the Brian2 read-out
+        # adds it (not with consolidation "cycle", where the drive is the neurons' state)
         return self.map.pending_weights(self.s, self.params, l)[0]
 
     def feedback_weights(self, l):

@@ -467,12 +467,12 @@ def step(
     for l in range(1, L + 1):
         eta = eta_w_of_layer(params.eta_w, params.eta_w_hidden, l, L)
         if eta != 0.0:
-            sa = with_bias(sigma(a[l - 1]), bias)
-            n_prev = sa / (np.sum(sa * sa, axis=1, keepdims=True) + params.norm_eps)
             drive = state.de[l] if params.influence else dtau[l]
             if params.plasticity_every > 1:  # summed; applied at the start of a step
                 state.w_drive[l] = state.w_drive[l] + gate("plasticity", l) * drive
                 continue
+            sa = with_bias(sigma(a[l - 1]), bias)
+            n_prev = sa / (np.sum(sa * sa, axis=1, keepdims=True) + params.norm_eps)
             delta = (eta * gate("plasticity", l) * drive)[:, :, None] * n_prev[:, None, :]
             _change_weights(state, params, l, delta)
 
