@@ -1,7 +1,7 @@
 """Learning that holds up: the circuit with the feedback it learns itself, against backprop.
 
-One example per γ cycle (the γ of ``scenarios/theta_digits.toml``: square, 8 Hz, duty 0.08 —
-10 feedforward and 115 feedback steps of dt = 1 ms — descending plasticity gate), the Brian2
+One example per γ cycle (the γ of ``scenarios/theta_digits.toml``: square, 8 Hz, duty 0.12 —
+15 feedforward and 110 feedback steps of dt = 1 ms — descending plasticity gate), the Brian2
 circuit running continuously across examples (no resets), weights and feedback weights changing
 on the fly. The circuit file is ``circuits/digits.toml`` (the learning recipe); for the
 other tasks only its layer sizes change. Each task's training set is split into a fit part and a
@@ -273,15 +273,7 @@ def run_map(circuit: CircuitConfig, fit, evals, epochs: int, seeds, chunk: int =
     seed as one batch of circuits, with the circuit's initial weights and example orders."""
     cs = [dataclasses.replace(circuit, seed=s) for s in seeds]
     inits = [initial_network(c) for c in cs]
-    state = cdtp_map.CDTPState.initial(inits[0], len(cs))
-    for l in range(1, circuit.depth + 1):
-        state.weights[l] = np.stack([n.weights[l] for n in inits])
-        if l >= 2:
-            state.feedback[l] = np.stack([n.feedback[l] for n in inits])
-    if circuit.normalize_feedback:  # each seed's own reference ‖W_l(0)‖_F²
-        refs = [cdtp_map.feedback_norm_reference(n) for n in inits]
-        state.fro0 = [None, None] + [np.array([[r[l]] for r in refs])
-                                     for l in range(2, circuit.depth + 1)]
+    state = cdtp_map.CDTPState.of_networks(inits)
     streams = [stream(fit, epochs, s) for s in seeds]
     x = np.stack([x for x, _ in streams], axis=1)  # (cycles, seeds, n_0)
     y = np.stack([y for _, y in streams], axis=1)

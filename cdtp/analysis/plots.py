@@ -243,7 +243,6 @@ def plot_held_out(ds: xr.Dataset):
         ax.set_ylim(0, 1)
     ax.set_title(f"held out: {meta.get('n_test', '?')} examples", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
     return fig
 
 

@@ -231,6 +231,24 @@ class CDTPState:
         state.w_drive = [None] + [zeros(l) for l in range(1, L + 1)]
         return state
 
+    @classmethod
+    def of_networks(cls, nets: list) -> CDTPState:
+        """A batch of circuits of the same sizes, circuit k starting from ``nets[k]``: its own
+        weights, feedback weights and ``feedback.normalize`` reference
+        (:func:`feedback_norm_reference`: the one ``nets[k]`` carries, else its weights')."""
+        if len({tuple(n.sizes) for n in nets}) != 1:
+            raise ValueError("CDTPState.of_networks: the networks' layer sizes differ: "
+                             + ", ".join(str(list(n.sizes)) for n in nets))
+        state = cls.initial(nets[0], len(nets))
+        L = nets[0].depth
+        for l in range(1, L + 1):
+            state.weights[l] = np.stack([n.weights[l] for n in nets])
+            if l >= 2:
+                state.feedback[l] = np.stack([n.feedback[l] for n in nets])
+        refs = [feedback_norm_reference(n) for n in nets]
+        state.fro0 = [None, None] + [np.array([[r[l]] for r in refs]) for l in range(2, L + 1)]
+        return state
+
 
 def parameters_of(circuit, dt: float) -> CDTPParameters:
     """The map's parameters for a :class:`cdtp.model.circuit.CircuitConfig` run at step ``dt``."""
@@ -391,12 +409,10 @@ def step(
         # the mirror gains are fixed by the weights the run starts from
         state.mirror = mirror_gains(state.weights, net.sizes, params.feedback_gain)
     if params.normalize_feedback and not state.fro0:
-        # the reference of the normalization units: the run's starting weights, or the one
-        # its network carries (feedback_norm_reference)
-        ref = net.meta.get(FEEDBACK_NORM_REFERENCE)
-        state.fro0 = (squared_norms(state.weights, net.sizes) if ref is None else
-                      [None, None] + [np.full((state.batch, 1), ref[l])
-                                      for l in range(2, L + 1)])
+        # the reference of the normalization units, for a state of copies of one network
+        # (CDTPState.initial; a batch of different ones carries its own: of_networks)
+        state.fro0 = [None, None] + [np.full((state.batch, 1), r)
+                                     for r in feedback_norm_reference(net)[2:]]
     if params.plasticity_every > 1 and state.step_index % params.plasticity_every == 0:
         # the slower plasticity clock: the drive summed since its last update, with the
         # presynaptic activities of the step before (still this cycle's input at a cycle

@@ -120,3 +120,33 @@ def test_bad_parameters_are_rejected():
         cdtp_map.CDTPParameters(dt=1e-3, tau_a=1e-3, tau_u=5e-4)
     with pytest.raises(ValueError, match="feedback_rule"):
         cdtp_map.CDTPParameters(feedback_rule="delta3")
+
+
+def test_batch_of_different_networks_keeps_each_ones_normalization_reference():
+    """``CDTPState.of_networks``: a batch of circuits started from different networks runs
+    each as it runs alone — with ``feedback.normalize`` each circuit's normalization unit
+    divides by its own ‖W_l(0)‖_F², not the first network's."""
+    rng = np.random.default_rng(3)
+    nets = [init_network([5, 4, 4, 3], np.random.default_rng(s), nonlinearity="tanh",
+                         feedback_init="transpose") for s in (1, 2)]
+    for n in nets:  # as cdtp.brian.engine.initial_network keeps it: the reference in meta
+        n.meta[cdtp_map.FEEDBACK_NORM_REFERENCE] = cdtp_map.feedback_norm_reference(n)
+    refs = [n.meta[cdtp_map.FEEDBACK_NORM_REFERENCE][2] for n in nets]
+    assert abs(refs[0] - refs[1]) > 0.05  # the references differ, so a shared one would show
+    params = cdtp_map.CDTPParameters(dt=DT, tau_a=DT, tau_u=3 * DT, eta_w=0.3, beta=0.5,
+                                     leak=0.2, difference=True, feedback_rule="mirror",
+                                     normalize_feedback=True)
+    schedule = Schedule(GammaSchedule("square", frequency=25.0, duty=0.25),
+                        PlasticityGate("descending"))
+    x = 0.5 * rng.normal(size=(4, 2, 5))
+    y = 0.5 * rng.normal(size=(4, 2, 3))
+    both = cdtp_map.run(nets[0], params, schedule, x, y, record_every=0,
+                        state=cdtp_map.CDTPState.of_networks(nets))["state"]
+    for k, net in enumerate(nets):
+        alone = cdtp_map.run(net, params, schedule, x[:, k], y[:, k], record_every=0)["state"]
+        for l in range(1, 4):
+            # the same float64 operations on a batch axis: equal to rounding
+            np.testing.assert_allclose(both.weights[l][k], alone.weights[l][0], rtol=0,
+                                       atol=1e-12)
+    with pytest.raises(ValueError, match="layer sizes differ"):
+        cdtp_map.CDTPState.of_networks([nets[0], init_network([5, 4, 3], rng)])
