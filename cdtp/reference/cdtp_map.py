@@ -277,12 +277,16 @@ def mirror_gains(weights: list, sizes, gain: float) -> list:
     per circuit, shaped to multiply a batch of feedback updates. With Ω_l = c_l W_lᵀ the
     inversion loop's matrix c_l W_l D W_lᵀ D′ has eigenvalues in [0, gain] at the start.
     """
-    out = [None, None]
+    norms = [np.array([np.linalg.norm(m, 2) for m in w]) for w in _linear_parts(weights, sizes)]
+    return [None, None] + [(gain / n**2)[:, None, None] for n in norms]
+
+
+def _linear_parts(weights: list, sizes) -> list:
+    """W_l without its bias column, with a leading batch axis, for l ≥ 2."""
+    out = []
     for l in range(2, len(sizes)):
         w = np.asarray(weights[l])
-        w = w[None] if w.ndim == 2 else w
-        norms = np.array([np.linalg.norm(m[:, : sizes[l - 1]], 2) for m in w])
-        out.append((gain / norms**2)[:, None, None])
+        out.append((w[None] if w.ndim == 2 else w)[:, :, : sizes[l - 1]])
     return out
 
 
@@ -316,12 +320,8 @@ def normalized_feedback(net: Network, reference: list | None = None) -> Network:
 def squared_norms(weights: list, sizes) -> list:
     """‖W_l‖_F² of each projection's linear part (no bias column), for l ≥ 2, shaped (batch, 1)
     like :func:`mirror_gains`' values: what the normalization unit of layer l sums."""
-    out = [None, None]
-    for l in range(2, len(sizes)):
-        w = np.asarray(weights[l])
-        w = w[None] if w.ndim == 2 else w
-        out.append(np.sum(w[:, :, : sizes[l - 1]] ** 2, axis=(1, 2))[:, None])
-    return out
+    return [None, None] + [np.sum(w**2, axis=(1, 2))[:, None]
+                           for w in _linear_parts(weights, sizes)]
 
 
 def resolve_consolidation(params: CDTPParameters, schedule: Schedule) -> CDTPParameters:
