@@ -1,10 +1,11 @@
 """Learning that holds up: the circuit with the feedback it learns itself, against backprop.
 
-One example per γ cycle (the γ of ``scenarios/theta_digits.toml``: square, 8 Hz, duty 0.12 —
-15 feedforward and 110 feedback steps of dt = 1 ms — descending plasticity gate), the Brian2
+One example per γ cycle (the γ of ``scenarios/theta_digits.toml``: square, 5 Hz, duty 0.075 —
+15 feedforward and 185 feedback steps of dt = 1 ms — descending plasticity gate), the Brian2
 circuit running continuously across examples (no resets), weights and feedback weights changing
-on the fly. The circuit file is ``circuits/digits.toml`` (the learning recipe); for the
-other tasks only its layer sizes change. Each task's training set is split into a fit part and a
+while it runs (the recipe consolidates each cycle's weight change at the next cycle's start).
+The circuit file is ``circuits/digits.toml`` (the learning recipe); for the other tasks only
+its layer sizes change. Each task's training set is split into a fit part and a
 validation part; settings (the recipe's, and backprop's step) are chosen on the validation part,
 and the test split is used once, for the reported number.
 
@@ -548,7 +549,10 @@ def diagnostics_table(results: list[dict]) -> str:
            " *and* the settling loop. Its reconstruction error is the *inversion residual*"
            " ‖f_l(τ_{l−1}) − τ_l‖ / ‖τ_l − h_l‖ of the converged loop of layer l: how far the"
            " target it hands down misses the target it was given (at the loop's fixed point,"
-           " the leak's share λ‖u − h_l‖ / ‖τ_l − h_l‖; 0 for an exact inverse)."]
+           " the leak's share λ‖u − h_l‖ / ‖τ_l − h_l‖; 0 for an exact inverse). It is a"
+           " mean over the examples: where the loop of an example stops contracting (its"
+           " gain past the step's stability limit, late in training), that example's residual"
+           " is large and dominates it (the exploration's ninth round counts such examples)."]
     for res in results:
         if not any("diagnostics" in r for r in res["circuit"]):
             continue

@@ -231,8 +231,8 @@ def test_recipe_learns_a_task_it_was_not_tuned_on(small_task):
     circuit = _recipe((8, 16, 16, 3))
     rng = np.random.default_rng(100)
     order = rng.permutation(small_task.n_train)
-    # the recipe's γ (125 steps per cycle) on Brian2's cython target: 190 000 steps take about
-    # 3 min on the numpy target and ~40 s compiled. The compiled code objects are kept in
+    # the recipe's γ (200 steps per cycle) on Brian2's cython target: 300 000 steps take about
+    # 5 min on the numpy target and ~35 s compiled. The compiled code objects are kept in
     # Brian2's Cython cache (~/.cython, or CDTP_BRIAN2_CACHE), so only a session with an empty
     # cache compiles them (~1–3 min); the weights agree with the numpy target's to 7e-15
     # (measured), far inside the accuracy bars
@@ -249,7 +249,8 @@ def test_recipe_learns_a_task_it_was_not_tuned_on(small_task):
                    seed=100)
         bp.append(float(ds.test_accuracy.values[-1]))
     print(f"circuit {circuit_acc:.3f}, BP {bp}")
-    # measured: circuit 0.912 (0.924 with the recipe before consolidation and per-layer η_W),
+    # measured: circuit 0.912 (the same with the 8 Hz γ's 110 feedback steps; 0.924 with the
+    # recipe before consolidation and per-layer η_W),
     # BP 0.826 / 0.900 / 0.898 / 0.876 at the four steps. The bars
     # leave 0.12 and 0.05 of margin for what the test guards against — a wrong rule learns to
     # chance (1/3) or diverges — not for noise: the stream and the initial weights are fixed
@@ -269,12 +270,12 @@ def test_recipe_learns_a_task_it_was_not_tuned_on(small_task):
                                       decoder=circuit.feedback_decoder)["inversion"][2:]
                      for n in (initial_network(circuit), trained))
     print(f"inversion residual before {before}, after {after}")
-    # measured: layer 2 0.85 → 0.51; layer 3 0.556 → 0.554 (the output layer learns at η_W
-    # 0.05 and W_3 hardly grows; with the earlier recipe's one η_W 0.1: 0.85 → 0.41 and 0.56
-    # → 0.18). The bar asks the hidden layer's loop for a fall by at least a quarter and the
-    # output layer's for no rise beyond 2 %. What it tests is the mechanism the docs describe
-    # (docs/model.md §2.3 item 3): mirrored Ω grows with W at fixed c_l, so the loop gain
-    # c_l‖J_l‖² grows and the leak's share of the fixed point shrinks
+    # measured: layer 2 0.85 → 0.51; layer 3 0.556 → 0.554, with either γ (the output layer
+    # learns at η_W 0.05 and W_3 hardly grows; with the earlier recipe's one η_W 0.1: 0.85 →
+    # 0.41 and 0.56 → 0.18). The bar asks the hidden layer's loop for a fall by at least a
+    # quarter and the output layer's for no rise beyond 2 %. What it tests is the mechanism
+    # the docs describe (docs/model.md §2.3 item 3): mirrored Ω grows with W at fixed c_l, so
+    # the loop gain c_l‖J_l‖² grows and the leak's share of the fixed point shrinks
     assert after[0] < 0.75 * before[0], (before, after)
     assert after[1] < 1.02 * before[1], (before, after)
 
@@ -410,7 +411,7 @@ def test_batch_weight_snapshots_per_circuit():
 @pytest.fixture(scope="module")
 def recipe_runs(small_task):
     """The recipe on the untuned task, 60 cycles through the map (which records the circuit's
-    Dataset): with its own γ (scenarios/theta_digits.toml: 110 feedback steps), and with
+    Dataset): with its own γ (scenarios/theta_digits.toml: 185 feedback steps), and with
     faster γ rhythms whose feedback phases are too short for its loops: 25 Hz duty 0.25 (30
     feedback steps) and 25 Hz duty 0.9 (4)."""
     from cdtp.brian.simulation import simulate
@@ -429,8 +430,8 @@ def recipe_runs(small_task):
 
 def test_premises_hold_with_the_recipes_gamma_and_short_phases_are_flagged(recipe_runs):
     """Issue bar: P1/P2 hold in ≥ 90 % of (cycle, layer) cells while the circuit learns, and
-    INV's α < 1 likewise wherever its premises are met: with the recipe's γ most of its leaky
-    loops settle within the feedback phase (110 steps; the slowest loop mode moves at
+    INV's α < 1 likewise: with the recipe's γ its leaky loops settle within the feedback phase
+    (185 steps; the slowest loop mode moves at
     k_u (λ + c s²_min) ≥ k_u λ = 0.067 per step). Loops still moving when a shorter phase ends are
     flagged (premise "u settled" not met), never reported as holding."""
     from cdtp.analysis.propositions import check_all, counts
@@ -439,19 +440,15 @@ def test_premises_hold_with_the_recipes_gamma_and_short_phases_are_flagged(recip
     for name in ("P1", "P2"):
         c = counts(good[name])
         assert c["violated"] == 0, (name, c)
-        # measured: 102 of 120; in 18 cells u still moves by up to 0.2 % of ‖τ − a‖ per τ_u
-        # when the 110 feedback steps end (tolerance 0.1 %): the hidden layers' larger step
-        # grows the 16-unit loops' gain (the recipe before consolidation and per-layer η_W,
-        # with 115 feedback steps: 117; with τ_u = 2 ms: 120; λ = 0.1: 60). The bar, 80 %, is
-        # below the issue's 90 %: this untuned task does not meet it
-        assert c["holds"] >= 0.8 * (c["cells"] - c["na"]), (name, c)
+        # measured: 120 of 120 with the 185 feedback steps of the 5 Hz γ (with the 8 Hz γ's 110
+        # steps 102: u still moved by up to 0.2 % of ‖τ − a‖ per τ_u, tolerance 0.1 %). The
+        # bar is the issue's 90 %
+        assert c["holds"] >= 0.9 * (c["cells"] - c["na"]), (name, c)
     c = counts(good["INV"])
     assert c["violated"] == 0, c
-    # α < 1 wherever INV's premises (u settled, γ low, W and Ω steady) are met: measured in 24
-    # of 120 cells; in 95 others W or Ω moved by more than 5 % within the cycle (16-unit layers
-    # early in learning: INV's premise "weights steady" not met). On digits, where one example
-    # moves a 64-unit layer less, INV holds in 90 % of the sampled cells (LEARNING.md)
-    assert c["holds"] == c["cells"] - c["na"] - c["premise_not_met"]
+    # α < 1 wherever INV's premises (u settled, γ low, W and Ω steady) are met: measured in 120
+    # of 120 cells; the bar is the issue's 90 %
+    assert c["holds"] >= 0.9 * (c["cells"] - c["na"]), c
     for key in ("fast", "short"):
         c = counts(check_all(recipe_runs[key], ["P1"])["P1"])
         # measured: 120 of 120 not settled for both
