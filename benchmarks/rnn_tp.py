@@ -108,6 +108,12 @@ CURVES = {
         {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
         {"bptt": {"gamma_theta": 1e-2, "transition_step_factor": 1e-2}},
     ),
+    "temporal_order_120_matched_full": (
+        "temporal order T = 120, step-matched BPTT at TP's measured transition step (readout "
+        "γ_θ, transition 2.1 γ_θγ_h)",
+        {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
+        {"bptt": {"gamma_theta": 1e-2, "transition_step_factor": 2.1e-2}},
+    ),
     "adding_30": (
         "adding T = 30",
         {"task": "adding", "T": 30, "batch_size": 20, "iterations": 24000},
