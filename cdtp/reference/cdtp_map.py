@@ -409,10 +409,13 @@ def step(
         # the mirror gains are fixed by the weights the run starts from
         state.mirror = mirror_gains(state.weights, net.sizes, params.feedback_gain)
     if params.normalize_feedback and not state.fro0:
-        # the reference of the normalization units, for a state of copies of one network
-        # (CDTPState.initial; a batch of different ones carries its own: of_networks)
-        state.fro0 = [None, None] + [np.full((state.batch, 1), r)
-                                     for r in feedback_norm_reference(net)[2:]]
+        # the reference of the normalization units: the one the state's network carries
+        # (feedback_norm_reference), else each circuit's weights at its first step. A batch of
+        # different networks that carry one is made by CDTPState.of_networks, which sets it
+        ref = net.meta.get(FEEDBACK_NORM_REFERENCE)
+        state.fro0 = (squared_norms(state.weights, net.sizes) if ref is None else
+                      [None, None] + [np.full((state.batch, 1), ref[l])
+                                      for l in range(2, L + 1)])
     if params.plasticity_every > 1 and state.step_index % params.plasticity_every == 0:
         # the slower plasticity clock: the drive summed since its last update, with the
         # presynaptic activities of the step before (still this cycle's input at a cycle
