@@ -264,8 +264,8 @@ def diagnostics(net: Network, circuit: CircuitConfig, task: tasks.Task) -> dict:
     ang = alignment.update_alignment(net, x, y, circuit.loss, circuit.beta, circuit.leak,
                                      rate=DT / circuit.tau_u, decoder=circuit.feedback_decoder)
     out = ({f"rec_{k}": v for k, v in rec.items()}
-           | {("inversion_residual" if k == "inversion" else f"angle_{k}"): v
-              for k, v in ang.items()})
+           | {(k.replace("inversion", "inversion_residual") if k.startswith("inversion")
+               else f"angle_{k}"): v for k, v in ang.items()})
     return {k: [None if np.isnan(e) else float(e) for e in v] for k, v in out.items()}
 
 
@@ -530,6 +530,14 @@ def _diag_mean(res: dict, key: str) -> np.ndarray:
                                      for row in d] for d in runs], dtype=float), axis=0)
 
 
+def _inversion_cell(mean: float, median: float, missed: float) -> str:
+    """The inversion residual's table cell: mean, and where recorded its median and the share of
+    examples whose loop missed (residual > 1), means over the seeds."""
+    if np.isnan(median):  # rows stored before the median and the count were recorded
+        return f"{mean:.2f}"
+    return f"{mean:.3g} / {median:.2f} ({100 * missed:.0f} %)"
+
+
 def diagnostics_table(results: list[dict]) -> str:
     """Per task: decoder reconstruction errors and the update's angles, at the start, after
     the first epoch, midway and at the end (mean over seeds)."""
@@ -552,7 +560,9 @@ def diagnostics_table(results: list[dict]) -> str:
            " the leak's share λ‖u − h_l‖ / ‖τ_l − h_l‖; 0 for an exact inverse). It is a"
            " mean over the examples: where the loop of an example stops contracting (its"
            " gain past the step's stability limit, late in training), that example's residual"
-           " is large and dominates it (the exploration's ninth round counts such examples)."]
+           " is large and dominates it. Rows recorded since the tenth round show it as mean /"
+           " median (share of the examples whose residual exceeds 1: the target handed down"
+           " misses by more than the displacement the loop was given)."]
     for res in results:
         if not any("diagnostics" in r for r in res["circuit"]):
             continue
@@ -560,6 +570,8 @@ def diagnostics_table(results: list[dict]) -> str:
         rr, rd = _diag_mean(res, "rec_regular"), _diag_mean(res, "rec_difference")
         ab, ag, abg = (_diag_mean(res, k) for k in ("angle_bp", "angle_gn", "angle_bp_gn"))
         inv = _diag_mean(res, "inversion_residual")
+        inv_med = _diag_mean(res, "inversion_residual_median")
+        inv_missed = _diag_mean(res, "inversion_residual_missed")
         n = len(rr) - 1
         epochs = sorted({0, 1, n // 2, n} & set(range(n + 1)))
         has_inv = not np.isnan(inv).all()  # rows stored before it was recorded lack it
@@ -571,7 +583,8 @@ def diagnostics_table(results: list[dict]) -> str:
         out += [f"**{res['spec'].name}**", "\n".join([
             head, "|" + "---|" * (1 + (L - 1) * 2 + len(inv_layers))] + [
             f"| {e} | " + " | ".join(f"{rr[e, l]:.2f} / {rd[e, l]:.2f}" for l in range(2, L + 1))
-            + " | " + "".join(f"{inv[e, l]:.2f} | " for l in inv_layers)
+            + " | " + "".join(_inversion_cell(inv[e, l], inv_med[e, l], inv_missed[e, l])
+                              + " | " for l in inv_layers)
             + " | ".join(f"{ab[e, l]:.0f}° / {ag[e, l]:.0f}° ({abg[e, l]:.0f}°)"
                          for l in range(1, L)) + " |" for e in epochs])]
     return "\n\n".join(out) if len(out) > 1 else ""

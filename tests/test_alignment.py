@@ -59,3 +59,23 @@ def test_inversion_residual_is_the_damping_share_of_a_linear_loop():
         res = update_alignment(net, x, y, "squared_error", 0.5, leak=leak)["inversion"]
         assert np.isnan(res[:2]).all()
         np.testing.assert_allclose(res[2:], leak / (1 + leak), rtol=1e-8, atol=1e-10)
+    out = update_alignment(net, x, y, "squared_error", 0.5, leak=0.2)
+    # the same value for every example, so the median equals the mean, and none misses by more
+    # than its displacement
+    np.testing.assert_allclose(out["inversion_median"][2:], 0.2 / 1.2, rtol=1e-8)
+    assert np.all(out["inversion_missed"][2:] == 0.0)
+
+
+def test_inversion_residual_counts_loops_that_do_not_converge():
+    """A loop whose gain is past the explicit step's limit (rate 1.75 with an exact inverse:
+    u − h is multiplied by 1 − 1.75 (1 + λ) = −1.1 per iteration, 1.1^1000 ≈ 3e41 after the
+    1 000 iterations, large but finite) hands down a target that misses by more than it was
+    given: counted as missed, on every example."""
+    net = init_network((5, 5, 5, 5), np.random.default_rng(0), nonlinearity="identity",
+                       bias=False, feedback_init="pinv")
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((10, 5)), rng.standard_normal((10, 5))
+    stable = update_alignment(net, x, y, "squared_error", 0.5, leak=0.2, rate=0.5)
+    unstable = update_alignment(net, x, y, "squared_error", 0.5, leak=0.2, rate=1.75)
+    assert np.all(stable["inversion_missed"][2:] == 0.0)
+    assert np.all(unstable["inversion_missed"][2:] == 1.0), unstable["inversion_missed"]

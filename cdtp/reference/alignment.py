@@ -95,17 +95,28 @@ def update_alignment(net: Network, x: np.ndarray, y: np.ndarray, loss, beta: flo
         examples, entries 1..L−1 set; ``"bp_gn"``: the angle between backprop's and
         Gauss-Newton's steps, the scale against which the other two are read;
         ``"inversion"``: the inversion residual of layer l's feedback path, mean over the
-        examples, entries 2..L set.
+        examples, entries 2..L set; ``"inversion_median"``: its median; ``"inversion_missed"``:
+        the fraction of examples whose residual exceeds 1 (the target handed down misses by
+        more than the displacement the loop was given: its loop did not converge, e.g. its
+        gain is past the step's stability limit), which the mean alone would hide or be
+        dominated by.
     """
     x, y = np.atleast_2d(x), np.atleast_2d(y)
     h, taus, _ = recipe_targets(net, x, y, loss, beta, leak, rate=rate, decoder=decoder)
     L = net.depth
-    out = {k: np.full(L + 1, np.nan) for k in ("bp", "gn", "bp_gn", "inversion")}
+    out = {k: np.full(L + 1, np.nan) for k in ("bp", "gn", "bp_gn", "inversion",
+                                                "inversion_median", "inversion_missed")}
     for l in range(2, L + 1):
         given = np.linalg.norm(taus[l] - h[l], axis=1)
         missed = np.linalg.norm(net.f(l, taus[l - 1]) - taus[l], axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out["inversion"][l] = np.nanmean(np.where(given > 0, missed / given, np.nan))
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            ratio = np.where(given > 0, missed / given, np.nan)
+        defined = ratio[~np.isnan(ratio)]
+        if defined.size:
+            out["inversion"][l] = np.mean(defined)
+            out["inversion_median"][l] = np.median(defined)
+            # a non-finite ratio (the loop overflowed) counts as missed
+            out["inversion_missed"][l] = np.mean(~(defined <= 1.0))
     for l in range(1, L):
         recipe = taus[l] - h[l]
         bp = sgd_direction(net, h, y, loss, beta, l)
