@@ -15,7 +15,8 @@ def test_standalone_clocks_tick_together_as_in_runtime(standalone_project):
 
     from cdtp.brian.devices import configure_device
 
-    configure_device("cpp_standalone", standalone_project("clocks"))
+    project = standalone_project("clocks")  # one directory (a second call would make another)
+    configure_device("cpp_standalone", project)
     try:
         fast = b2.Clock(dt=1 * b2.ms, name="step_clock")
         slow = b2.Clock(dt=200 * b2.ms, name="slow_clock")
@@ -26,8 +27,7 @@ def test_standalone_clocks_tick_together_as_in_runtime(standalone_project):
                         "seen = steps", clock=slow, when="groups", order=0, name="check")
         net = b2.Network(g)
         net.run(100 * b2.second)
-        b2.get_device().build(directory=standalone_project("clocks"), compile=True, run=True,
-                              with_output=False)
+        b2.get_device().build(directory=project, compile=True, run=True, with_output=False)
         # 500 slow ticks, the first at t = 0 (steps 0, nothing to compare): every later one
         # must have seen exactly 200 more steps than the one before
         assert float(g.seen[0]) == 99_800.0
