@@ -103,6 +103,27 @@ CURVES = {
         {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
         {"tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0, "transition_step_after_99": 0.5}},
     ),
+    "temporal_order_120_decay": (
+        "temporal order T = 120, TP with the transition step halved at the first ≥ 99 % and "
+        "decreasing as 1000 / (1000 + n) after it (not the paper's setting)",
+        {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
+        {"tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0, "transition_step_after_99": 0.5,
+                "transition_step_decay": 1000.0}},
+    ),
+    "temporal_order_60_cycled": (
+        "temporal order T = 60, the paper's data stream (the same 4 000 mini-batches every "
+        "4 000 updates)",
+        {"task": "temporal_order", "T": 60, "batch_size": 20, "iterations": 40000,
+         "data_cycle": 4000},
+        {"tp": {"gamma_theta": 0.1, "gamma_h": 1e-2, "r": 10.0}},
+    ),
+    "temporal_order_120_cycled": (
+        "temporal order T = 120, the paper's data stream (the same 4 000 mini-batches every "
+        "4 000 updates)",
+        {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000,
+         "data_cycle": 4000},
+        {"tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0}},
+    ),
     "temporal_order_120_matched": (
         "temporal order T = 120, step-matched BPTT (readout γ_θ, transition γ_θγ_h)",
         {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
@@ -481,6 +502,10 @@ def cmd_report(args):
                    if "clip_norm" in cfg else "")
                 + (f" (transition step × {cfg['transition_step_after_99']:g} from the first "
                    "evaluation ≥ 99 %)" if "transition_step_after_99" in cfg else "")
+                + (f" (then × τ / (τ + n), τ = {cfg['transition_step_decay']:g} updates)"
+                   if "transition_step_decay" in cfg else "")
+                + (f" (the same {cfg['data_cycle']} mini-batches every {cfg['data_cycle']} "
+                   "updates)" if "data_cycle" in cfg else "")
                 + f" | {cfg['gamma_theta']:g} | "
                 f"{cfg.get('gamma_h', float('nan')):g} | "
                 f"{cfg.get('r', float('nan')):g} | {cfg.get('momentum', 0):g} | "

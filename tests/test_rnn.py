@@ -265,6 +265,8 @@ def test_task_argument_errors():
         ({"paired_hidden_bias": 1}, "'paired_hidden_bias': 1; allowed: true or false"),
         ({"clip_norm": 0.0}, "'clip_norm': 0.0; allowed: a finite number > 0, or omitted"),
         ({"transition_step_after_99": -1.0}, "'transition_step_after_99': -1.0; allowed: a fin"),
+        ({"transition_step_decay": 0.0}, "'transition_step_decay': 0.0; allowed: a finite numb"),
+        ({"data_cycle": 2.5}, "'data_cycle': 2.5; allowed: an integer ≥ 1 "),
     ],
 )
 def test_config_validation(changes, message):
@@ -748,3 +750,51 @@ def test_transition_step_after_99_changes_the_run_only_after_it_reaches_99_perce
     assert paper.accuracy.values[0] == halved.accuracy.values[0]
     assert paper.train_loss.values[0] == halved.train_loss.values[0]
     assert paper.train_loss.values[1] != halved.train_loss.values[1]
+
+
+def _steps_and_batches(cfg):
+    """Run ``cfg`` (float64) with a monitor: per update, its mini-batch and the step actually
+    taken on W_hh (‖ΔW_hh‖ / ‖direction‖, read off the next update's starting parameters)."""
+    seen = []
+
+    def monitor(it, params, x, y, value, directions, loss):
+        seen.append((it, params.W_hh.copy(), directions.W_hh.copy(), x.copy()))
+
+    ds = run(cfg, monitor=monitor)
+    steps = [
+        np.linalg.norm(w1 - w0) / np.linalg.norm(d0)
+        for (_, w0, d0, _), (_, w1, _, _) in zip(seen, seen[1:], strict=False)
+    ]
+    return ds, np.array(steps), [x for *_, x in seen]
+
+
+def test_transition_step_decay_applies_tau_over_tau_plus_n_after_99_percent():
+    # The variant "a step that keeps decreasing after 99 %": the transition step is γ_θ up to
+    # the first evaluation ≥ 0.99 (iteration 250 at T = 20, measured in
+    # test_tp_learns_temporal_order_with_the_papers_settings), then γ_θ · 0.5 · τ / (τ + n).
+    # The step is read off the parameters themselves (‖ΔW_hh‖ / ‖direction‖, plain SGD), so
+    # this checks what the optimizer did, not what the schedule says. Tolerance 1e-9 relative:
+    # float64 rounding of a difference of two O(1) matrices whose change is O(1e-3).
+    base = {"task": "temporal_order", "method": "tp", "T": 20, "iterations": 500,
+            "eval_every": 250, "eval_size": 500, "gamma_theta": 0.1, "gamma_h": 1e-2, "r": 10.0}
+    tau = 40.0
+    ds, steps, _ = _steps_and_batches(RNNExperimentConfig(
+        **base, transition_step_after_99=0.5, transition_step_decay=tau))
+    assert ds.attrs["first_99_iteration"] == 250
+    n = np.arange(1, 500 - 250)
+    want = np.concatenate([np.full(250, 0.1), 0.1 * 0.5 * tau / (tau + n)])
+    np.testing.assert_allclose(steps, want, rtol=1e-9)
+
+
+def test_data_cycle_repeats_the_first_k_mini_batches():
+    # data_cycle = k (the paper's code: 4 000): updates k+1 … 2k see the mini-batches of updates
+    # 1 … k again, in the same order, and those are the batches of a run without the option
+    # (the same data seed): exact equality, they are the same random draws.
+    cfg = {"task": "temporal_order", "method": "tp", "T": 12, "hidden": 8, "iterations": 21,
+           "eval_every": 7, "eval_size": 50, "gamma_theta": 0.1, "gamma_h": 1e-2, "r": 10.0,
+           "dtype": "float64"}
+    _, _, cycled = _steps_and_batches(RNNExperimentConfig(**cfg, data_cycle=7))
+    _, _, fresh = _steps_and_batches(RNNExperimentConfig(**cfg))
+    for i in range(21):
+        assert np.array_equal(cycled[i], fresh[i % 7])
+    assert not np.array_equal(fresh[7], fresh[0])  # without the option the stream goes on

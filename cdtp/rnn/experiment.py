@@ -135,6 +135,18 @@ class RNNExperimentConfig:
         Not in the paper (1: off): from the first evaluation with held-out accuracy ≥ 0.99 on,
         the transition step is multiplied by this (> 0). A variant for benchmarks/RNN_TP.md,
         where the solved network's sharper loss makes the paper's step unstable.
+    transition_step_decay : float or None
+        Not in the paper (``None``: off): a time constant τ in updates. From the first
+        evaluation ≥ 0.99 on, the transition step is also multiplied by τ / (τ + n), n the
+        updates since that evaluation, so it keeps decreasing (Robbins–Monro's 1/n) instead of
+        settling at a new fixed value that the sharpening loss can outgrow.
+    data_cycle : int or None
+        ``None`` (default): every update draws a fresh mini-batch. An integer k: the mini-batch
+        stream restarts from its seed every k updates, so training sees k fixed mini-batches
+        in a fixed order, again and again. The paper's code does this with k = 4 000 on the
+        synthetic tasks (it re-seeds its generator each time it resumes a run, which it does in
+        chunks of 4 000 iterations): its training set is in effect 4 000 × the batch size
+        sequences.
     positions : {"code", "text"}
         Marker positions of the temporal order problem
         (:func:`cdtp.rnn.tasks.temporal_order_marker_range`).
@@ -182,6 +194,8 @@ class RNNExperimentConfig:
     paired_hidden_bias: bool = True
     transition_step_factor: float = 1.0
     transition_step_after_99: float = 1.0
+    transition_step_decay: float | None = None
+    data_cycle: int | None = None
     positions: str = "code"
     adding_success: str = "absolute"
     regression_loss: str = "mse"
@@ -241,6 +255,12 @@ class RNNExperimentConfig:
             v = getattr(self, key)
             if not _is_real(v) or not math.isfinite(v) or v <= 0:
                 raise bad(key, "a finite number > 0")
+        tau = self.transition_step_decay
+        if tau is not None and not (_is_real(tau) and math.isfinite(tau) and tau > 0):
+            raise bad("transition_step_decay", "a finite number > 0 (updates), or omitted")
+        k = self.data_cycle
+        if k is not None and not (_is_int(k) and k >= 1):
+            raise bad("data_cycle", "an integer ≥ 1 (updates), or omitted")
         c = self.clip_norm
         if c is not None and not (_is_real(c) and math.isfinite(c) and c > 0):
             raise bad("clip_norm", "a finite number > 0, or omitted")
@@ -316,9 +336,11 @@ def load_config(path: str | Path) -> RNNExperimentConfig:
 class _Task:
     """Mini-batch source, held-out set, readout kind and metric for one config."""
 
-    def __init__(self, config: RNNExperimentConfig, data_rng, eval_rng):
+    def __init__(self, config: RNNExperimentConfig, data_seed, eval_rng):
         self.config = config
-        self.rng = data_rng
+        self._data_seed = data_seed
+        self.rng = np.random.default_rng(data_seed)
+        self._drawn = 0
         length, task = config.length, config.task
         if task == "temporal_order":
             self.readout, self.n_in, self.n_out = "softmax", 6, 4
@@ -341,6 +363,10 @@ class _Task:
         self.x_eval = self.x_eval.astype(self.dtype, copy=False)
 
     def batch(self):
+        cycle = self.config.data_cycle
+        if cycle is not None and self._drawn and self._drawn % cycle == 0:
+            self.rng = np.random.default_rng(self._data_seed)  # the same k batches again
+        self._drawn += 1
         x, y = self._draw(self.rng, self.config.batch_size)
         return x.astype(self.dtype, copy=False), y
 
@@ -392,8 +418,8 @@ def run(config: RNNExperimentConfig, progress=None, monitor=None) -> xr.Dataset:
     if not isinstance(config, RNNExperimentConfig):
         raise TypeError(f"config must be an RNNExperimentConfig, got {type(config).__name__}")
     seeds = np.random.SeedSequence(config.seed).spawn(3)
-    init_rng, data_rng, eval_rng = (np.random.default_rng(s) for s in seeds)
-    task = _Task(config, data_rng, eval_rng)
+    init_rng, eval_rng = np.random.default_rng(seeds[0]), np.random.default_rng(seeds[2])
+    task = _Task(config, seeds[1], eval_rng)
     loss = rnn.readout_loss(task.readout)
     params = rnn.init_params(
         task.n_in,
@@ -418,6 +444,7 @@ def run(config: RNNExperimentConfig, progress=None, monitor=None) -> xr.Dataset:
     elapsed = 0.0
     window = 0.0
     reduced_at = -1  # first evaluation ≥ 99 % (transition_step_after_99 applies from there)
+    reduced_factor = config.transition_step_factor
     with np.errstate(all="ignore"):
         initial_loss, initial_score = task.evaluate(params, loss)
         for it in range(1, config.iterations + 1):
@@ -443,6 +470,9 @@ def run(config: RNNExperimentConfig, progress=None, monitor=None) -> xr.Dataset:
                     pause = time.perf_counter()
                     monitor(it, params, x, y, value, directions, loss)
                     start += time.perf_counter() - pause
+                if reduced_at >= 0 and config.transition_step_decay is not None:
+                    tau = config.transition_step_decay
+                    optimizer.transition_factor = reduced_factor * tau / (tau + it - reduced_at)
                 optimizer.step(params, directions)
                 finite = math.isfinite(value) and params.is_finite()
             except np.linalg.LinAlgError:
@@ -469,8 +499,9 @@ def run(config: RNNExperimentConfig, progress=None, monitor=None) -> xr.Dataset:
                         },
                     )
                 if reduced_at < 0 and out["accuracy"][k] >= 0.99:
-                    reduced_at = it  # the variant's smaller step from here on (if ≠ 1)
+                    reduced_at = it  # the variants' smaller steps from here on (if set)
                     optimizer.transition_factor *= config.transition_step_after_99
+                    reduced_factor = optimizer.transition_factor
                 if not math.isfinite(out["eval_loss"][k]):
                     diverged_at, stopped = it, "NaN/Inf held-out loss"
                     break
