@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -763,7 +764,7 @@ def _steps_and_batches(cfg):
     ds = run(cfg, monitor=monitor)
     steps = [
         np.linalg.norm(w1 - w0) / np.linalg.norm(d0)
-        for (_, w0, d0, _), (_, w1, _, _) in zip(seen, seen[1:], strict=False)
+        for (_, w0, d0, _), (_, w1, _, _) in pairwise(seen)
     ]
     return ds, np.array(steps), [x for *_, x in seen]
 
