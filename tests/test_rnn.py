@@ -267,6 +267,7 @@ def test_task_argument_errors():
         ({"clip_norm": 0.0}, "'clip_norm': 0.0; allowed: a finite number > 0, or omitted"),
         ({"transition_step_after_99": -1.0}, "'transition_step_after_99': -1.0; allowed: a fin"),
         ({"transition_step_decay": 0.0}, "'transition_step_decay': 0.0; allowed: a finite numb"),
+        ({"schedule_from_accuracy": 1.5}, "'schedule_from_accuracy': 1.5; allowed: a number "),
         ({"data_cycle": 2.5}, "'data_cycle': 2.5; allowed: an integer ≥ 1 "),
     ],
 )
@@ -784,6 +785,20 @@ def test_transition_step_decay_applies_tau_over_tau_plus_n_after_99_percent():
     assert ds.attrs["first_99_iteration"] == 250
     n = np.arange(1, 500 - 250)
     want = np.concatenate([np.full(250, 0.1), 0.1 * 0.5 * tau / (tau + n)])
+    np.testing.assert_allclose(steps, want, rtol=1e-9)
+    # started by a lower accuracy (schedule_from_accuracy): from the first evaluation ≥ 0.5,
+    # which comes before 250, where the run above first reaches 0.99 (evaluations every 25
+    # updates here); first_99_iteration stays the first evaluation ≥ 0.99 (−1: none)
+    early, steps, _ = _steps_and_batches(RNNExperimentConfig(
+        **{**base, "eval_every": 25}, transition_step_after_99=0.5, transition_step_decay=tau,
+        schedule_from_accuracy=0.5))
+    it, acc = early.iteration.values, early.accuracy.values
+    start = int(it[np.flatnonzero(acc >= 0.5)[0]])
+    assert start < 250
+    hit = np.flatnonzero(acc >= 0.99)
+    assert early.attrs["first_99_iteration"] == (int(it[hit[0]]) if hit.size else -1)
+    n = np.arange(1, 500 - start)
+    want = np.concatenate([np.full(start, 0.1), 0.1 * 0.5 * tau / (tau + n)])
     np.testing.assert_allclose(steps, want, rtol=1e-9)
 
 

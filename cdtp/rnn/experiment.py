@@ -140,6 +140,10 @@ class RNNExperimentConfig:
         evaluation ≥ 0.99 on, the transition step is also multiplied by τ / (τ + n), n the
         updates since that evaluation, so it keeps decreasing (Robbins–Monro's 1/n) instead of
         settling at a new fixed value that the sharpening loss can outgrow.
+    schedule_from_accuracy : float
+        The held-out accuracy whose first evaluation starts ``transition_step_after_99`` and
+        ``transition_step_decay`` (in (0, 1]; 0.99 unless set; the ``first_99_iteration``
+        attribute stays the first evaluation ≥ 0.99).
     data_cycle : int or None
         ``None`` (default): every update draws a fresh mini-batch. An integer k: the mini-batch
         stream restarts from its seed every k updates, so training sees k fixed mini-batches
@@ -195,6 +199,7 @@ class RNNExperimentConfig:
     transition_step_factor: float = 1.0
     transition_step_after_99: float = 1.0
     transition_step_decay: float | None = None
+    schedule_from_accuracy: float = 0.99
     data_cycle: int | None = None
     positions: str = "code"
     adding_success: str = "absolute"
@@ -258,6 +263,9 @@ class RNNExperimentConfig:
         tau = self.transition_step_decay
         if tau is not None and not (_is_real(tau) and math.isfinite(tau) and tau > 0):
             raise bad("transition_step_decay", "a finite number > 0 (updates), or omitted")
+        a = self.schedule_from_accuracy
+        if not (_is_real(a) and 0.0 < a <= 1.0):
+            raise bad("schedule_from_accuracy", "a number in (0, 1]")
         k = self.data_cycle
         if k is not None and not (_is_int(k) and k >= 1):
             raise bad("data_cycle", "an integer ≥ 1 (updates), or omitted")
@@ -443,7 +451,8 @@ def run(config: RNNExperimentConfig, progress=None, monitor=None) -> xr.Dataset:
     stopped = ""
     elapsed = 0.0
     window = 0.0
-    reduced_at = -1  # first evaluation ≥ 99 % (transition_step_after_99 applies from there)
+    first_99 = -1  # first evaluation ≥ 99 %
+    reduced_at = -1  # first evaluation ≥ schedule_from_accuracy (the step variants start there)
     reduced_factor = config.transition_step_factor
     with np.errstate(all="ignore"):
         initial_loss, initial_score = task.evaluate(params, loss)
@@ -498,7 +507,9 @@ def run(config: RNNExperimentConfig, progress=None, monitor=None) -> xr.Dataset:
                             "wall_time": elapsed,
                         },
                     )
-                if reduced_at < 0 and out["accuracy"][k] >= 0.99:
+                if first_99 < 0 and out["accuracy"][k] >= 0.99:
+                    first_99 = it
+                if reduced_at < 0 and out["accuracy"][k] >= config.schedule_from_accuracy:
                     reduced_at = it  # the variants' smaller steps from here on (if set)
                     optimizer.transition_factor *= config.transition_step_after_99
                     reduced_factor = optimizer.transition_factor
@@ -553,7 +564,7 @@ def run(config: RNNExperimentConfig, progress=None, monitor=None) -> xr.Dataset:
             "diverged": int(diverged_at > 0),
             "diverged_iteration": diverged_at,
             "stopped": stopped,
-            "first_99_iteration": reduced_at,
+            "first_99_iteration": first_99,
             "initial_eval_loss": initial_loss,
             "initial_accuracy": initial_score,
             "cdtp_version": _package_version(),
