@@ -524,7 +524,10 @@ def cmd_report(args):
                 + (f" (transition step × {cfg['transition_step_after_99']:g} from the first "
                    f"evaluation ≥ {cfg.get('schedule_from_accuracy', 0.99):.0%})"
                    if "transition_step_after_99" in cfg else "")
-                + (f" (then × τ / (τ + n), τ = {cfg['transition_step_decay']:g} updates)"
+                + ((" (then" if "transition_step_after_99" in cfg else
+                    f" (transition step, from the first evaluation ≥ "
+                    f"{cfg.get('schedule_from_accuracy', 0.99):.0%},")
+                   + f" × τ / (τ + n) n updates later, τ = {cfg['transition_step_decay']:g})"
                    if "transition_step_decay" in cfg else "")
                 + (f" (the same {cfg['data_cycle']} mini-batches every {cfg['data_cycle']} "
                    "updates)" if "data_cycle" in cfg else "")
