@@ -36,6 +36,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import collections  # noqa: E402
+import dataclasses  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -387,6 +388,62 @@ def cmd_sharpness(args):
     _compact(path, out)
 
 
+def cmd_update(args):
+    """One update in detail: rerun the curve to update ``--at`` (and the one before, for
+    contrast) and record, on that update's own mini-batch, the profile of the target
+    displacements ‖λ_t‖ over t (Eq 2), each example's largest ‖λ_t‖ / ‖λ_T‖, the TP directions'
+    norms and the BPTT gradient's, in the run's precision and recomputed in float64.
+
+    Tells a target explosion (λ growing backwards in time, the BPTT gradient ordinary) from an
+    exploding gradient that TP inherits (both large)."""
+    config = curve_config(args.curve, args.method, args.seed, None, args.dtype)
+    wanted = (args.at - 1, args.at)
+    every = config.eval_every
+    config = dataclasses.replace(config, iterations=-(-args.at // every) * every)
+    captured = {}
+
+    def monitor(it, params, x, y, value, directions, loss):
+        if it in wanted:
+            captured[it] = (params.copy(), x.copy(), y.copy(), directions.copy())
+
+    run(config, monitor=monitor)
+    loss = rnn.readout_loss("softmax")
+    out = {"curve": args.curve, "method": args.method, "seed": args.seed, "dtype": args.dtype,
+           "updates": {}}
+    for it, (params, x, y, directions) in sorted(captured.items()):
+        rec = {"directions": {n: _norm(getattr(directions, n)) for n in NAMES}}
+        for dtype in (args.dtype, "float64"):
+            p, xx = params.astype(dtype), x.astype(dtype)
+            fp = rnn.forward(p, xx)
+            dz = loss.gradient(fp.z, y) / fp.z.shape[0]
+            inverse = rnn.RegularizedInverse(p, config.r, margin=config.margin)
+            dh_last = (dz @ p.W_hy).astype(dtype)
+            v = rnn.propagate_targets(
+                fp, rnn.output_target(fp.h_steps[-1], dh_last, config.gamma_h), inverse)
+            lam = v.transpose(1, 0, 2).astype(np.float64) - fp.h_steps[1:]
+            per_example = np.linalg.norm(lam, axis=2)  # (T, batch)
+            _, d = rnn.tp_directions(p, xx, y, loss, gamma_h=config.gamma_h, r=config.r,
+                                     margin=config.margin,
+                                     transition_gradient=config.transition_gradient)
+            _, g = rnn.bptt_gradients(p, xx, y, loss)
+            rec[dtype] = {
+                "loss": float(np.mean(loss.value(fp.z, y))),
+                "lam_norm_t": np.linalg.norm(lam, axis=(1, 2)).tolist(),
+                "example_max_ratio": (per_example.max(axis=0) / per_example[-1]).tolist(),
+                "tp_W_hh": _norm(d.W_hh),
+                "bptt_W_hh": _norm(g.W_hh),
+                "max_abs_h": float(np.max(np.abs(fp.h_steps))),
+                "max_slope": float(np.max(inverse.inverse_slope(fp.h_steps[1:]))),
+            }
+        out["updates"][str(it)] = rec
+        r = rec[args.dtype]
+        lam_t = np.asarray(r["lam_norm_t"])
+        print(f"update {it}: ‖TP W_hh‖ {r['tp_W_hh']:.4g}, ‖BPTT W_hh‖ {r['bptt_W_hh']:.4g}, "
+              f"‖λ_T‖ {lam_t[-1]:.3g}, max_t ‖λ_t‖ {lam_t.max():.3g} at t = "
+              f"{int(lam_t.argmax()) + 1}, max |h| {r['max_abs_h']:.4f}", flush=True)
+    _compact(_diag_path(f"update{args.at}", args.curve, args.method, args.seed, args.dtype), out)
+
+
 def _f(v, spec=".3g"):
     return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
@@ -546,7 +603,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, func in (("replay", cmd_replay), ("branch", cmd_branch),
-                       ("sharpness", cmd_sharpness)):
+                       ("sharpness", cmd_sharpness), ("update", cmd_update)):
         p = sub.add_parser(name)
         p.add_argument("--curve", default="temporal_order_120")
         p.add_argument("--method", default="tp", choices=["tp", "bptt"])
@@ -562,6 +619,8 @@ def main(argv=None):
             p.add_argument("--max-segments", type=int, default=3)
             p.add_argument("--every", type=int, default=50)
             p.add_argument("--window", type=int, default=50)
+        elif name == "update":
+            p.add_argument("--at", type=int, required=True, help="the update to look at")
         elif name == "sharpness":
             p.add_argument("--at", type=int, action="append", required=True,
                            help="checkpoint iteration (repeatable)")

@@ -84,6 +84,20 @@ CURVES = {
         {"task": "temporal_order", "T": 60, "batch_size": 20, "iterations": 40000},
         {"tp": {"gamma_theta": 0.1, "gamma_h": 1e-2, "r": 10.0, "transition_gradient": "local"}},
     ),
+    "temporal_order_60_cycled": (
+        "temporal order T = 60, the paper's data stream (the same 4 000 mini-batches every "
+        "4 000 updates)",
+        {"task": "temporal_order", "T": 60, "batch_size": 20, "iterations": 40000,
+         "data_cycle": 4000},
+        {"tp": {"gamma_theta": 0.1, "gamma_h": 1e-2, "r": 10.0}},
+    ),
+    "temporal_order_60_decay": (
+        "temporal order T = 60, TP with the transition step halved at the first ≥ 99 % and "
+        "decreasing as 1000 / (1000 + n) after it (not the paper's setting)",
+        {"task": "temporal_order", "T": 60, "batch_size": 20, "iterations": 40000},
+        {"tp": {"gamma_theta": 0.1, "gamma_h": 1e-2, "r": 10.0, "transition_step_after_99": 0.5,
+                "transition_step_decay": 1000.0}},
+    ),
     "temporal_order_120": (
         "temporal order T = 120",
         {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
@@ -91,6 +105,13 @@ CURVES = {
             "tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0},
             "bptt": {"gamma_theta": 1e-5, "momentum": 0.9},
         },
+    ),
+    "temporal_order_120_cycled": (
+        "temporal order T = 120, the paper's data stream (the same 4 000 mini-batches every "
+        "4 000 updates)",
+        {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000,
+         "data_cycle": 4000},
+        {"tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0}},
     ),
     "temporal_order_120_clipped": (
         "temporal order T = 120, TP with each update clipped (not the paper's setting)",
@@ -110,6 +131,14 @@ CURVES = {
         {"tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0, "transition_step_after_99": 0.5,
                 "transition_step_decay": 1000.0}},
     ),
+    "temporal_order_120_decay_clipped": (
+        "temporal order T = 120, TP with the transition step halved at the first ≥ 99 % and "
+        "decreasing as 1000 / (1000 + n) after it, and each update clipped (not the paper's "
+        "setting)",
+        {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
+        {"tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0, "transition_step_after_99": 0.5,
+                "transition_step_decay": 1000.0, "clip_norm": 1.0}},
+    ),
     "temporal_order_120_decay_90": (
         "temporal order T = 120, TP with the transition step halved at the first ≥ 90 % and "
         "decreasing as 1000 / (1000 + n) after it (not the paper's setting; 90 % chosen after "
@@ -123,27 +152,6 @@ CURVES = {
         "after the first ≥ 99 %, not halved first (not the paper's setting)",
         {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
         {"tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0, "transition_step_decay": 1000.0}},
-    ),
-    "temporal_order_60_decay": (
-        "temporal order T = 60, TP with the transition step halved at the first ≥ 99 % and "
-        "decreasing as 1000 / (1000 + n) after it (not the paper's setting)",
-        {"task": "temporal_order", "T": 60, "batch_size": 20, "iterations": 40000},
-        {"tp": {"gamma_theta": 0.1, "gamma_h": 1e-2, "r": 10.0, "transition_step_after_99": 0.5,
-                "transition_step_decay": 1000.0}},
-    ),
-    "temporal_order_60_cycled": (
-        "temporal order T = 60, the paper's data stream (the same 4 000 mini-batches every "
-        "4 000 updates)",
-        {"task": "temporal_order", "T": 60, "batch_size": 20, "iterations": 40000,
-         "data_cycle": 4000},
-        {"tp": {"gamma_theta": 0.1, "gamma_h": 1e-2, "r": 10.0}},
-    ),
-    "temporal_order_120_cycled": (
-        "temporal order T = 120, the paper's data stream (the same 4 000 mini-batches every "
-        "4 000 updates)",
-        {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000,
-         "data_cycle": 4000},
-        {"tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0}},
     ),
     "temporal_order_120_matched": (
         "temporal order T = 120, step-matched BPTT (readout γ_θ, transition γ_θγ_h)",
