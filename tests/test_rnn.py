@@ -267,6 +267,7 @@ def test_task_argument_errors():
         ({"clip_norm": 0.0}, "'clip_norm': 0.0; allowed: a finite number > 0, or omitted"),
         ({"transition_step_after_99": -1.0}, "'transition_step_after_99': -1.0; allowed: a fin"),
         ({"transition_step_decay": 0.0}, "'transition_step_decay': 0.0; allowed: a finite numb"),
+        ({"target_growth_cap": 0.0}, "'target_growth_cap': 0.0; allowed: a finite number > 0"),
         ({"schedule_from_accuracy": 1.5}, "'schedule_from_accuracy': 1.5; allowed: a number "),
         ({"data_cycle": 2.5}, "'data_cycle': 2.5; allowed: an integer ≥ 1 "),
     ],
@@ -834,3 +835,41 @@ def test_data_cycle_repeats_the_first_k_mini_batches():
     for i in range(21):
         assert np.array_equal(cycled[i], fresh[i % 7])
     assert not np.array_equal(fresh[7], fresh[0])  # without the option the stream goes on
+
+
+def test_target_growth_cap_against_a_plain_recursion(rng):
+    # The cap of propagate_targets (not in the paper): per example, ‖λ_{t−1}‖ ≤ cap · ‖λ_t‖.
+    # A case where Eq 2 grows backwards: r = 0 and W_hh = 0.5 × orthogonal, so the inverse
+    # multiplies by 2 and the slope 1/(1 − h²) ≥ 1 adds to it. Second implementation: the
+    # recursion written out per step with the rescaling. Tolerance 1e-12 relative: the same
+    # arithmetic in another order (float64).
+    params, x, _, _ = _small_problem(rng, "softmax", n_hidden=6, batch=5, steps=9)
+    q, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+    params.W_hh[...] = 0.5 * q
+    fp = rnn.forward(params, x)
+    inverse = rnn.RegularizedInverse(params, 0.0)
+    v_last = fp.h[:, -1] + 0.01 * rng.standard_normal(fp.h[:, -1].shape)
+    free = rnn.propagate_targets(fp, v_last, inverse)
+    lam_free = free - fp.h[:, 1:]
+    growth = np.linalg.norm(lam_free[:, :-1], axis=2) / np.linalg.norm(lam_free[:, 1:], axis=2)
+    assert growth.max() > 1.5  # the uncapped targets do grow backwards here
+
+    g = np.linalg.inv(params.W_hh)  # r = 0: the exact inverse
+    h = fp.h
+    lam = np.empty_like(lam_free)
+    lam[:, -1] = v_last - h[:, -1]
+    for t in range(9, 1, -1):  # λ_{t−1} from λ_t, slope at h_t with the 1e-3 margin clamp
+        slope = 1.0 / (1.0 - np.minimum(h[:, t] ** 2, (1 - 1e-3) ** 2))
+        nxt = (lam[:, t - 1] * slope) @ g.T
+        scale = np.minimum(1.0, 1.2 * np.linalg.norm(lam[:, t - 1], axis=1)
+                           / np.linalg.norm(nxt, axis=1))
+        lam[:, t - 2] = nxt * scale[:, None]
+    capped = rnn.propagate_targets(fp, v_last, inverse, growth_cap=1.2)
+    np.testing.assert_allclose(capped - h[:, 1:], lam, rtol=1e-12, atol=1e-15)
+    ratio = np.linalg.norm(lam[:, :-1], axis=2) / np.linalg.norm(lam[:, 1:], axis=2)
+    assert ratio.max() <= 1.2 * (1 + 1e-12)
+    # a cap that never binds leaves the targets bit for bit
+    np.testing.assert_array_equal(
+        rnn.propagate_targets(fp, v_last, inverse, growth_cap=1e6), free)
+    with pytest.raises(ValueError, match="growth_cap must be finite and > 0"):
+        rnn.propagate_targets(fp, v_last, inverse, growth_cap=0.0)

@@ -140,6 +140,10 @@ class RNNExperimentConfig:
         evaluation ≥ 0.99 on, the transition step is also multiplied by τ / (τ + n), n the
         updates since that evaluation, so it keeps decreasing (Robbins–Monro's 1/n) instead of
         settling at a new fixed value that the sharpening loss can outgrow.
+    target_growth_cap : float or None
+        Not in the paper (``None``: off; TP only): per example and step, the target displacement
+        may grow backwards in time by at most this factor
+        (:func:`cdtp.rnn.network.propagate_targets`).
     schedule_from_accuracy : float
         The held-out accuracy whose first evaluation starts ``transition_step_after_99`` and
         ``transition_step_decay`` (in (0, 1]; 0.99 unless set; the ``first_99_iteration``
@@ -200,6 +204,7 @@ class RNNExperimentConfig:
     transition_step_after_99: float = 1.0
     transition_step_decay: float | None = None
     schedule_from_accuracy: float = 0.99
+    target_growth_cap: float | None = None
     data_cycle: int | None = None
     positions: str = "code"
     adding_success: str = "absolute"
@@ -263,6 +268,9 @@ class RNNExperimentConfig:
         tau = self.transition_step_decay
         if tau is not None and not (_is_real(tau) and math.isfinite(tau) and tau > 0):
             raise bad("transition_step_decay", "a finite number > 0 (updates), or omitted")
+        cap = self.target_growth_cap
+        if cap is not None and not (_is_real(cap) and math.isfinite(cap) and cap > 0):
+            raise bad("target_growth_cap", "a finite number > 0, or omitted")
         a = self.schedule_from_accuracy
         if not (_is_real(a) and 0.0 < a <= 1.0):
             raise bad("schedule_from_accuracy", "a number in (0, 1]")
@@ -472,6 +480,7 @@ def run(config: RNNExperimentConfig, progress=None, monitor=None) -> xr.Dataset:
                         margin=config.margin,
                         beyond_margin=config.beyond_margin,
                         transition_gradient=config.transition_gradient,
+                        growth_cap=config.target_growth_cap,
                     )
                 else:
                     value, directions = rnn.bptt_gradients(params, x, y, loss)

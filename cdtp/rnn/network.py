@@ -515,6 +515,7 @@ def propagate_targets(
     v_last: np.ndarray,
     inverse: RegularizedInverse,
     rule: str = "linearized",
+    growth_cap: float | None = None,
 ) -> np.ndarray:
     """Carry the output target back in time (seed 002, Eq 2 or the difference formula).
 
@@ -532,6 +533,13 @@ def propagate_targets(
     inverse : RegularizedInverse
         Encoded once for this update.
     rule : {"linearized", "difference"}
+    growth_cap : float or None
+        Not in the paper (``None``: off). Per example and step, ‖λ_{t−1}‖ is scaled down to at
+        most ``growth_cap`` · ‖λ_t‖ (direction kept), so the displacements cannot grow
+        backwards in time by more than this factor per step. The paper's regularization r keeps
+        the inverse's gain ‖(WᵀW + rI)⁻¹Wᵀ‖ ≤ 1/(2√r), but Eq 2 multiplies it by the slope
+        1/(1 − h²), which near-saturated units make large: benchmarks/RNN_TP.md measured
+        targets growing 8 800× over 21 steps at r = 1 (a "target explosion").
 
     Returns
     -------
@@ -541,6 +549,8 @@ def propagate_targets(
     """
     if rule not in TARGET_RULES:
         raise ValueError(f"unknown target rule {rule!r}; allowed: {', '.join(TARGET_RULES)}")
+    if growth_cap is not None and not (np.isfinite(growth_cap) and growth_cap > 0):
+        raise ValueError(f"growth_cap must be finite and > 0, or None, got {growth_cap!r}")
     h = fp.h_steps  # time-major: h[t] = h_t
     n_steps = h.shape[0] - 1
     lam = np.empty_like(h[1:])  # lam[t − 1] = λ_t
@@ -552,11 +562,25 @@ def propagate_targets(
         for t in range(n_steps, 1, -1):
             np.multiply(lam[t - 1], slope[t - 2], out=buf)
             np.matmul(buf, g_t, out=lam[t - 2])
+            if growth_cap is not None:
+                _cap_growth(lam[t - 2], lam[t - 1], growth_cap)
     else:
         for t in range(n_steps, 1, -1):
             lam[t - 2] = inverse.difference(h[t], h[t] + lam[t - 1])
+            if growth_cap is not None:
+                _cap_growth(lam[t - 2], lam[t - 1], growth_cap)
     lam += h[1:]  # v_t = h_t + λ_t
     return lam.transpose(1, 0, 2)
+
+
+def _cap_growth(earlier: np.ndarray, later: np.ndarray, cap: float) -> None:
+    """In place: scale each row of ``earlier`` so that its norm is at most ``cap`` times the
+    same row's norm in ``later`` (rows already within the cap are left bit for bit)."""
+    n_earlier = np.sqrt(np.einsum("ij,ij->i", earlier, earlier))
+    limit = cap * np.sqrt(np.einsum("ij,ij->i", later, later))
+    over = n_earlier > limit
+    if np.any(over):
+        earlier[over] *= (limit[over] / n_earlier[over])[:, None].astype(earlier.dtype)
 
 
 def transition_update(
@@ -601,6 +625,7 @@ def tp_directions(
     margin: float = 1e-3,
     beyond_margin: str = "clamp",
     transition_gradient: str = "local",
+    growth_cap: float | None = None,
 ) -> tuple[float, RNNParams]:
     """Mean loss and seed 002's target-propagation update directions.
 
@@ -626,6 +651,8 @@ def tp_directions(
         Projection margin and slope beyond it (see :class:`RegularizedInverse`).
     transition_gradient : {"local", "through_time"}
         See :func:`transition_update`.
+    growth_cap : float or None
+        See :func:`propagate_targets` (not in the paper; ``None``: off).
 
     Returns
     -------
@@ -639,7 +666,7 @@ def tp_directions(
     value, dh_last, grad_w_hy, grad_b_y = _readout_gradients(params, fp, y, loss)
     inverse = RegularizedInverse(params, r, margin=margin, beyond_margin=beyond_margin)
     v_last = output_target(fp.h_steps[-1], dh_last, gamma_h)
-    v = propagate_targets(fp, v_last, inverse, rule)
+    v = propagate_targets(fp, v_last, inverse, rule, growth_cap)
     d_w_xh, d_w_hh, d_b_h = transition_update(params, fp, v, transition_gradient)
     return value, RNNParams(d_w_xh, d_w_hh, d_b_h, grad_w_hy, grad_b_y)
 
