@@ -54,6 +54,13 @@ EVAL = {"eval_every": 500, "eval_size": 2000}
 
 #: curve → title, shared config, per-method config (the paper's lr, lr_target, reg, momentum,
 #: iterations, batch size).
+#: Temporal order T = 120: the paper's task settings and TP steps, shared by its variants.
+_T120 = {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000}
+_TP120 = {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0}
+#: The decreasing-step variant: transition step × 0.5 at the first evaluation ≥ 99 %, then
+#: × 1000 / (1000 + n) n updates later (not the paper's setting).
+_DECAY = {"transition_step_after_99": 0.5, "transition_step_decay": 1000.0}
+
 CURVES = {
     "temporal_order_60": (
         "temporal order T = 60",
@@ -95,81 +102,75 @@ CURVES = {
         "temporal order T = 60, TP with the transition step halved at the first ≥ 99 % and "
         "decreasing as 1000 / (1000 + n) after it (not the paper's setting)",
         {"task": "temporal_order", "T": 60, "batch_size": 20, "iterations": 40000},
-        {"tp": {"gamma_theta": 0.1, "gamma_h": 1e-2, "r": 10.0, "transition_step_after_99": 0.5,
-                "transition_step_decay": 1000.0}},
+        {"tp": {"gamma_theta": 0.1, "gamma_h": 1e-2, "r": 10.0, **_DECAY}},
     ),
     "temporal_order_120": (
         "temporal order T = 120",
-        {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
+        _T120,
         {
-            "tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0},
+            "tp": _TP120,
             "bptt": {"gamma_theta": 1e-5, "momentum": 0.9},
         },
     ),
     "temporal_order_120_cycled": (
         "temporal order T = 120, the paper's data stream (the same 4 000 mini-batches every "
         "4 000 updates)",
-        {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000,
-         "data_cycle": 4000},
-        {"tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0}},
+        {**_T120, "data_cycle": 4000},
+        {"tp": _TP120},
     ),
     "temporal_order_120_clipped": (
         "temporal order T = 120, TP with each update clipped (not the paper's setting)",
-        {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
-        {"tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0, "clip_norm": 1.0}},
+        _T120,
+        {"tp": {**_TP120, "clip_norm": 1.0}},
     ),
     "temporal_order_120_halved": (
         "temporal order T = 120, TP with the transition step halved from the first ≥ 99 % on "
         "(not the paper's setting)",
-        {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
-        {"tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0, "transition_step_after_99": 0.5}},
+        _T120,
+        {"tp": {**_TP120, "transition_step_after_99": 0.5}},
     ),
     "temporal_order_120_decay": (
         "temporal order T = 120, TP with the transition step halved at the first ≥ 99 % and "
         "decreasing as 1000 / (1000 + n) after it (not the paper's setting)",
-        {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
-        {"tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0, "transition_step_after_99": 0.5,
-                "transition_step_decay": 1000.0}},
+        _T120,
+        {"tp": {**_TP120, **_DECAY}},
     ),
     "temporal_order_120_decay_clipped": (
         "temporal order T = 120, TP with the transition step halved at the first ≥ 99 % and "
         "decreasing as 1000 / (1000 + n) after it, and each update clipped (not the paper's "
         "setting)",
-        {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
-        {"tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0, "transition_step_after_99": 0.5,
-                "transition_step_decay": 1000.0, "clip_norm": 1.0}},
+        _T120,
+        {"tp": {**_TP120, **_DECAY, "clip_norm": 1.0}},
     ),
     "temporal_order_120_decay_capped": (
         "temporal order T = 120, TP with the transition step halved at the first ≥ 99 % and "
         "decreasing as 1000 / (1000 + n) after it, and targets that may not grow backwards in "
         "time (not the paper's setting)",
-        {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
-        {"tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0, "transition_step_after_99": 0.5,
-                "transition_step_decay": 1000.0, "target_growth_cap": 1.0}},
+        _T120,
+        {"tp": {**_TP120, **_DECAY, "target_growth_cap": 1.0}},
     ),
     "temporal_order_120_decay_90": (
         "temporal order T = 120, TP with the transition step halved at the first ≥ 90 % and "
         "decreasing as 1000 / (1000 + n) after it (not the paper's setting; 90 % chosen after "
         "seed 0 overflowed at 97 % without reaching 99 %)",
-        {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
-        {"tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0, "transition_step_after_99": 0.5,
-                "transition_step_decay": 1000.0, "schedule_from_accuracy": 0.9}},
+        _T120,
+        {"tp": {**_TP120, **_DECAY, "schedule_from_accuracy": 0.9}},
     ),
     "temporal_order_120_decay_only": (
         "temporal order T = 120, TP with the transition step decreasing as 1000 / (1000 + n) "
         "after the first ≥ 99 %, not halved first (not the paper's setting)",
-        {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
-        {"tp": {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0, "transition_step_decay": 1000.0}},
+        _T120,
+        {"tp": {**_TP120, "transition_step_decay": 1000.0}},
     ),
     "temporal_order_120_matched": (
         "temporal order T = 120, step-matched BPTT (readout γ_θ, transition γ_θγ_h)",
-        {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
+        _T120,
         {"bptt": {"gamma_theta": 1e-2, "transition_step_factor": 1e-2}},
     ),
     "temporal_order_120_matched_full": (
         "temporal order T = 120, step-matched BPTT at TP's measured transition step (readout "
         "γ_θ, transition 2.1 γ_θγ_h)",
-        {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000},
+        _T120,
         {"bptt": {"gamma_theta": 1e-2, "transition_step_factor": 2.1e-2}},
     ),
     "adding_30": (
