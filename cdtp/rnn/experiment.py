@@ -132,14 +132,16 @@ class RNNExperimentConfig:
         has when its targets vanish within a few steps (then TP's transition direction is
         about γ_h times the BPTT gradient; benchmarks/RNN_TP.md).
     transition_step_after_99 : float
-        Not in the paper (1: off): from the first evaluation with held-out accuracy ≥ 0.99 on,
-        the transition step is multiplied by this (> 0). A variant for benchmarks/RNN_TP.md,
+        Not in the paper (1: off): from the first evaluation with held-out accuracy
+        ≥ ``schedule_from_accuracy`` (0.99 unless set) on, the transition step is multiplied
+        by this (> 0). A variant for benchmarks/RNN_TP.md,
         where the solved network's sharper loss makes the paper's step unstable.
     transition_step_decay : float or None
         Not in the paper (``None``: off): a time constant τ in updates. From the first
-        evaluation ≥ 0.99 on, the transition step is also multiplied by τ / (τ + n), n the
-        updates since that evaluation, so it keeps decreasing (Robbins–Monro's 1/n) instead of
-        settling at a new fixed value that the sharpening loss can outgrow.
+        evaluation ≥ ``schedule_from_accuracy`` on, the transition step is also multiplied by
+        τ / (τ + n), n the updates since that evaluation, so it keeps decreasing
+        (Robbins–Monro's 1/n) instead of settling at a new fixed value that the sharpening
+        loss can outgrow.
     target_growth_cap : float or None
         Not in the paper (``None``: off; TP only): per example and step, the target displacement
         may grow backwards in time by at most this factor
