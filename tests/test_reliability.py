@@ -294,6 +294,9 @@ def test_a_unit_of_another_dimension_says_wrong_dimension(text, dim):
 # -- divergence --------------------------------------------------------------------------------
 # (the shipped circuit consolidates W once per cycle, so a huge η_W would first act in cycle 1:
 # the first row changes W on every step)
+# these simulations overflow on purpose: numpy's warnings about it are expected
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
+                            "ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("overrides", [["circuit.plasticity.eta_w=1000",
                                         'circuit.plasticity.consolidation="step"'],
                                        ["circuit.plasticity.beta=1e6"],

@@ -339,7 +339,10 @@ def plot_weight_change(ds: xr.Dataset):
     lim = 0.0
     for l, got, pred in zip(layers, recorded, predicted):
         ax.plot(pred.ravel(), got.ravel(), ".", ms=2, label=f"W_{l}")
-        lim = max(lim, np.nanmax(np.abs(pred)), np.nanmax(np.abs(got)))
+        values = np.abs(np.concatenate([np.ravel(pred), np.ravel(got)]))
+        values = values[np.isfinite(values)]  # a diverged run records NaN
+        if values.size:
+            lim = max(lim, float(values.max()))
     ax.plot([-lim, lim], [-lim, lim], "k--", lw=0.8, label="equality")
     ax.set_xlabel("predicted ΔW (η_W × DTP update)")
     ax.set_ylabel("recorded ΔW over the plasticity window")
