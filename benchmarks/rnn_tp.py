@@ -149,6 +149,13 @@ CURVES = {
         _T120,
         {"tp": {**_TP120, **_DECAY, "target_growth_cap": 1.0}},
     ),
+    "temporal_order_120_backoff": (
+        "temporal order T = 120, the decreasing step and the target cap, and the transition "
+        "step halved whenever a mini-batch loss exceeds 5 × the median of the 200 before "
+        "(not the paper's setting)",
+        _T120,
+        {"tp": {**_TP120, **_DECAY, "target_growth_cap": 1.0, "spike_backoff": 5.0}},
+    ),
     "temporal_order_120_decay_90": (
         "temporal order T = 120, TP with the transition step halved at the first ≥ 90 % and "
         "decreasing as 1000 / (1000 + n) after it (not the paper's setting; 90 % chosen after "
@@ -277,6 +284,7 @@ def cmd_run(args):
         initial_eval_loss=float(ds.attrs["initial_eval_loss"]),
         initial_accuracy=float(ds.attrs["initial_accuracy"]),
         first_99_iteration=int(ds.attrs["first_99_iteration"]),
+        backoff_iterations=json.loads(ds.attrs["backoff_iterations"]),
         machine=_machine(),
     )
     _write_json(path, record)
@@ -540,6 +548,8 @@ def cmd_report(args):
                    if "clip_norm" in cfg else "")
                 + (f" (‖λ_(t−1)‖ ≤ {cfg['target_growth_cap']:g} ‖λ_t‖ per example)"
                    if "target_growth_cap" in cfg else "")
+                + (f" (transition step × 0.5 at a loss > {cfg['spike_backoff']:g} × the recent "
+                   "median)" if "spike_backoff" in cfg else "")
                 + (f" (transition step × {cfg['transition_step_after_99']:g} from the first "
                    f"evaluation ≥ {cfg.get('schedule_from_accuracy', 0.99):.0%})"
                    if "transition_step_after_99" in cfg else "")

@@ -23,6 +23,7 @@ for the digits) is checked at every evaluation against its value before training
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import time
@@ -67,6 +68,8 @@ TASK_DEFAULT_LENGTH = {
     "temporal_order": 60, "adding": 30, "digits_pixel": 64, "digits_row": 8, "mnist1d": 40
 }
 _FIXED_LENGTH_TASKS = ("digits_pixel", "digits_row", "mnist1d")
+#: Mini-batch losses whose median ``spike_backoff`` compares each update's loss with.
+BACKOFF_WINDOW = 200
 
 
 def _is_int(value) -> bool:
@@ -142,6 +145,12 @@ class RNNExperimentConfig:
         τ / (τ + n), n the updates since that evaluation, so it keeps decreasing
         (Robbins–Monro's 1/n) instead of settling at a new fixed value that the sharpening
         loss can outgrow.
+    spike_backoff : float or None
+        Not in the paper (``None``: off): a factor k > 1. When an update's mini-batch loss
+        exceeds k times the median of the ``BACKOFF_WINDOW`` mini-batch losses before it, the
+        transition step is halved, for good; the window then refills before the next halving
+        can happen. It reacts to the runaways of the step (benchmarks/RNN_TP.md) from the
+        training loss alone, before as well as after the task is solved.
     target_growth_cap : float or None
         Not in the paper (``None``: off; TP only): per example and step, the target displacement
         may grow backwards in time by at most this factor
@@ -207,6 +216,7 @@ class RNNExperimentConfig:
     transition_step_decay: float | None = None
     schedule_from_accuracy: float = 0.99
     target_growth_cap: float | None = None
+    spike_backoff: float | None = None
     data_cycle: int | None = None
     positions: str = "code"
     adding_success: str = "absolute"
@@ -270,6 +280,9 @@ class RNNExperimentConfig:
         tau = self.transition_step_decay
         if tau is not None and not (_is_real(tau) and math.isfinite(tau) and tau > 0):
             raise bad("transition_step_decay", "a finite number > 0 (updates), or omitted")
+        kb = self.spike_backoff
+        if kb is not None and not (_is_real(kb) and math.isfinite(kb) and kb > 1):
+            raise bad("spike_backoff", "a finite number > 1, or omitted")
         cap = self.target_growth_cap
         if cap is not None and not (_is_real(cap) and math.isfinite(cap) and cap > 0):
             raise bad("target_growth_cap", "a finite number > 0, or omitted")
@@ -463,7 +476,7 @@ def run(config: RNNExperimentConfig, progress=None, monitor=None) -> xr.Dataset:
     window = 0.0
     first_99 = -1  # first evaluation ≥ 99 %
     reduced_at = -1  # first evaluation ≥ schedule_from_accuracy (the step variants start there)
-    reduced_factor = config.transition_step_factor
+    backoff, recent, halvings = 1.0, collections.deque(maxlen=BACKOFF_WINDOW), []
     with np.errstate(all="ignore"):
         initial_loss, initial_score = task.evaluate(params, loss)
         for it in range(1, config.iterations + 1):
@@ -490,9 +503,20 @@ def run(config: RNNExperimentConfig, progress=None, monitor=None) -> xr.Dataset:
                     pause = time.perf_counter()
                     monitor(it, params, x, y, value, directions, loss)
                     start += time.perf_counter() - pause
-                if reduced_at >= 0 and config.transition_step_decay is not None:
-                    tau = config.transition_step_decay
-                    optimizer.transition_factor = reduced_factor * tau / (tau + it - reduced_at)
+                if config.spike_backoff is not None:
+                    if (len(recent) == BACKOFF_WINDOW
+                            and value > config.spike_backoff * float(np.median(recent))):
+                        backoff *= 0.5  # a runaway starting: a smaller step, for good
+                        recent.clear()
+                        halvings.append(it)
+                    recent.append(value)
+                factor = config.transition_step_factor
+                if reduced_at >= 0:  # the variants' smaller steps, from their first evaluation
+                    factor *= config.transition_step_after_99
+                    if config.transition_step_decay is not None:
+                        tau = config.transition_step_decay
+                        factor = factor * tau / (tau + it - reduced_at)
+                optimizer.transition_factor = factor * backoff
                 optimizer.step(params, directions)
                 finite = math.isfinite(value) and params.is_finite()
             except np.linalg.LinAlgError:
@@ -522,8 +546,6 @@ def run(config: RNNExperimentConfig, progress=None, monitor=None) -> xr.Dataset:
                     first_99 = it
                 if reduced_at < 0 and out["accuracy"][k] >= config.schedule_from_accuracy:
                     reduced_at = it  # the variants' smaller steps from here on (if set)
-                    optimizer.transition_factor *= config.transition_step_after_99
-                    reduced_factor = optimizer.transition_factor
                 if not math.isfinite(out["eval_loss"][k]):
                     diverged_at, stopped = it, "NaN/Inf held-out loss"
                     break
@@ -576,6 +598,7 @@ def run(config: RNNExperimentConfig, progress=None, monitor=None) -> xr.Dataset:
             "diverged_iteration": diverged_at,
             "stopped": stopped,
             "first_99_iteration": first_99,
+            "backoff_iterations": json.dumps(halvings),  # spike_backoff's halvings
             "initial_eval_loss": initial_loss,
             "initial_accuracy": initial_score,
             "cdtp_version": _package_version(),
