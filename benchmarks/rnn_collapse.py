@@ -1,6 +1,6 @@
 """Why TP at temporal order T = 120 falls after reaching 99 %: measurements around a collapse.
 
-Two steps, each writing one JSON file under ``benchmarks/rnn_runs/diagnostics/``::
+Each step writes one JSON file under ``benchmarks/rnn_runs/diagnostics/``::
 
     python -m benchmarks.rnn_collapse replay --seed 1 --dtype float32 --until 33000
     python -m benchmarks.rnn_collapse branch --seed 1 --dtype float32 --at 19500 --length 500
@@ -23,6 +23,14 @@ the seed, advanced to the checkpoint) in several variants side by side: the pape
 float32 and in float64, and with the update direction's norm clipped; it records the loss and
 direction norms per update. It tells whether a collapse depends on the precision and whether a
 clip removes it.
+
+``update`` reruns a curve to one update (``--at``, typically the one before a NaN) and records
+that update and the one before in detail: the targets' displacements ‖λ_t‖ over t, each
+example's largest growth, TP's and BPTT's norms, in the run's precision and in float64. It tells
+a target explosion (Eq 2's targets growing backwards in time) from an exploding gradient TP
+inherits from BPTT::
+
+    python -m benchmarks.rnn_collapse update --curve temporal_order_120 --seed 0 --at 33989
 
 Every process is single-threaded (as :mod:`benchmarks.rnn_tp`).
 """
