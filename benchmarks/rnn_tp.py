@@ -52,57 +52,53 @@ RUNS = HERE / "rnn_runs"
 #: every 200 iterations on 8 000 fresh ones), to keep evaluation a few % of the run's cost.
 EVAL = {"eval_every": 500, "eval_size": 2000}
 
-#: curve → title, shared config, per-method config (the paper's lr, lr_target, reg, momentum,
-#: iterations, batch size).
-#: Temporal order T = 120: the paper's task settings and TP steps, shared by its variants.
+#: Temporal order T = 60 and T = 120: the paper's task settings and TP steps, shared by the
+#: variants of each.
+_T60 = {"task": "temporal_order", "T": 60, "batch_size": 20, "iterations": 40000}
+_TP60 = {"gamma_theta": 0.1, "gamma_h": 1e-2, "r": 10.0}
 _T120 = {"task": "temporal_order", "T": 120, "batch_size": 20, "iterations": 48000}
 _TP120 = {"gamma_theta": 1e-2, "gamma_h": 1e-2, "r": 1.0}
 #: The decreasing-step variant: transition step × 0.5 at the first evaluation ≥ 99 %, then
 #: × 1000 / (1000 + n) n updates later (not the paper's setting).
 _DECAY = {"transition_step_after_99": 0.5, "transition_step_decay": 1000.0}
 
+#: curve → title, shared config, per-method config (the paper's lr, lr_target, reg, momentum,
+#: iterations, batch size).
 CURVES = {
     "temporal_order_60": (
         "temporal order T = 60",
-        {"task": "temporal_order", "T": 60, "batch_size": 20, "iterations": 40000},
+        _T60,
         {
-            "tp": {"gamma_theta": 0.1, "gamma_h": 1e-2, "r": 10.0},
+            "tp": _TP60,
             "bptt": {"gamma_theta": 1e-5, "momentum": 0.9},
         },
     ),
     "temporal_order_60_matched": (
         "temporal order T = 60, step-matched BPTT (readout γ_θ, transition γ_θγ_h)",
-        {"task": "temporal_order", "T": 60, "batch_size": 20, "iterations": 40000},
+        _T60,
         {"bptt": {"gamma_theta": 0.1, "transition_step_factor": 1e-2}},
     ),
     "temporal_order_60_text": (
         "temporal order T = 60, the text's marker positions",
-        {
-            "task": "temporal_order",
-            "T": 60,
-            "batch_size": 20,
-            "iterations": 40000,
-            "positions": "text",
-        },
-        {"tp": {"gamma_theta": 0.1, "gamma_h": 1e-2, "r": 10.0}},
+        {**_T60, "positions": "text"},
+        {"tp": _TP60},
     ),
     "temporal_order_60_local": (
         "temporal order T = 60, Eq 3 local (h_{t−1} fixed)",
-        {"task": "temporal_order", "T": 60, "batch_size": 20, "iterations": 40000},
-        {"tp": {"gamma_theta": 0.1, "gamma_h": 1e-2, "r": 10.0, "transition_gradient": "local"}},
+        _T60,
+        {"tp": {**_TP60, "transition_gradient": "local"}},
     ),
     "temporal_order_60_cycled": (
         "temporal order T = 60, the paper's data stream (the same 4 000 mini-batches every "
         "4 000 updates)",
-        {"task": "temporal_order", "T": 60, "batch_size": 20, "iterations": 40000,
-         "data_cycle": 4000},
-        {"tp": {"gamma_theta": 0.1, "gamma_h": 1e-2, "r": 10.0}},
+        {**_T60, "data_cycle": 4000},
+        {"tp": _TP60},
     ),
     "temporal_order_60_decay": (
         "temporal order T = 60, TP with the transition step halved at the first ≥ 99 % and "
         "decreasing as 1000 / (1000 + n) after it (not the paper's setting)",
-        {"task": "temporal_order", "T": 60, "batch_size": 20, "iterations": 40000},
-        {"tp": {"gamma_theta": 0.1, "gamma_h": 1e-2, "r": 10.0, **_DECAY}},
+        _T60,
+        {"tp": {**_TP60, **_DECAY}},
     ),
     "temporal_order_120": (
         "temporal order T = 120",

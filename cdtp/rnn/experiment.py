@@ -476,7 +476,7 @@ def run(config: RNNExperimentConfig, progress=None, monitor=None) -> xr.Dataset:
     window = 0.0
     first_99 = -1  # first evaluation ≥ 99 %
     reduced_at = -1  # first evaluation ≥ schedule_from_accuracy (the step variants start there)
-    backoff, recent, halvings = 1.0, collections.deque(maxlen=BACKOFF_WINDOW), []
+    recent, halvings = collections.deque(maxlen=BACKOFF_WINDOW), []  # spike_backoff's
     with np.errstate(all="ignore"):
         initial_loss, initial_score = task.evaluate(params, loss)
         for it in range(1, config.iterations + 1):
@@ -506,9 +506,8 @@ def run(config: RNNExperimentConfig, progress=None, monitor=None) -> xr.Dataset:
                 if config.spike_backoff is not None:
                     if (len(recent) == BACKOFF_WINDOW
                             and value > config.spike_backoff * float(np.median(recent))):
-                        backoff *= 0.5  # a runaway starting: a smaller step, for good
+                        halvings.append(it)  # a runaway starting: half the step, for good
                         recent.clear()
-                        halvings.append(it)
                     recent.append(value)
                 factor = config.transition_step_factor
                 if reduced_at >= 0:  # the variants' smaller steps, from their first evaluation
@@ -516,7 +515,7 @@ def run(config: RNNExperimentConfig, progress=None, monitor=None) -> xr.Dataset:
                     if config.transition_step_decay is not None:
                         tau = config.transition_step_decay
                         factor = factor * tau / (tau + it - reduced_at)
-                optimizer.transition_factor = factor * backoff
+                optimizer.transition_factor = factor * 0.5 ** len(halvings)
                 optimizer.step(params, directions)
                 finite = math.isfinite(value) and params.is_finite()
             except np.linalg.LinAlgError:
