@@ -776,20 +776,21 @@ def test_transition_step_after_99_changes_the_run_only_after_it_reaches_99_perce
     assert paper.train_loss.values[1] != halved.train_loss.values[1]
 
 
-def _steps_and_batches(cfg):
-    """Run ``cfg`` (float64) with a monitor: per update, its mini-batch and the step actually
-    taken on W_hh (‖ΔW_hh‖ / ‖direction‖, read off the next update's starting parameters)."""
+def _monitored_run(cfg):
+    """Run ``cfg`` (float64) with a monitor: the dataset and, per update, the step actually
+    taken on W_hh (‖ΔW_hh‖ / ‖direction‖, read off the next update's starting parameters; one
+    fewer than the updates), its mini-batch and its loss."""
     seen = []
 
     def monitor(it, params, x, y, value, directions, loss):
-        seen.append((it, params.W_hh.copy(), directions.W_hh.copy(), x.copy()))
+        seen.append((params.W_hh.copy(), directions.W_hh.copy(), x.copy(), value))
 
     ds = run(cfg, monitor=monitor)
     steps = [
         np.linalg.norm(w1 - w0) / np.linalg.norm(d0)
-        for (_, w0, d0, _), (_, w1, _, _) in pairwise(seen)
+        for (w0, d0, _, _), (w1, _, _, _) in pairwise(seen)
     ]
-    return ds, np.array(steps), [x for *_, x in seen]
+    return ds, np.array(steps), [s[2] for s in seen], [s[3] for s in seen]
 
 
 def test_transition_step_decay_applies_tau_over_tau_plus_n_after_99_percent():
@@ -802,7 +803,7 @@ def test_transition_step_decay_applies_tau_over_tau_plus_n_after_99_percent():
     base = {"task": "temporal_order", "method": "tp", "T": 20, "iterations": 500,
             "eval_every": 250, "eval_size": 500, "gamma_theta": 0.1, "gamma_h": 1e-2, "r": 10.0}
     tau = 40.0
-    ds, steps, _ = _steps_and_batches(RNNExperimentConfig(
+    ds, steps, _, _ = _monitored_run(RNNExperimentConfig(
         **base, transition_step_after_99=0.5, transition_step_decay=tau))
     assert ds.attrs["first_99_iteration"] == 250
     n = np.arange(1, 500 - 250)
@@ -811,7 +812,7 @@ def test_transition_step_decay_applies_tau_over_tau_plus_n_after_99_percent():
     # started by a lower accuracy (schedule_from_accuracy): from the first evaluation ≥ 0.5,
     # which comes before 250, where the run above first reaches 0.99 (evaluations every 25
     # updates here); first_99_iteration stays the first evaluation ≥ 0.99 (−1: none)
-    early, steps, _ = _steps_and_batches(RNNExperimentConfig(
+    early, steps, _, _ = _monitored_run(RNNExperimentConfig(
         **{**base, "eval_every": 25}, transition_step_after_99=0.5, transition_step_decay=tau,
         schedule_from_accuracy=0.5))
     it, acc = early.iteration.values, early.accuracy.values
@@ -831,8 +832,8 @@ def test_data_cycle_repeats_the_first_k_mini_batches():
     cfg = {"task": "temporal_order", "method": "tp", "T": 12, "hidden": 8, "iterations": 21,
            "eval_every": 7, "eval_size": 50, "gamma_theta": 0.1, "gamma_h": 1e-2, "r": 10.0,
            "dtype": "float64"}
-    _, _, cycled = _steps_and_batches(RNNExperimentConfig(**cfg, data_cycle=7))
-    _, _, fresh = _steps_and_batches(RNNExperimentConfig(**cfg))
+    _, _, cycled, _ = _monitored_run(RNNExperimentConfig(**cfg, data_cycle=7))
+    _, _, fresh, _ = _monitored_run(RNNExperimentConfig(**cfg))
     for i in range(21):
         assert np.array_equal(cycled[i], fresh[i % 7])
     assert not np.array_equal(fresh[7], fresh[0])  # without the option the stream goes on
@@ -891,21 +892,14 @@ def test_spike_backoff_halves_the_transition_step_after_a_loss_spike():
     cfg = RNNExperimentConfig(
         task="temporal_order", method="tp", T=20, iterations=1000, eval_every=500,
         eval_size=200, gamma_theta=0.1, gamma_h=1e-2, r=10.0, spike_backoff=1.1)
-    seen = []
-
-    def monitor(it, params, x, y, value, directions, loss):
-        seen.append((value, params.W_hh.copy(), directions.W_hh.copy()))
-
-    ds = run(cfg, monitor=monitor)
+    ds, steps, _, losses = _monitored_run(cfg)
     recent, factor, want, halvings = deque(maxlen=BACKOFF_WINDOW), 1.0, [], []
-    for it, (value, _, _) in enumerate(seen, start=1):
+    for it, value in enumerate(losses, start=1):
         if len(recent) == BACKOFF_WINDOW and value > 1.1 * np.median(recent):
             factor *= 0.5
             recent.clear()
             halvings.append(it)
         recent.append(value)
         want.append(0.1 * factor)
-    steps = [np.linalg.norm(w1 - w0) / np.linalg.norm(d0)
-             for (_, w0, d0), (_, w1, _) in pairwise(seen)]
     assert halvings and json.loads(ds.attrs["backoff_iterations"]) == halvings
     np.testing.assert_allclose(steps, want[:-1], rtol=1e-9)
