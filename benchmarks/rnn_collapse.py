@@ -88,6 +88,18 @@ def _norm(a) -> float:
     return float(np.linalg.norm(np.asarray(a, dtype=np.float64)))
 
 
+def _target_displacements(params, x, y, loss, *, gamma_h, r, margin=1e-3, growth_cap=None):
+    """The forward pass, the regularized inverse and the target displacements
+    λ_t = v_t − h_t of one update (Eqs 1–2, as :func:`cdtp.rnn.network.tp_directions` computes
+    them), λ as a float64 array (T, batch, p)."""
+    fp = rnn.forward(params, x)
+    dz = loss.gradient(fp.z, y) / fp.z.shape[0]
+    inverse = rnn.RegularizedInverse(params, r, margin=margin)
+    v_last = rnn.output_target(fp.h_steps[-1], dz @ params.W_hy, gamma_h)
+    v = rnn.propagate_targets(fp, v_last, inverse, growth_cap=growth_cap)
+    return fp, inverse, v.transpose(1, 0, 2).astype(np.float64) - fp.h_steps[1:]
+
+
 def state_diagnostics(params, x, y, loss, directions, *, gamma_h, r, margin=1e-3):
     """The network's state at one update (all norms Frobenius, in float64 arithmetic).
 
@@ -100,13 +112,8 @@ def state_diagnostics(params, x, y, loss, directions, *, gamma_h, r, margin=1e-3
     the largest mean slope of one step, ``bptt_W_hh`` ‖∂L̄/∂W_hh‖, ``cos_W_hh`` the cosine
     between TP's W_hh direction and the BPTT gradient.
     """
-    fp = rnn.forward(params, x)
-    batch = fp.z.shape[0]
-    dz = loss.gradient(fp.z, y) / batch
-    dh_last = dz @ params.W_hy
-    inverse = rnn.RegularizedInverse(params, r, margin=margin)
-    v = rnn.propagate_targets(fp, rnn.output_target(fp.h_steps[-1], dh_last, gamma_h), inverse)
-    lam = v.transpose(1, 0, 2).astype(np.float64) - fp.h_steps[1:]
+    fp, inverse, lam = _target_displacements(params, x, y, loss, gamma_h=gamma_h, r=r,
+                                             margin=margin)
     lam_norm = np.sqrt(np.sum(lam * lam, axis=(1, 2)))  # per step t = 1 … T
     ratio = lam_norm / lam_norm[-1] if lam_norm[-1] > 0 else np.full_like(lam_norm, np.nan)
     h = np.abs(fp.h_steps[1:].astype(np.float64))
@@ -416,22 +423,17 @@ def cmd_update(args):
 
     run(config, monitor=monitor)
     loss = rnn.readout_loss("softmax")
+    kw = {"gamma_h": config.gamma_h, "r": config.r, "margin": config.margin,
+          "growth_cap": config.target_growth_cap}  # the targets the run's update used
     out = {"curve": args.curve, "method": args.method, "seed": args.seed, "dtype": args.dtype,
            "updates": {}}
     for it, (params, x, y, directions) in sorted(captured.items()):
         rec = {"directions": {n: _norm(getattr(directions, n)) for n in NAMES}}
         for dtype in (args.dtype, "float64"):
             p, xx = params.astype(dtype), x.astype(dtype)
-            fp = rnn.forward(p, xx)
-            dz = loss.gradient(fp.z, y) / fp.z.shape[0]
-            inverse = rnn.RegularizedInverse(p, config.r, margin=config.margin)
-            dh_last = (dz @ p.W_hy).astype(dtype)
-            v = rnn.propagate_targets(
-                fp, rnn.output_target(fp.h_steps[-1], dh_last, config.gamma_h), inverse)
-            lam = v.transpose(1, 0, 2).astype(np.float64) - fp.h_steps[1:]
+            fp, inverse, lam = _target_displacements(p, xx, y, loss, **kw)
             per_example = np.linalg.norm(lam, axis=2)  # (T, batch)
-            _, d = rnn.tp_directions(p, xx, y, loss, gamma_h=config.gamma_h, r=config.r,
-                                     margin=config.margin,
+            _, d = rnn.tp_directions(p, xx, y, loss, **kw,
                                      transition_gradient=config.transition_gradient)
             _, g = rnn.bptt_gradients(p, xx, y, loss)
             rec[dtype] = {
