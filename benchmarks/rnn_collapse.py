@@ -100,7 +100,8 @@ def _target_displacements(params, x, y, loss, *, gamma_h, r, margin=1e-3, growth
     return fp, inverse, v.transpose(1, 0, 2).astype(np.float64) - fp.h_steps[1:]
 
 
-def state_diagnostics(params, x, y, loss, directions, *, gamma_h, r, margin=1e-3):
+def state_diagnostics(params, x, y, loss, directions, *, gamma_h, r, margin=1e-3,
+                      growth_cap=None):
     """The network's state at one update (all norms Frobenius, in float64 arithmetic).
 
     Returns a dict: ``rho`` spectral radius of W_hh, ``sigma_max``/``sigma_min`` its extreme
@@ -113,7 +114,7 @@ def state_diagnostics(params, x, y, loss, directions, *, gamma_h, r, margin=1e-3
     between TP's W_hh direction and the BPTT gradient.
     """
     fp, inverse, lam = _target_displacements(params, x, y, loss, gamma_h=gamma_h, r=r,
-                                             margin=margin)
+                                             margin=margin, growth_cap=growth_cap)
     lam_norm = np.sqrt(np.sum(lam * lam, axis=(1, 2)))  # per step t = 1 … T
     ratio = lam_norm / lam_norm[-1] if lam_norm[-1] > 0 else np.full_like(lam_norm, np.nan)
     h = np.abs(fp.h_steps[1:].astype(np.float64))
@@ -174,7 +175,8 @@ def cmd_replay(args):
         "eval": {"iteration": [], "accuracy": [], "eval_loss": []},
     }
     checkpoints = {}
-    kw = {"gamma_h": config.gamma_h, "r": config.r, "margin": config.margin}
+    kw = {"gamma_h": config.gamma_h, "r": config.r, "margin": config.margin,
+          "growth_cap": config.target_growth_cap}  # the targets the run's updates used
     readout = {}
 
     def monitor(it, params, x, y, value, directions, loss):
@@ -203,7 +205,7 @@ def cmd_replay(args):
         loss = readout["loss"]
         states = {"iteration": [], "loss": []}
         for it, params, x, y in recent:
-            value, d = rnn.tp_directions(params, x, y, loss, gamma_h=config.gamma_h, r=config.r,
+            value, d = rnn.tp_directions(params, x, y, loss, **kw,
                                          transition_gradient=config.transition_gradient)
             _append_state(states, it, value, d, state_diagnostics(params, x, y, loss, d, **kw))
         first = recent[0]
